@@ -1,0 +1,48 @@
+"""xbench: does a saliency map point at what really drives the model's decision?
+
+Plugins implement the hooks in :mod:`xbench.hookspecs` and yield the spec objects exported here.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .hookspecs import hookimpl
+from .specs import (
+    Dataset,
+    DatasetInfo,
+    DatasetSpec,
+    ExecutorSpec,
+    FitContext,
+    FitReport,
+    LazyArray,
+    MethodSpec,
+    MetricContext,
+    MetricSpec,
+    ModelSpec,
+    Split,
+    TrainedModel,
+)
+from .store import load_results
+
+try:
+    __version__ = version("xbench")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Dataset",
+    "DatasetInfo",
+    "DatasetSpec",
+    "ExecutorSpec",
+    "FitContext",
+    "FitReport",
+    "LazyArray",
+    "MethodSpec",
+    "MetricContext",
+    "MetricSpec",
+    "ModelSpec",
+    "Split",
+    "TrainedModel",
+    "__version__",
+    "hookimpl",
+    "load_results",
+]

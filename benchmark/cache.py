@@ -1,0 +1,71 @@
+"""Content-addressed caches for trained models and attribution maps.
+
+Keys are hashes of everything that determines the artefact (spec name, version, params, seed,
+dataset identity), so a cache never serves a stale result and can be shared between runs.
+Checkpoints are plain state dicts, loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from .specs import FitReport
+from .store import atomic_write_bytes
+
+
+class Cache:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # models ---------------------------------------------------------------
+    def _model_paths(self, key: str) -> tuple[Path, Path]:
+        folder = self.root / "models"
+        return folder / f"{key}.pt", folder / f"{key}.json"
+
+    def load_model(self, key: str) -> tuple[dict[str, Any], FitReport] | None:
+        import torch
+
+        weights, report = self._model_paths(key)
+        if not (weights.exists() and report.exists()):
+            return None
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            info = json.loads(report.read_text())
+        except Exception:  # a damaged entry is recomputed, never trusted
+            return None
+        return state, FitReport(history=info.get("history", []), metrics=info.get("metrics", {}))
+
+    def save_model(self, key: str, state: dict[str, Any], report: FitReport, meta: dict[str, Any]) -> None:
+        import torch
+
+        weights, info = self._model_paths(key)
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, buffer)
+        atomic_write_bytes(weights, buffer.getvalue())
+        body = {"history": report.history, "metrics": report.metrics, **meta}
+        atomic_write_bytes(info, json.dumps(body, indent=2, default=str).encode("utf-8"))
+
+    # attributions ------------------------------------------------------------
+    def _attribution_path(self, key: str) -> Path:
+        return self.root / "attributions" / key[:2] / f"{key}.pt"
+
+    def load_attribution(self, key: str):
+        import torch
+
+        path = self._attribution_path(key)
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return None
+
+    def save_attribution(self, key: str, tensor) -> None:
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(tensor.detach().cpu().contiguous(), buffer)
+        atomic_write_bytes(self._attribution_path(key), buffer.getvalue())

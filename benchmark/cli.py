@@ -1,0 +1,259 @@
+"""The ``xbench`` command line. Exit status: 0 all good, 1 something failed, 2 bad usage or config."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from . import __version__
+from .errors import XbenchError
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+KIND_CHOICES = ("datasets", "models", "methods", "metrics", "executors")
+
+
+class _Group(click.Group):
+    """Turns xbench's own errors into their message and exit status, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except XbenchError as exc:
+            err.print(f"[bold red]Error:[/] {escape(str(exc))}")
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="xbench")
+def main() -> None:
+    """Benchmark the correctness of image attribution methods on data whose truth is known."""
+
+
+def _registry():
+    from .registry import load_registry
+
+    return load_registry()
+
+
+def _report_broken(registry) -> None:
+    for p in registry.problems:
+        err.print(f"[yellow]Plugin {escape(p.name)!s} was left out:[/] {escape('; '.join(p.errors))}")
+
+
+_filters = [
+    click.option("-d", "--dataset", "datasets", multiple=True, help="Only these datasets (name or glob; repeatable)."),
+    click.option("-m", "--model", "models", multiple=True, help="Only these models (name or glob; repeatable)."),
+    click.option("-a", "--method", "methods", multiple=True, help="Only these methods (name or glob; repeatable)."),
+    click.option("-M", "--metric", "metrics", multiple=True, help="Only these metrics (name or glob; repeatable)."),
+    click.option("--seeds", help="Comma-separated seeds, e.g. 0,1,2 (overrides the config)."),
+]
+
+
+def _with_filters(fn):
+    for option in reversed(_filters):
+        fn = option(fn)
+    return fn
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers, e.g. 0,1,2", param_hint="--seeds")
+    if not seeds:
+        raise click.BadParameter("give at least one seed", param_hint="--seeds")
+    return seeds
+
+
+def _config(config, registry, *, seeds=None, filters=None, **overrides):
+    from .config import load_config
+
+    overrides["seeds"] = _parse_seeds(seeds)
+    return load_config(config, registry, overrides=overrides, filters=filters)
+
+
+@main.command()
+@click.argument("config", required=False)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default from the config).")
+@click.option("--device", help="auto, cpu, cuda or cuda:N (default: auto).")
+@click.option("--executor", help="local, dask, or an executor from a plugin.")
+@click.option("--scheduler", help="Address of a running Dask scheduler (dask executor).")
+@click.option("--workers", type=click.IntRange(min=1), help="Workers of a local Dask cluster.")
+@click.option("--no-leaderboard", is_flag=True, help="Do not build the leaderboard at the end.")
+@_with_filters
+def run(config, out, device, executor, scheduler, workers, no_leaderboard, datasets, models, methods, metrics, seeds):
+    """Run every valid combination of CONFIG (a TOML file or a preset; default: quick).
+
+    Re-running the same output directory computes only what is missing.
+    """
+    from .progress import RunProgress
+    from .runner import default_out
+    from .runner import run as run_plan
+
+    registry = _registry()
+    _report_broken(registry)
+    cfg = _config(config, registry, seeds=seeds, device=device, executor=executor, scheduler=scheduler,
+                  workers=workers, filters={"datasets": datasets, "models": models, "methods": methods,
+                                            "metrics": metrics})
+    out_dir = Path(out) if out else default_out(cfg)
+    err.print(f"xbench {__version__}: running [bold]{escape(cfg.source)}[/] into {escape(str(out_dir))}")
+    with RunProgress(err) as progress:
+        summary = run_plan(cfg, registry, out=out_dir, on_event=progress.event)
+    board = None
+    if cfg.run.leaderboard and not no_leaderboard:
+        from .leaderboard import build_leaderboard
+
+        board = build_leaderboard(out_dir)
+    _print_summary(summary, board, registry)
+    sys.exit(1 if (summary.failed or registry.problems) else 0)
+
+
+def _print_summary(summary, board, registry) -> None:
+    out.print()
+    out.print(f"[bold]Done[/] in {summary.wall_seconds:.1f} s: {summary.computed} units computed, "
+              f"{summary.skipped_done} already done, {len(summary.failed)} failed, {summary.rows} rows written.")
+    out.print(f"  results:     {summary.out / 'results'}  (read with xbench.load_results('{summary.out}'))")
+    out.print(f"  manifest:    {summary.out / 'manifest.json'}")
+    if board is not None:
+        out.print(f"  leaderboard: {board / 'index.html'}  and  {board / 'leaderboard.md'}")
+    if summary.failed:
+        out.print(f"[red]{len(summary.failed)} unit(s) failed[/]; details in {summary.out / 'errors'}:")
+        shown = {}
+        for e in summary.failed:
+            shown.setdefault((e["phase"], e["error"]), []).append(e)
+        for (phase, error), items in list(shown.items())[:10]:
+            first = items[0]
+            where = " × ".join(x for x in (first["dataset"], first["model"], first["method"], first["metric"]) if x)
+            more = f" (+{len(items) - 1} more)" if len(items) > 1 else ""
+            out.print(f"  - {escape(phase)}: {escape(where)}: {escape(error)}{more}")
+    if registry.problems:
+        out.print(f"[yellow]{len(registry.problems)} plugin(s) could not be loaded; see `xbench plugins --all`.[/]")
+
+
+@main.command()
+@click.argument("config", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_with_filters
+def plan(config, as_json, datasets, models, methods, metrics, seeds):
+    """Show the cells and units CONFIG would run, and every skipped combination with its reason."""
+    from .plan import make_plan
+
+    registry = _registry()
+    _report_broken(registry)
+    cfg = _config(config, registry, seeds=seeds,
+                  filters={"datasets": datasets, "models": models, "methods": methods, "metrics": metrics})
+    p = make_plan(cfg, registry)
+    if as_json:
+        click.echo(json.dumps({
+            "cells": [{"dataset": c.dataset.label, "model": c.model.label, "seed": c.seed, "key": c.key,
+                       "units": [{"method": u.method.label if u.method else None, "metric": u.metric.label,
+                                  "key": u.key} for u in p.units[c.key]]} for c in p.cells],
+            "skipped": [s.__dict__ for s in p.skipped],
+        }, indent=2))
+        return
+    out.print(f"[bold]{len(p.cells)} cells, {len(p.all_units)} units[/] from {escape(cfg.source)}")
+    table = Table("dataset", "model", "seed", "units", "methods", "metrics")
+    for c in p.cells:
+        units = p.units[c.key]
+        table.add_row(escape(c.dataset.label), escape(c.model.label), str(c.seed), str(len(units)),
+                      escape(", ".join(sorted({u.method.label for u in units if u.method}))),
+                      escape(", ".join(sorted({u.metric.label for u in units}))))
+    out.print(table)
+    if p.skipped:
+        out.print(f"[bold]{len(p.skipped)} skipped combinations[/]")
+        skipped = Table("dataset", "model", "method", "metric", "reason")
+        for s in p.skipped:
+            skipped.add_row(*(escape(x or "") for x in (s.dataset, s.model, s.method, s.metric, s.reason)))
+        out.print(skipped)
+
+
+@main.command(name="list")
+@click.argument("kind", required=False, type=click.Choice(KIND_CHOICES))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_(kind, as_json):
+    """List installed datasets, models, methods, metrics and executors (or one KIND)."""
+    from .specs import resolve_tags
+
+    registry = _registry()
+    kinds = [kind] if kind else list(KIND_CHOICES)
+    data = {}
+    for k in kinds:
+        items = []
+        for name in registry.names(k):
+            entry = registry.get(k, name)
+            spec = entry.spec
+            item = {"name": name, "version": entry.version, "plugin": entry.plugin.name,
+                    "description": getattr(spec, "description", "")}
+            params = dict(getattr(spec, "params", {}) or {})
+            item["params"] = {key: value for key, value in params.items()}
+            for tag in ("provides", "requires"):
+                if hasattr(spec, tag):
+                    value = getattr(spec, tag)
+                    item[tag] = sorted(resolve_tags(value, params)) if value is not None else []
+            if k == "metrics":
+                item.update(category=spec.category, scope=spec.scope,
+                            values={v: hib for v, hib in spec.values.items()})
+            if k == "methods":
+                item["baseline"] = spec.baseline
+            items.append(item)
+        data[k] = items
+    if as_json:
+        click.echo(json.dumps(data if not kind else data[kind], indent=2, default=str))
+        return
+    for k, items in data.items():
+        table = Table(title=k, title_justify="left", show_lines=False)
+        for col in ("name", "version", "plugin", "description"):
+            table.add_column(col)
+        for item in items:
+            table.add_row(escape(item["name"]), escape(item["version"]), escape(item["plugin"]),
+                          escape(item["description"]))
+        out.print(table)
+    _report_broken(registry)
+
+
+@main.command()
+@click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(show_all, as_json):
+    """List plugin packages: name, version, distribution, hooks and status."""
+    registry = _registry()
+    records = [p for p in registry.plugins if show_all or not p.builtin]
+    if as_json:
+        click.echo(json.dumps([p.as_dict() for p in records], indent=2))
+    else:
+        table = Table("name", "version", "distribution", "hooks", "status")
+        for p in records:
+            status = p.status if not p.errors else f"{p.status}: {'; '.join(p.errors)}"
+            table.add_row(escape(p.name), escape(p.version or ""), escape(p.distribution or ""),
+                          escape(", ".join(h.removeprefix("xbench_") for h in p.hooks)), escape(status))
+        out.print(table)
+        if not records:
+            out.print("No third-party plugins installed (built-ins: --all).")
+    sys.exit(1 if any(p.status == "error" for p in records) else 0)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write the site "
+              "(default RUN_DIR/leaderboard).")
+def leaderboard(run_dir, out):
+    """Build the static leaderboard of RUN_DIR from its Parquet results alone."""
+    from .leaderboard import build_leaderboard
+
+    site = build_leaderboard(run_dir, out)
+    click.echo(f"leaderboard: {site / 'index.html'}")
+    click.echo(f"markdown:    {site / 'leaderboard.md'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

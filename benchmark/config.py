@@ -1,0 +1,309 @@
+"""Run configuration: a TOML file (or a built-in preset), validated, resolved against the registry.
+
+Layout::
+
+    [run]                    # how to run: seeds, device, executor, output, target mode ...
+    seeds = [0, 1]
+
+    [datasets.synthetic-cardiac]   # a name or a glob, with params for every match
+    n_train = 400
+
+    [models."vgg16-*"]
+    sweep = { degree = [1, 2, "all"] }   # one variant per combination of the listed values
+
+    [methods."*"]            # methods and metrics default to every installed one
+    [metrics."*"]
+
+An exact name takes precedence over globs; among globs the first that matches wins.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import UsageError, did_you_mean
+from .hashing import content_hash
+from .registry import Registry
+
+KINDS = ("datasets", "models", "methods", "metrics")
+RESERVED = ("sweep", "label")
+CORE_MODEL_PARAMS = {"untrained": False}
+REDUCTIONS = ("abs-luminance", "abs-sum", "abs-max", "sum", "positive-sum")
+
+
+class RunOptions(BaseModel):
+    """The ``[run]`` table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("run", description="a title for the run, shown on the leaderboard")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    device: str = "auto"
+    executor: str = "local"
+    scheduler: str = ""
+    workers: int = Field(2, ge=1)
+    target: Literal["label", "predicted"] = "label"
+    reduction: Literal["abs-luminance", "abs-sum", "abs-max", "sum", "positive-sum"] = "abs-luminance"
+    batch_size: int = Field(32, ge=1)
+    samples: int = Field(0, ge=0, description="explain at most this many test samples per cell; 0 = all")
+    out: str = ""
+    cache: str = ""
+    leaderboard: bool = True
+
+
+class RawConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run: RunOptions = Field(default_factory=RunOptions)
+    datasets: dict[str, dict[str, Any]]
+    models: dict[str, dict[str, Any]]
+    methods: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"*": {}})
+    metrics: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"*": {}})
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One selected plugin with fully resolved params: a row label on the leaderboard."""
+
+    kind: str
+    name: str
+    version: str
+    params: Mapping[str, Any]
+    label: str
+
+    @property
+    def key(self) -> str:
+        return content_hash({"kind": self.kind, "name": self.name, "version": self.version, "params": self.params})
+
+    @property
+    def params_json(self) -> str:
+        return canonical_json(self.params)
+
+
+@dataclass
+class Config:
+    """A validated run configuration, resolved against a registry."""
+
+    run: RunOptions
+    variants: dict[str, list[Variant]]
+    source: str
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "run": self.run.model_dump(),
+            **{kind: [{"name": v.name, "version": v.version, "label": v.label, "params": dict(v.params)}
+                      for v in self.variants[kind]] for kind in KINDS},
+        }
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+PRESETS = ("quick", "paper")
+
+
+def read_config(name_or_path: str | None) -> tuple[dict[str, Any], str]:
+    """Read a TOML config from a path, or a built-in preset by name (default ``quick``)."""
+    target = name_or_path or "quick"
+    path = Path(target)
+    if path.suffix == ".toml" or path.exists() or "/" in target or "\\" in target:
+        if not path.is_file():
+            raise UsageError(
+                f"Config file {str(path)!r} does not exist. Pass the path of a TOML run config, or the name "
+                f"of a built-in preset ({', '.join(PRESETS)}); `xbench run` alone runs the quick preset."
+            )
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    elif target in PRESETS:
+        text = resources.files("xbench").joinpath("presets", f"{target}.toml").read_text(encoding="utf-8")
+        source = f"preset:{target}"
+    else:
+        raise UsageError(
+            f"{target!r} is neither a config file nor a preset{did_you_mean(target, PRESETS)}. "
+            f"Presets: {', '.join(PRESETS)}. A config file must exist and end in .toml."
+        )
+    try:
+        return tomllib.loads(text), source
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"Config {source} is not valid TOML: {exc}. Fix the syntax at that line and run again.") from None
+
+
+def load_config(
+    name_or_path: str | None,
+    registry: Registry,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    filters: Mapping[str, Sequence[str]] | None = None,
+) -> Config:
+    """Read, validate and resolve a config. ``overrides`` replace ``[run]`` keys (from the CLI);
+    ``filters`` keep only plugins matching one of the given names or globs, per kind."""
+    data, source = read_config(name_or_path)
+    data = dict(data)
+    run = dict(data.get("run", {}))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            run[key] = value
+    data["run"] = run
+    try:
+        raw = RawConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UsageError(_explain_validation(exc, source)) from None
+    variants = {kind: _resolve_kind(kind, getattr(raw, kind), registry, source) for kind in KINDS}
+    for kind, patterns in (filters or {}).items():
+        if patterns:
+            variants[kind] = _filter(kind, variants[kind], patterns, source)
+    for kind in KINDS:
+        if not variants[kind]:
+            raise UsageError(f"Config {source} selects no {kind}. Add a [{kind}.<name or glob>] table.")
+    if raw.run.executor not in registry.entries["executors"]:
+        raise UsageError(
+            f"Config {source}: run.executor {raw.run.executor!r} is not an installed executor"
+            f"{did_you_mean(raw.run.executor, registry.names('executors'))}. "
+            f"Installed: {', '.join(registry.names('executors'))}."
+        )
+    return Config(run=raw.run, variants=variants, source=source, raw=data)
+
+
+def _explain_validation(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = err["loc"][:-1]
+            known = RunOptions.model_fields if parent == ("run",) else (RawConfig.model_fields if not parent else {})
+            problems.append(f"unknown key {loc!r}{did_you_mean(str(err['loc'][-1]), known)}")
+        elif err["type"] == "missing":
+            problems.append(f"missing key {loc!r}")
+        else:
+            problems.append(f"{loc!r}: {err['msg'].lower()} (got {err.get('input')!r})")
+    return (
+        f"Config {source} is invalid: " + "; ".join(problems) + ". "
+        "See the README's config section for every key and its type."
+    )
+
+
+def _resolve_kind(kind: str, table: Mapping[str, Mapping[str, Any]], registry: Registry, source: str) -> list[Variant]:
+    chosen: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    exact = [(p, e) for p, e in table.items() if not _is_glob(p)]
+    globs = [(p, e) for p, e in table.items() if _is_glob(p)]
+    for pattern, entry in exact:
+        if pattern not in registry.entries[kind]:
+            raise UsageError(f"Config {source}: [{kind}.{pattern}]: {registry.unknown_message(kind, pattern)}")
+        chosen[pattern] = (pattern, entry)
+    for pattern, entry in globs:
+        matches = registry.match(kind, pattern)
+        if not matches:
+            raise UsageError(
+                f"Config {source}: [{kind}.\"{pattern}\"] matches no installed {kind[:-1]}. "
+                f"Installed {kind}: {', '.join(registry.names(kind)) or 'none'}."
+            )
+        for name in matches:
+            chosen.setdefault(name, (pattern, entry))
+    variants: list[Variant] = []
+    for name in sorted(chosen):
+        pattern, entry = chosen[name]
+        variants.extend(_expand(kind, name, pattern, entry, registry, source))
+    return variants
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
+def _expand(kind: str, name: str, pattern: str, entry: Mapping[str, Any], registry: Registry, source: str) -> list[Variant]:
+    spec_entry = registry.get(kind, name)
+    defaults = dict(spec_entry.spec.params)
+    if kind == "models":
+        defaults.update(CORE_MODEL_PARAMS)
+    where = f"Config {source}: [{kind}.{_quote(pattern)}]"
+    sweep = entry.get("sweep", {})
+    label = entry.get("label")
+    if not isinstance(sweep, Mapping):
+        raise UsageError(f"{where}: 'sweep' must be a table of param = [values], got {sweep!r}.")
+    if label is not None and (not isinstance(label, str) or sweep or _is_glob(pattern)):
+        raise UsageError(f"{where}: 'label' must be a string, and only on an exact name without a sweep.")
+    fixed = {k: v for k, v in entry.items() if k not in RESERVED}
+    for key, value in fixed.items():
+        fixed[key] = _check_param(where, kind, name, key, value, defaults)
+    grid: list[tuple[str, list[Any]]] = []
+    for key, values in sweep.items():
+        if key in fixed:
+            raise UsageError(f"{where}: param {key!r} is both set and swept; keep one.")
+        if not isinstance(values, list) or not values:
+            raise UsageError(f"{where}: sweep.{key} must be a non-empty list of values, got {values!r}.")
+        grid.append((key, [_check_param(where, kind, name, key, v, defaults) for v in values]))
+    variants = []
+    for combo in itertools.product(*(values for _, values in grid)) if grid else [()]:
+        params = {**defaults, **fixed, **dict(zip([k for k, _ in grid], combo))}
+        shown = {k: params[k] for k, _ in grid}
+        if kind == "models" and params.get("untrained") and "untrained" not in shown:
+            shown["untrained"] = True
+        text = label or (name + ("[" + ",".join(f"{k}={_fmt(v)}" for k, v in shown.items()) + "]" if shown else ""))
+        variants.append(Variant(kind, name, spec_entry.version, params, text))
+    return variants
+
+
+def _check_param(where: str, kind: str, name: str, key: str, value: Any, defaults: Mapping[str, Any]) -> Any:
+    if key not in defaults:
+        known = ", ".join(sorted(defaults)) or "none"
+        raise UsageError(
+            f"{where}: {key!r} is not a parameter of {kind[:-1]} {name!r}{did_you_mean(key, defaults)}. "
+            f"Its parameters are: {known}."
+        )
+    default = defaults[key]
+    ok = True
+    if default is None:
+        pass
+    elif isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int) and not isinstance(default, bool):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, list)
+    elif isinstance(default, Mapping):
+        ok = isinstance(value, Mapping)
+    if not ok:
+        raise UsageError(
+            f"{where}: param {key!r} of {kind[:-1]} {name!r} must be a {type(default).__name__} "
+            f"(default {default!r}), got {value!r} ({type(value).__name__})."
+        )
+    return value
+
+
+def _filter(kind: str, variants: list[Variant], patterns: Iterable[str], source: str) -> list[Variant]:
+    import fnmatch
+
+    patterns = list(patterns)
+    kept = [v for v in variants if any(fnmatch.fnmatchcase(v.name, p) or fnmatch.fnmatchcase(v.label, p) for p in patterns)]
+    if not kept:
+        names = sorted({v.name for v in variants})
+        hint = did_you_mean(patterns[0], names)
+        raise UsageError(
+            f"The {kind} filter {', '.join(map(repr, patterns))} matches none of the {kind} that {source} "
+            f"selects{hint}. Selected: {', '.join(names)}."
+        )
+    return kept
+
+
+def _quote(pattern: str) -> str:
+    return f'"{pattern}"' if _is_glob(pattern) or "." in pattern else pattern
+
+
+def _fmt(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value

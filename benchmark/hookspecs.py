@@ -1,0 +1,138 @@
+"""The hooks a plugin implements. Every hook yields typed spec objects (see :mod:`xbench.specs`).
+
+A third-party package registers a module under the entry-point group ``xbench``::
+
+    [project.entry-points.xbench]
+    acme = "xbench_acme"
+
+and implements any of the hooks below with ``@xbench.hookimpl``. Built-in plugins use exactly
+the same hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pluggy
+
+from .specs import DatasetSpec, ExecutorSpec, MethodSpec, MetricSpec, ModelSpec
+
+PROJECT = "xbench"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def xbench_datasets() -> Iterable[DatasetSpec]:
+    """Yield the datasets this plugin provides.
+
+    Example::
+
+        import torch
+        from xbench import hookimpl, Dataset, DatasetSpec, Split
+
+        def load(params, seed):
+            g = torch.Generator().manual_seed(seed)
+            x = torch.rand(8, 1, 16, 16, generator=g)
+            y = torch.arange(8) % 2
+            split = Split(images=x, labels=y, masks=x[:, 0] > 0.5)
+            return Dataset("acme.noise", ("a", "b"), {"train": split, "val": split, "test": split})
+
+        @hookimpl
+        def xbench_datasets():
+            yield DatasetSpec(name="acme.noise", load=load, provides=frozenset({"mask"}))
+    """
+    yield from ()
+
+
+@hookspec
+def xbench_models() -> Iterable[ModelSpec]:
+    """Yield the models this plugin provides.
+
+    Example::
+
+        from torch import nn
+        from xbench import hookimpl, FitReport, ModelSpec
+
+        def build(info, params):
+            return nn.Sequential(nn.Conv2d(info.channels, 4, 3), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, info.num_classes))
+
+        @hookimpl
+        def xbench_models():
+            yield ModelSpec(name="acme.tiny", build=build, fit=lambda m, d, p, ctx: FitReport())
+    """
+    yield from ()
+
+
+@hookspec
+def xbench_methods() -> Iterable[MethodSpec]:
+    """Yield the attribution methods this plugin provides.
+
+    Example::
+
+        import torch
+        from xbench import hookimpl, MethodSpec
+
+        def explain(model, x, target, params):
+            x = x.detach().requires_grad_(True)
+            model.module(x).gather(1, target[:, None]).sum().backward()
+            return x.grad.abs()
+
+        @hookimpl
+        def xbench_methods():
+            yield MethodSpec(name="acme.abs-grad", explain=explain)
+    """
+    yield from ()
+
+
+@hookspec
+def xbench_metrics() -> Iterable[MetricSpec]:
+    """Yield the metrics this plugin provides.
+
+    Example::
+
+        from xbench import hookimpl, MetricSpec
+
+        def score(ctx):
+            a = ctx.attribution.clamp(min=0)
+            inside = (a * ctx.mask).flatten(1).sum(1)
+            return {"mass": inside / a.flatten(1).sum(1).clamp(min=1e-12)}
+
+        @hookimpl
+        def xbench_metrics():
+            yield MetricSpec(name="acme.mass", score=score, values={"mass": True},
+                             category="localisation", requires=frozenset({"mask"}))
+    """
+    yield from ()
+
+
+@hookspec
+def xbench_executors() -> Iterable[ExecutorSpec]:
+    """Yield executors that run cells somewhere (in process, on a cluster).
+
+    Example::
+
+        from xbench import hookimpl, ExecutorSpec
+
+        class Serial:
+            def run(self, jobs, work, deliver):
+                for job in jobs:
+                    work(job, deliver)
+            def close(self):
+                pass
+
+        @hookimpl
+        def xbench_executors():
+            yield ExecutorSpec(name="acme.serial", create=lambda options: Serial())
+    """
+    yield from ()
+
+
+HOOKS = {
+    "datasets": "xbench_datasets",
+    "models": "xbench_models",
+    "methods": "xbench_methods",
+    "metrics": "xbench_metrics",
+    "executors": "xbench_executors",
+}

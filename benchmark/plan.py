@@ -1,0 +1,138 @@
+"""The plan: datasets × models × seeds are cells; inside each, every compatible method × metric.
+
+A combination runs only where every ``requires`` tag is provided upstream (dataset → model →
+method → metric); the rest are skipped with the reason. Planning computes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .config import Config, Variant
+from .hashing import content_hash
+from .registry import Registry
+from .specs import resolve_tags
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One dataset variant, one model variant, one seed: the unit of scheduling."""
+
+    dataset: Variant
+    model: Variant
+    seed: int
+
+    @property
+    def dataset_key(self) -> str:
+        return content_hash({"dataset": self.dataset.key, "seed": self.seed})
+
+    @property
+    def model_key(self) -> str:
+        return content_hash({"data": self.dataset_key, "model": self.model.key, "seed": self.seed})
+
+    @property
+    def key(self) -> str:
+        return self.model_key
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset.label} × {self.model.label} × seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One method × metric in one cell (method is None for model-level metrics): the unit of
+    results and of resume. Its key names its Parquet part."""
+
+    cell: Cell
+    method: Variant | None
+    metric: Variant
+    key: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    dataset: str
+    model: str
+    method: str | None
+    metric: str | None
+    reason: str
+
+
+@dataclass
+class Plan:
+    config: Config
+    cells: list[Cell] = field(default_factory=list)
+    units: dict[str, list[Unit]] = field(default_factory=dict)
+    skipped: list[Skip] = field(default_factory=list)
+
+    @property
+    def all_units(self) -> list[Unit]:
+        return [u for cell in self.cells for u in self.units[cell.key]]
+
+
+def unit_key(cell: Cell, method: Variant | None, metric: Variant, config: Config, scope: str) -> str:
+    run = config.run
+    identity = {"model": cell.model_key, "metric": metric.key}
+    if scope == "sample":
+        identity.update(method=method.key, target=run.target, reduction=run.reduction, samples=run.samples)
+    return content_hash(identity)
+
+
+def _missing(required: frozenset[str], provided: frozenset[str]) -> list[str]:
+    return sorted(required - provided)
+
+
+def make_plan(config: Config, registry: Registry) -> Plan:
+    plan = Plan(config)
+    v = config.variants
+    for ds in v["datasets"]:
+        ds_tags = resolve_tags(registry.get("datasets", ds.name).spec.provides, ds.params)
+        for model in v["models"]:
+            mspec = registry.get("models", model.name).spec
+            lacking = _missing(resolve_tags(mspec.requires, model.params), ds_tags)
+            if lacking:
+                plan.skipped.append(Skip(ds.label, model.label, None, None,
+                                         f"model needs {', '.join(lacking)}, which dataset {ds.label} does not provide"))
+                continue
+            upstream = ds_tags | resolve_tags(mspec.provides, model.params)
+            pairs: list[tuple[Variant | None, Variant, str]] = []
+            for metric in v["metrics"]:
+                sspec = registry.get("metrics", metric.name).spec
+                if sspec.scope != "model":
+                    continue
+                lacking = _missing(resolve_tags(sspec.requires, metric.params), upstream)
+                if lacking:
+                    plan.skipped.append(Skip(ds.label, model.label, None, metric.label,
+                                             f"metric needs {', '.join(lacking)}, not provided by the dataset or model"))
+                else:
+                    pairs.append((None, metric, "model"))
+            for method in v["methods"]:
+                espec = registry.get("methods", method.name).spec
+                lacking = _missing(resolve_tags(espec.requires, method.params), upstream)
+                if lacking:
+                    plan.skipped.append(Skip(ds.label, model.label, method.label, None,
+                                             f"method needs {', '.join(lacking)}, which model {model.label} "
+                                             f"and dataset {ds.label} do not provide"))
+                    continue
+                provided = upstream | resolve_tags(espec.provides, method.params)
+                for metric in v["metrics"]:
+                    sspec = registry.get("metrics", metric.name).spec
+                    if sspec.scope == "model":
+                        continue
+                    lacking = _missing(resolve_tags(sspec.requires, metric.params), provided)
+                    if lacking:
+                        plan.skipped.append(Skip(ds.label, model.label, method.label, metric.label,
+                                                 f"metric needs {', '.join(lacking)}, not provided upstream"))
+                    else:
+                        pairs.append((method, metric, "sample"))
+            if not pairs:
+                continue
+            for seed in config.run.seeds:
+                cell = Cell(ds, model, seed)
+                plan.cells.append(cell)
+                plan.units[cell.key] = [
+                    Unit(cell, method, metric, unit_key(cell, method, metric, config, scope))
+                    for method, metric, scope in pairs
+                ]
+    return plan

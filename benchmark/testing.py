@@ -1,0 +1,127 @@
+"""A test kit for plugin authors (and xbench's own tests): small data with a planted signal, a model
+trained on it in seconds, metric contexts built by hand, and conformance checks.
+
+Example::
+
+    from xbench import testing
+    data = testing.planted_dataset(seed=0)
+    model = testing.train_small_cnn(data)
+    ctx = testing.metric_context(model, data.test, attribution=data.test.masks[:8].float())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .checks import check_dataset
+from .specs import Dataset, FitContext, MetricContext, MetricSpec, Split, TrainedModel
+
+
+def planted_split(n: int, *, size: int = 32, channels: int = 1, seed: int = 0, patch: int = 8,
+                  noise: float = 0.1) -> Split:
+    """Noise images with one planted ``patch``×``patch`` pattern at a random place; the mask is the patch.
+
+    Class 0 carries a bright square, class 1 a bright square with a dark centre (a ring): the class
+    is decidable only from the patch, so a model that works must look there.
+    """
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randperm(n, generator=g) % 2
+    x = torch.rand(n, channels, size, size, generator=g) * noise
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    top = torch.randint(0, size - patch + 1, (n,), generator=g)
+    left = torch.randint(0, size - patch + 1, (n,), generator=g)
+    rows = torch.arange(size)
+    inside_r = (rows[None, :] >= top[:, None]) & (rows[None, :] < (top + patch)[:, None])
+    inside_c = (rows[None, :] >= left[:, None]) & (rows[None, :] < (left + patch)[:, None])
+    masks = inside_r[:, :, None] & inside_c[:, None, :]
+    q = patch // 4
+    core_r = (rows[None, :] >= (top + q)[:, None]) & (rows[None, :] < (top + patch - q)[:, None])
+    core_c = (rows[None, :] >= (left + q)[:, None]) & (rows[None, :] < (left + patch - q)[:, None])
+    core = core_r[:, :, None] & core_c[:, None, :]
+    pattern = masks & ~(core & (labels == 1)[:, None, None])
+    x = torch.where(pattern[:, None], torch.ones_like(x) * 0.9, x)
+    return Split(images=x.float(), labels=labels.long(), masks=masks, regions={"patch": masks})
+
+
+def planted_dataset(*, n_train: int = 512, n_val: int = 128, n_test: int = 128, size: int = 32,
+                    channels: int = 1, seed: int = 0) -> Dataset:
+    """Train/val/test splits of :func:`planted_split`, deterministic for ``seed``."""
+    splits = {name: planted_split(n, size=size, channels=channels, seed=seed * 3 + i)
+              for i, (name, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test)))}
+    return Dataset("planted", ("square", "ring"), splits)
+
+
+def train_small_cnn(dataset: Dataset, *, epochs: int = 8, seed: int = 0, width: int = 8,
+                    device: str | torch.device = "cpu", lr: float = 3e-3) -> TrainedModel:
+    """The built-in ``small-cnn`` trained on ``dataset``: a real model, in a few seconds on a CPU."""
+    from xbench.plugins import small_cnn
+
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    params = {**small_cnn.PARAMS, "width": width, "epochs": epochs, "lr": lr, "patience": epochs}
+    module = small_cnn.build(dataset.describe(), params)
+    report = small_cnn.fit(module, dataset, params, FitContext(seed=seed, device=device, cache_dir=""))
+    module.eval()
+    layers = {n: m for n, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    return TrainedModel(module=module, info=dataset.describe(), target_layers=layers, report=report)
+
+
+def metric_context(model: TrainedModel, split: Split, *, attribution: torch.Tensor | None = None,
+                   params: Mapping[str, Any] | None = None, n: int | None = None,
+                   explain=None, target: str = "label", seed: int = 0) -> MetricContext:
+    """A :class:`MetricContext` over the first ``n`` samples of ``split``, as the runner builds it."""
+    from .attribution import reduce_attribution
+
+    n = len(split) if n is None else n
+    device = next(model.module.parameters()).device
+    x = split.images[:n].to(device)
+    with torch.no_grad():
+        logits = model.module(x).float()
+    labels = split.labels[:n].to(device)
+    targets = labels if target == "label" else logits.argmax(1)
+
+    def predict(batch):
+        with torch.no_grad():
+            return model.module(batch.to(device)).float()
+
+    explain_raw = None
+    explain_reduced = None
+    if explain is not None:
+        def explain_raw(inputs, targets_=None):
+            t = targets if targets_ is None else targets_
+            return explain(model, inputs, t)
+
+        def explain_reduced(inputs, targets_=None):
+            return reduce_attribution(explain_raw(inputs, targets_), tuple(inputs.shape[-2:]), "abs-luminance")
+    return MetricContext(
+        model=model, inputs=x, labels=labels, logits=logits, targets=targets, params=dict(params or {}),
+        generator=torch.Generator(device=device).manual_seed(seed), device=device, predict=predict,
+        attribution=None if attribution is None else attribution[:n].to(device).float(),
+        raw_attribution=None if attribution is None else attribution[:n].to(device).float(),
+        mask=None if split.masks is None else split.masks[:n].to(device),
+        regions={k: v[:n].to(device) for k, v in split.regions.items()},
+        explain=explain_reduced, explain_raw=explain_raw,
+    )
+
+
+def score(spec: MetricSpec, ctx: MetricContext, **params: Any) -> dict[str, torch.Tensor]:
+    """Call a metric with its default params updated by ``params``."""
+    ctx.params = {**spec.params, **ctx.params, **params}
+    return dict(spec.score(ctx))
+
+
+def check_dataset_spec(spec, params: Mapping[str, Any] | None = None, seed: int = 0) -> Dataset:
+    """Load a dataset spec with its defaults updated by ``params`` and check the data contract;
+    loading twice with the same seed must give identical tensors."""
+    merged = {**spec.params, **(params or {})}
+    first, second = spec.load(merged, seed), spec.load(merged, seed)
+    check_dataset(first, spec.name)
+    for split in ("train", "val", "test"):
+        a, b = first.split(split), second.split(split)
+        assert torch.equal(a.labels, b.labels), f"{spec.name}: labels of {split} differ between two loads with one seed"
+        assert torch.equal(a.images[: min(8, len(a))], b.images[: min(8, len(b))]), \
+            f"{spec.name}: images of {split} differ between two loads with one seed"
+    return first

@@ -1,0 +1,1 @@
+"""Built-in dataset plugins: generators and loaders with ground truth."""

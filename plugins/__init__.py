@@ -1,0 +1,1 @@
+"""Built-in model, attribution-method and metric plugins, one module per family."""
