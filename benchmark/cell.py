@@ -70,6 +70,17 @@ class CellReport:
 
 
 @dataclass
+class GalleryItem:
+    """Arrays for the leaderboard's heatmap gallery: the first test samples of a cell (``name`` =
+    "inputs") or one method's reduced maps on them (``name`` = the method variant's key)."""
+
+    cell_key: str
+    name: str
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+
+@dataclass
 class Status:
     """A progress note from inside a cell (shown by local executors)."""
 
@@ -165,6 +176,16 @@ def work(job: CellJob, deliver: Callable[[Any], None]) -> None:
     targets = labels if run["target"] == "label" else preds
     predict = lambda x: _predict(trained.module, x, batch_size, device)  # noqa: E731
 
+    k = min(int(run.get("gallery", 0)), len(test))
+    if k:
+        arrays = {"images": test.images[:k].numpy().astype(np.float16), "labels": labels[:k].numpy(),
+                  "predictions": preds[:k].numpy()}
+        if test.masks is not None:
+            arrays["masks"] = test.masks[:k].numpy()
+        deliver(GalleryItem(cell.key, "inputs", arrays, {
+            "dataset_label": cell.dataset.label, "model_label": cell.model.label, "seed": cell.seed,
+            "class_names": list(dataset.class_names)}))
+
     base = _Rows(job, labels, preds, targets)
     model_units = [t for t in job.units if t.method is None]
     for task in model_units:
@@ -243,6 +264,11 @@ def _explain_and_score(job, registry, trained, dataset, tasks, n, logits, labels
         if bad.any():
             reduced = torch.nan_to_num(reduced, nan=0.0, posinf=0.0, neginf=0.0)
             raw = torch.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+        k = min(int(run.get("gallery", 0)), stop - start) if start == 0 else 0
+        if k:
+            deliver(GalleryItem(job.cell.key, method.key, {"attribution": reduced[:k].float().cpu().numpy()},
+                                {"method_label": method.label, "reduction": rule,
+                                 "baseline": bool(mspec.baseline)}))
         explain_raw, explain = explain_raw_fn(t)
         mask = test.masks[start:stop].to(device) if test.masks is not None else None
         regions = {k: v[start:stop].to(device) for k, v in test.regions.items()}
@@ -294,9 +320,11 @@ def _validated(spec: MetricSpec, values: Any, n: int | None) -> dict[str, torch.
         raise TypeError(f"metric {spec.name!r} returned a {type(values).__name__}; score() must return a dict")
     out = {}
     for name, value in values.items():
-        if name not in spec.values:
+        try:
+            spec.direction(name)
+        except KeyError:
             raise ValueError(f"metric {spec.name!r} returned the undeclared value {name!r}; "
-                             f"declare it in MetricSpec.values (declared: {sorted(spec.values)})")
+                             f"declare it in MetricSpec.values (declared: {sorted(spec.values)})") from None
         v = torch.as_tensor(value).detach().to("cpu", torch.float64)
         if n is None:
             if v.numel() != 1:
@@ -420,7 +448,7 @@ class _Rows:
         sample = np.arange(n)
         for name, v in values.items():
             columns["value_name"].append(np.full(n, name, dtype=object))
-            columns["higher_is_better"].append(np.full(n, spec.values[name], dtype=object))
+            columns["higher_is_better"].append(np.full(n, spec.direction(name), dtype=object))
             columns["value"].append(v.numpy())
             columns["sample"].append(sample)
             columns["label"].append(self.labels[:n])
@@ -435,7 +463,7 @@ class _Rows:
         columns: dict[str, list] = defaultdict(list)
         for name, v in values.items():
             columns["value_name"].append(np.array([name], dtype=object))
-            columns["higher_is_better"].append(np.array([spec.values[name]], dtype=object))
+            columns["higher_is_better"].append(np.array([spec.direction(name)], dtype=object))
             columns["value"].append(v.reshape(1).numpy())
             for col in ("sample", "label", "prediction", "target", "correct", "note"):
                 columns[col].append(np.array([None], dtype=object))

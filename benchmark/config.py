@@ -58,6 +58,7 @@ class RunOptions(BaseModel):
     out: str = ""
     cache: str = ""
     leaderboard: bool = True
+    gallery: int = Field(6, ge=0, description="test samples per cell whose images and maps are kept for figures")
 
 
 class RawConfig(BaseModel):

@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .cell import CellJob, CellReport, Status, UnitResult, UnitTask, use_registry, work
+from .cell import CellJob, CellReport, GalleryItem, Status, UnitResult, UnitTask, use_registry, work
 from .config import Config
 from .devices import describe_device, resolve_device
 from .plan import Plan, make_plan
@@ -104,6 +104,8 @@ def run(
             for name, seconds in message.timings.items():
                 timings[name] += seconds
             on_event("cell", message)
+        elif isinstance(message, GalleryItem):
+            store.write_gallery(message.cell_key, message.name, message.arrays, message.meta)
         elif isinstance(message, Status):
             on_event("status", message.text)
 

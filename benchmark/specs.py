@@ -302,7 +302,10 @@ class MetricSpec:
     ``score(ctx) -> {value_name: Tensor}`` with one value per sample (``scope="sample"``, shape
     ``(N,)``) or one per model (``scope="model"``, shape ``()``); every value name is declared in
     ``values`` with whether higher is better (None where there is no direction, e.g. counts).
-    ``requires`` names tags the dataset, model or method must provide (e.g. ``mask``).
+    A declared name ending in ``/*`` covers a family of values whose facets follow in the name,
+    separated by ``/``: ``morf/*`` for ``morf/0 … morf/L`` (a curve), ``rmse/*`` for
+    ``rmse/<corruption>/<severity>``. ``requires`` names tags the dataset, model or method must
+    provide (e.g. ``mask``).
     """
 
     name: str
@@ -314,6 +317,15 @@ class MetricSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     requires: Tags = frozenset()
     scope: str = "sample"
+
+    def direction(self, value_name: str) -> bool | None:
+        """Whether higher is better for a returned value name; KeyError if it is not declared."""
+        if value_name in self.values:
+            return self.values[value_name]
+        for declared, higher in self.values.items():
+            if declared.endswith("/*") and value_name.startswith(declared[:-1]) and len(value_name) > len(declared) - 1:
+                return higher
+        raise KeyError(value_name)
 
 
 class Executor(Protocol):

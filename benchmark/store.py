@@ -5,6 +5,7 @@ Layout of a run directory::
     manifest.json            resolved config, versions, plan, device, timings
     results/<unit>.parquet   one part per (cell, method, metric); the unit key names the file
     errors/<unit>.json       units that failed, with phase, error and traceback
+    gallery/<cell>/*.npz     the first test samples of each cell and every method's maps on them
     cache/                   trained models and attributions, by content hash
     leaderboard/             the static site
 
@@ -15,6 +16,7 @@ and never two parts for one unit. Resuming skips every unit whose part exists.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -90,6 +92,7 @@ class RunStore:
         self.root = Path(root)
         self.results = self.root / "results"
         self.errors = self.root / "errors"
+        self.gallery = self.root / "gallery"
         self.manifest_path = self.root / "manifest.json"
 
     def prepare(self) -> None:
@@ -107,6 +110,14 @@ class RunStore:
         pq.write_table(table.cast(SCHEMA), sink, compression="zstd")
         atomic_write_bytes(self.results / f"{unit}.parquet", sink.getvalue().to_pybytes())
         (self.errors / f"{unit}.json").unlink(missing_ok=True)
+
+    def write_gallery(self, cell_key: str, name: str, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
+        """``gallery/<cell>/<name>.npz``: numpy arrays plus a ``meta`` JSON string (no pickles)."""
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, meta=np.array(json.dumps(meta, default=str)), **arrays)
+        atomic_write_bytes(self.gallery / cell_key / f"{name}.npz", buffer.getvalue())
 
     def write_error(self, unit: str, error: dict[str, Any]) -> None:
         atomic_write_json(self.errors / f"{unit}.json", error)
