@@ -55,5 +55,5 @@ def xbench_models():
         version="1",
         description="Three-block CNN (conv-ReLU-pool), Adam, early stopping on validation loss.",
         params=PARAMS,
-        provides=frozenset({"conv_layer", "gradients"}),
+        provides=frozenset({"conv_layer", "gradients", "lrp"}),
     )
