@@ -145,6 +145,9 @@ def work(job: CellJob, deliver: Callable[[Any], None]) -> None:
         for task in tasks:
             deliver(UnitResult(task.key, error=_error(job, task, phase, exc)))
 
+    threads = int(run.get("threads") or 0)
+    if threads and torch.get_num_threads() != threads:  # same numerics on every executor
+        torch.set_num_threads(threads)
     try:
         device = resolve_device(job.device)
         report.device = str(device)

@@ -14,8 +14,8 @@ from rich.table import Table
 from . import __version__
 from .errors import XbenchError
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
 
 KIND_CHOICES = ("datasets", "models", "methods", "metrics", "executors")
 

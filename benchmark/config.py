@@ -51,6 +51,8 @@ class RunOptions(BaseModel):
     executor: str = "local"
     scheduler: str = ""
     workers: int = Field(2, ge=1)
+    threads: int = Field(0, ge=0, description="torch CPU threads in every cell (results depend on it); "
+                                              "0 = torch's default on the driver")
     target: Literal["label", "predicted"] = "label"
     reduction: Literal["abs-luminance", "abs-sum", "abs-max", "sum", "positive-sum"] = "abs-luminance"
     batch_size: int = Field(32, ge=1)

@@ -48,7 +48,7 @@ class DaskExecutor:
         scheduler = str(options.get("scheduler") or "")
         if scheduler:
             try:
-                self.client = Client(scheduler, timeout="20s")
+                self.client = Client(scheduler, timeout="10s")
             except OSError as exc:
                 raise UsageError(f"Could not reach the Dask scheduler at {scheduler!r}: {exc}. "
                                  "Check the address, or leave --scheduler out to start a local cluster.") from None

@@ -71,16 +71,19 @@ def run(
     planned_keys = [u.key for u in plan.all_units]
     previous = store.read_manifest()
     manifest = _manifest(config, registry, plan, device, previous)
+    manifest["threads"] = config.run.threads or _torch_threads()
     manifest["status"] = "running"
     store.write_manifest(manifest)
 
     executor_name = config.run.executor
     job_device = "cuda" if executor_name != "local" and device.type == "cuda" else str(device)
+    options = config.run.model_dump()
+    options["threads"] = config.run.threads or _torch_threads()
     jobs = []
     for cell in plan.cells:
         todo = tuple(UnitTask(u.key, u.method, u.metric) for u in plan.units[cell.key] if u.key not in done)
         if todo:
-            jobs.append(CellJob(cell, todo, config.run.model_dump(), str(cache_dir), job_device))
+            jobs.append(CellJob(cell, todo, options, str(cache_dir), job_device))
     summary = RunSummary(out=out, planned=len(planned_keys), skipped_done=sum(k in done for k in planned_keys))
     on_event("start", {"units": sum(len(j.units) for j in jobs), "cells": len(jobs), "done": summary.skipped_done})
 
@@ -134,6 +137,12 @@ def run(
         )
         store.write_manifest(manifest)
     return summary
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _now() -> str:

@@ -1,0 +1,36 @@
+"""Fixtures: the sample third-party plugin sites and tiny configs."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+from helpers import SITES, TINY, write_config
+
+
+@pytest.fixture
+def use_sites(monkeypatch):
+    """Put sample plugin packages on the path, for this process, subprocesses and Dask workers."""
+
+    def use(*names: str) -> str:
+        paths = [str(SITES[n]) for n in names]
+        for p in paths:
+            monkeypatch.syspath_prepend(p)
+        joined = os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        monkeypatch.setenv("PYTHONPATH", joined)
+        return joined
+
+    return use
+
+
+@pytest.fixture
+def tiny_config(tmp_path, use_sites):
+    """A TOML config on the acme dataset that runs in a few seconds."""
+    use_sites("acme")
+
+    def make(extra: str = "", body: str = TINY):
+        return write_config(tmp_path / "tiny.toml", body + "\n" + textwrap.dedent(extra))
+
+    return make

@@ -1,0 +1,113 @@
+"""Config validation: every bad config exits 2 with a message that names the problem, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from helpers import write_config
+from xbench.cli import main
+from xbench.config import load_config
+from xbench.errors import UsageError
+from xbench.registry import load_registry
+
+GOOD = """
+[datasets.synthetic-cardiac]
+n_train = 8
+[models.small-cnn]
+"""
+
+
+def plan(*args):
+    result = CliRunner().invoke(main, ["plan", *args])
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("[run]\nsedes = [1]\n" + GOOD, "unknown key 'run.sedes' (did you mean \"seeds\"?)"),
+        ("[run]\nseeds = \"many\"\n" + GOOD, "'run.seeds': input should be a valid list"),
+        ("[run]\ntarget = \"sometimes\"\n" + GOOD, "'run.target': input should be 'label' or 'predicted'"),
+        ("[run]\nbatch_size = 0\n" + GOOD, "'run.batch_size': input should be greater than or equal to 1"),
+        ("[modles.small-cnn]\n" + GOOD, "unknown key 'modles' (did you mean \"models\""),
+        ("[datasets.synthetic-cardiac]\n[models.small-cnnn]\n", 'Unknown model \'small-cnnn\' (did you mean "small-cnn"?)'),
+        ("[datasets.synthetic-cardiac]\nn_trian = 3\n[models.small-cnn]\n",
+         "'n_trian' is not a parameter of dataset 'synthetic-cardiac' (did you mean \"n_train\"?)"),
+        ("[datasets.synthetic-cardiac]\nn_train = \"lots\"\n[models.small-cnn]\n",
+         "param 'n_train' of dataset 'synthetic-cardiac' must be a int (default 10000), got 'lots' (str)"),
+        ("[datasets.synthetic-cardiac]\nsweep = { mode = [] }\n[models.small-cnn]\n",
+         "sweep.mode must be a non-empty list of values"),
+        ("[datasets.\"nothing-*\"]\n[models.small-cnn]\n", "matches no installed dataset"),
+        ("[models.small-cnn]\n", "missing key 'datasets'"),
+        ("[run]\nexecutor = \"daks\"\n" + GOOD, "run.executor 'daks' is not an installed executor (did you mean \"dask\"?)"),
+        ("[run\nseeds = [0]\n", "is not valid TOML"),
+    ],
+)
+def test_bad_configs_exit_2_with_a_clear_message(tmp_path, body, expected):
+    path = write_config(tmp_path / "bad.toml", body)
+    code, output = plan(str(path))
+    assert code == 2, output
+    assert expected in " ".join(output.split()), output
+    assert str(path) in " ".join(output.split())
+    assert "Traceback" not in output
+
+
+def test_missing_config_file_and_unknown_preset(tmp_path):
+    code, output = plan(str(tmp_path / "nope.toml"))
+    assert code == 2 and "does not exist" in output and "Traceback" not in output
+    code, output = plan("quik")
+    assert code == 2 and 'did you mean "quick"' in output
+
+
+def test_bad_cli_options_exit_2(tmp_path):
+    path = write_config(tmp_path / "ok.toml", GOOD)
+    code, output = plan(str(path), "--seeds", "a,b")
+    assert code == 2 and "comma-separated list of integers" in output
+    code, output = plan(str(path), "-a", "nonexistent*")
+    assert code == 2 and "matches none of the methods" in output
+    assert CliRunner().invoke(main, ["run", str(path), "--device", "tpu"]).exit_code == 2
+
+
+def test_sweeps_globs_and_precedence(tmp_path):
+    path = write_config(tmp_path / "c.toml", """
+        [datasets.synthetic-cardiac]
+        sweep = { mode = ["sex_size", "sex_marker"], channels = [1, 3] }
+        n_train = 10
+        [models.small-cnn]
+        sweep = { untrained = [false, true] }
+        [methods."*"]
+        [methods.integrated-gradients]
+        steps = 4
+        [metrics."*"]
+        """)
+    cfg = load_config(str(path), load_registry())
+    labels = [v.label for v in cfg.variants["datasets"]]
+    assert labels == ["synthetic-cardiac[mode=sex_size,channels=1]", "synthetic-cardiac[mode=sex_size,channels=3]",
+                      "synthetic-cardiac[mode=sex_marker,channels=1]", "synthetic-cardiac[mode=sex_marker,channels=3]"]
+    assert all(v.params["n_train"] == 10 for v in cfg.variants["datasets"])
+    assert [v.label for v in cfg.variants["models"]] == ["small-cnn[untrained=false]", "small-cnn[untrained=true]"]
+    ig = next(v for v in cfg.variants["methods"] if v.name == "integrated-gradients")
+    assert ig.params["steps"] == 4  # the exact name wins over the glob
+    assert len({v.key for v in cfg.variants["datasets"]}) == 4
+
+
+def test_overrides_and_filters():
+    registry = load_registry()
+    cfg = load_config("quick", registry, overrides={"seeds": [5], "device": "cpu"},
+                      filters={"methods": ["sal*"], "metrics": ["tpr-tnr"]})
+    assert cfg.run.seeds == [5] and cfg.run.device == "cpu"
+    assert [v.name for v in cfg.variants["methods"]] == ["saliency"]
+    assert [v.name for v in cfg.variants["metrics"]] == ["tpr-tnr"]
+    with pytest.raises(UsageError):
+        load_config("quick", registry, filters={"datasets": ["imagenet*"]})
+
+
+def test_presets_validate():
+    registry = load_registry()
+    for preset in ("quick", "paper"):
+        try:
+            cfg = load_config(preset, registry)
+        except UsageError as exc:  # a paper dataset may need real data, but the config itself must be valid
+            pytest.fail(f"preset {preset} is invalid: {exc}")
+        assert cfg.variants["datasets"] and cfg.variants["models"]

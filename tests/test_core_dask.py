@@ -1,0 +1,50 @@
+"""The dask executor, on a LocalCluster bound to 127.0.0.1, gives the same rows as the local one."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from helpers import TINY, write_config
+from xbench import load_results
+from xbench.config import load_config
+from xbench.registry import load_registry
+from xbench.runner import run
+
+pytest.importorskip("distributed")
+
+ORDER = ["unit", "value_name", "sample"]
+
+
+def test_dask_local_cluster_matches_local_executor(tmp_path, use_sites):
+    use_sites("acme")  # on PYTHONPATH too, so the worker processes find the plugin through its entry point
+    config_path = write_config(tmp_path / "c.toml", TINY.replace("seeds = [0]", "seeds = [0, 1]"))
+    registry = load_registry()
+    local = run(load_config(str(config_path), registry), registry, out=tmp_path / "local")
+    dask = run(load_config(str(config_path), registry, overrides={"executor": "dask", "workers": 2}), registry,
+               out=tmp_path / "dask")
+    assert not local.failed and not dask.failed
+    assert dask.computed == local.computed == 10
+    a = load_results(tmp_path / "local").sort_values(ORDER).reset_index(drop=True)
+    b = load_results(tmp_path / "dask").sort_values(ORDER).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    manifest = json.loads((tmp_path / "dask" / "manifest.json").read_text())
+    assert manifest["config"]["run"]["executor"] == "dask"
+    assert len(manifest["cells"]) == 2 and all(c["timings"]["fit"] > 0 for c in manifest["cells"].values())
+    # the driver wrote the gallery that the workers returned
+    assert len(list((tmp_path / "dask" / "gallery").glob("*/inputs.npz"))) == 2
+
+
+def test_unreachable_scheduler_is_a_usage_error(tmp_path, use_sites):
+    from click.testing import CliRunner
+
+    from xbench.cli import main
+
+    use_sites("acme")
+    config_path = write_config(tmp_path / "c.toml", TINY)
+    result = CliRunner().invoke(main, ["run", str(config_path), "--out", str(tmp_path / "x"), "--executor", "dask",
+                                       "--scheduler", "tcp://127.0.0.1:9"])
+    assert result.exit_code == 2, result.output
+    assert "Could not reach the Dask scheduler at 'tcp://127.0.0.1:9'" in " ".join(result.output.split())
