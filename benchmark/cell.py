@@ -250,6 +250,7 @@ def _explain_and_score(job, registry, trained, dataset, tasks, n, logits, labels
         t = targets[start:stop].to(device)
         key = content_hash({"model": job.cell.model_key, "method": method.key, "target": run["target"],
                             "start": start, "stop": stop})
+        deliver(Status(f"{job.cell.title}: {method.label} {stop}/{n}"))
         try:
             raw = cache.load_attribution(key)
             if raw is None:
@@ -306,7 +307,8 @@ def _explain_and_score(job, registry, trained, dataset, tasks, n, logits, labels
             continue
         values = {k: torch.cat(v) for k, v in collected[task.key].items()}
         flat_notes = [note for chunk in notes[task.key] for note in chunk]
-        deliver(UnitResult(task.key, table=base.sample_table(task, specs[task.key], values, n, flat_notes)))
+        deliver(UnitResult(task.key, table=base.sample_table(task, specs[task.key], values, n, flat_notes,
+                                                             bool(mspec.baseline))))
 
 
 def _notes(ctx: MetricContext, n: int) -> list[str | None]:
@@ -424,12 +426,10 @@ class _Rows:
         self.preds = preds.numpy()
         self.targets = targets.numpy()
 
-    def _constants(self, task: UnitTask, spec: MetricSpec) -> dict[str, Any]:
+    def _constants(self, task: UnitTask, spec: MetricSpec, method_baseline: bool) -> dict[str, Any]:
         cell, run = self.job.cell, self.job.run
         m = task.method
-        registry = _registry()
-        baseline = bool(cell.model.params.get("untrained")) or (
-            m is not None and registry.get("methods", m.name).spec.baseline)
+        baseline = bool(cell.model.params.get("untrained")) or method_baseline
         return {
             "unit": task.key,
             "dataset": cell.dataset.name, "dataset_label": cell.dataset.label,
@@ -445,8 +445,8 @@ class _Rows:
             "target_mode": run["target"], "reduction": run["reduction"] if m else None,
         }
 
-    def sample_table(self, task, spec, values, n, notes) -> pa.Table:
-        const = self._constants(task, spec)
+    def sample_table(self, task, spec, values, n, notes, method_baseline: bool) -> pa.Table:
+        const = self._constants(task, spec, method_baseline)
         columns: dict[str, list] = defaultdict(list)
         sample = np.arange(n)
         for name, v in values.items():
@@ -462,7 +462,7 @@ class _Rows:
         return self._table(const, columns)
 
     def model_table(self, task, spec, values) -> pa.Table:
-        const = self._constants(task, spec)
+        const = self._constants(task, spec, method_baseline=False)
         columns: dict[str, list] = defaultdict(list)
         for name, v in values.items():
             columns["value_name"].append(np.array([name], dtype=object))
