@@ -255,5 +255,48 @@ def leaderboard(run_dir, out):
     click.echo(f"markdown:    {site / 'leaderboard.md'}")
 
 
+def _parse_params(kind: str, name: str, pairs, defaults) -> dict:
+    """``k=v`` pairs from the command line; values are TOML (``64``, ``true``, ``"x"``), else strings."""
+    import tomllib
+
+    from .config import _check_param
+    from .errors import UsageError
+
+    params = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--param {pair!r} is not of the form key=value, e.g. --param size=64.")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        params[key.strip()] = _check_param("--param", kind, name, key.strip(), value, defaults)
+    return params
+
+
+@main.command()
+@click.argument("dataset")
+@click.option("-p", "--param", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="A dataset param (repeatable), e.g. --param mode=sex_marker --param n_test=64.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The data seed.")
+@click.option("--split", type=click.Choice(("train", "val", "test")), default="test", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="PNG file (default DATASET-SPLIT.png).")
+@click.option("--per-class", type=click.IntRange(1, 64), default=4, show_default=True, help="Examples per class.")
+def show(dataset, pairs, seed, split, out, per_class):
+    """Write a PNG grid of DATASET's examples per class with the ground truth drawn on top."""
+    from .checks import check_split
+    from .show import show_dataset
+
+    registry = _registry()
+    spec = registry.get("datasets", dataset).spec
+    params = _parse_params("datasets", dataset, pairs, dict(spec.params))
+    data = spec.load({**spec.params, **params}, seed)
+    check_split(data.split(split), dataset, split, len(data.class_names))
+    path = show_dataset(data, out or Path(f"{dataset}-{split}.png"), split=split, per_class=per_class,
+                        params=params, seed=seed)
+    click.echo(str(path))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
