@@ -1,8 +1,19 @@
-"""The leaderboard: aggregates, statistics and the static site, built from a run's Parquet results alone.
+"""The leaderboard: aggregates, statistics, figures and the static site, built from a run's
+Parquet results alone.
 
-Never imports a plugin: everything it shows (names, directions, categories) is in the rows.
+Never imports a plugin: everything it shows (names, directions, categories, params) is in the rows.
 """
 
-from .site import build_leaderboard
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_leaderboard(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Build the site for ``run_dir`` into ``out`` (default ``run_dir/leaderboard``); return ``out``."""
+    from .site import build
+
+    return build(run_dir, out)
+
 
 __all__ = ["build_leaderboard"]

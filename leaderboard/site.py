@@ -1,7 +1,9 @@
-"""Render the static leaderboard: an index, one page per dataset, and a Markdown summary.
+"""Render the static leaderboard: an index, one page per dataset, a provenance page, figures,
+CSV exports and a Markdown summary.
 
 Every string that comes from a plugin or from data is escaped (Jinja2 autoescape for HTML,
-:func:`md_escape` for Markdown). The site needs no server and works from ``file://``.
+:func:`xbench.leaderboard.markdown.md_escape` for Markdown, :func:`figures.text` in figures).
+The site needs no server: relative links, one small script, figures as files.
 """
 
 from __future__ import annotations
@@ -9,104 +11,453 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
+import time
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from ..store import RunStore, load_results
-from .aggregate import summarise, summarise_models
+from ..hashing import content_hash
+from . import figures
+from .aggregate import Aggregates, aggregate, facets_of, family_of
+from .load import load_frame
+from .markdown import summary_markdown
+
+CATEGORY_ORDER = ["localisation", "faithfulness", "robustness", "sanity", "complexity", "classification"]
+
+
+# ----------------------------------------------------------------------------- formatting
+
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def fmt_number(value) -> str:
+    value = _finite(value)
+    if value is None:
+        return "—"
+    a = abs(value)
+    if a >= 1000:
+        return f"{value:,.0f}"
+    if a >= 100:
+        return f"{value:.1f}"
+    if a != 0 and a < 0.001:
+        return f"{value:.2e}"
+    return f"{value:.3f}"
+
+
+def fmt_p(value) -> str:
+    value = _finite(value)
+    if value is None:
+        return "—"
+    return f"{value:.1e}" if value < 1e-3 else f"{value:.3f}"
+
+
+def fmt_rank(value) -> str:
+    value = _finite(value)
+    return "" if value is None else f"{value:g}"
+
+
+def data_value(value) -> str:
+    """The ``data-v`` attribute the sorting script reads ("" for missing)."""
+    value = _finite(value)
+    return "" if value is None else repr(value)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
 
 
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("xbench.leaderboard", "templates"),
-                      autoescape=select_autoescape(["html"], default=True))
-    env.filters["num"] = fmt_number
+                      autoescape=select_autoescape(default=True, default_for_string=True))
+    env.filters.update(num=fmt_number, p=fmt_p, rank=fmt_rank, dv=data_value, slug=slug)
     return env
 
 
-def fmt_number(value) -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    if math.isnan(value):
-        return "—"
-    return f"{value:.3f}" if abs(value) < 1000 else f"{value:.3g}"
+# ----------------------------------------------------------------------------- provenance
+
+def provenance(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """What produced these numbers: shown in every page's footer and on provenance.html."""
+    config = manifest.get("config") or {}
+    device = manifest.get("device") or {}
+    git = manifest.get("git") or {}
+    specs = manifest.get("specs") or {}
+    return {
+        "run": (config.get("run") or {}).get("name") or run_dir.name,
+        "xbench": manifest.get("xbench_version"),
+        "versions": manifest.get("versions") or {},
+        "torch": (manifest.get("versions") or {}).get("torch"),
+        "device": device.get("gpu") or device.get("name") or device.get("device"),
+        "device_info": device,
+        "date": manifest.get("finished") or manifest.get("started"),
+        "git": git.get("xbench") or git.get("cwd"),
+        "git_info": git,
+        "config_source": config.get("source"),
+        "config_json": json.dumps(config, indent=2, sort_keys=True, default=str),
+        "plugins": [{"name": p.get("name"), "version": p.get("version"), "distribution": p.get("distribution"),
+                     "status": p.get("status")} for p in manifest.get("plugins", [])],
+        "specs": [{"kind": kind, **entry} for kind, entries in sorted(specs.items()) for entry in entries],
+        "status": manifest.get("status"),
+        "counts": manifest.get("counts") or {},
+        "timings": manifest.get("timings") or {},
+        "failed": manifest.get("failed") or [],
+        "skipped": manifest.get("skipped") or [],
+    }
 
 
-def md_escape(text) -> str:
-    """Escape a string for a Markdown table cell (and neutralise raw HTML)."""
-    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"([\\|`*_\[\]])", r"\\\1", s).replace("\n", " ")
+# ----------------------------------------------------------------------------- tables
+
+def display_name(value: str, facets: dict[tuple[str, str], int], metric: str) -> str:
+    if value.endswith("/*"):
+        n = facets.get((metric, value[:-2]), 0)
+        return f"{value[:-2]} (mean over {n} facets)" if n else f"{value[:-2]} (mean over facets)"
+    return value
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "dataset"
+def _ordered_models(models, params: dict[str, dict]) -> list[str]:
+    return sorted(models, key=lambda m: (bool(params.get(m, {}).get("untrained")), figures.natural_key(m)))
 
 
-def _tables(summary: pd.DataFrame) -> list[dict]:
-    """One table per (metric, value): rows = methods, columns = models."""
+def _tables(series: pd.DataFrame, models: list[str], accuracy: dict[str, float], facets, model_params) -> list[dict]:
+    """One table per (metric, value): rows = methods, columns = models, cells = mean, CI, rank."""
     tables = []
-    if summary.empty:
+    if series.empty:
         return tables
-    for (metric, value), group in summary.groupby(["metric_label", "value_name"], sort=True):
-        models = sorted(group["model_label"].unique())
+    for (metric, value), group in series.groupby(["metric_label", "value_name"], observed=True, sort=True):
+        metric, value = str(metric), str(value)
+        cols = [m for m in models if m in set(group["model_label"].astype(object))]
         hib = group["higher_is_better"].iloc[0]
+        hib = None if hib is pd.NA or hib is None else bool(hib)
         rows = []
-        for method, mrows in group.groupby("method_label", sort=True):
-            cells = {r.model_label: r for r in mrows.itertuples()}
-            rows.append({"method": method, "baseline": bool(mrows["baseline"].any()),
-                         "cells": [cells.get(m) for m in models]})
-        tables.append({"metric": metric, "value": value, "models": models, "rows": rows,
-                       "direction": "↑" if hib is True else ("↓" if hib is False else ""),
-                       "category": group["category"].iloc[0], "ci_over": group["ci_over"].iloc[0]})
+        for method, mrows in group.groupby("method_label", observed=True, sort=True):
+            by_model = {str(r["model_label"]): r for r in mrows.to_dict("records")}
+            cells = [by_model.get(m) for m in cols]
+            ranks = [c["rank"] for c in cells if c and math.isfinite(c["rank"])
+                     and not model_params.get(str(c["model_label"]), {}).get("untrained")]
+            rows.append({"method": str(method), "baseline": bool(mrows["method_baseline"].any()), "cells": cells,
+                         "mean_rank": float(np.mean(ranks)) if ranks else float("nan")})
+        rows.sort(key=lambda r: (r["baseline"], r["mean_rank"] if math.isfinite(r["mean_rank"]) else 1e9, r["method"]))
+        first = group.iloc[0]
+        tables.append({
+            "id": slug(f"{metric}-{value}"), "metric": metric, "value": value,
+            "name": display_name(value, facets, metric), "models": cols,
+            "model_baseline": [bool(model_params.get(m, {}).get("untrained")) for m in cols],
+            "accuracy": [accuracy.get(m) for m in cols], "rows": rows, "hib": hib,
+            "direction": "↑" if hib is True else ("↓" if hib is False else ""),
+            "category": str(first["category"]), "ci_over": sorted(set(group["ci_over"].astype(str))),
+            "seeds": int(group["seeds"].max()),
+        })
     return tables
 
 
-def build_leaderboard(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def _sections(tables: list[dict]) -> list[dict]:
+    """Tables grouped by category (ranked values first, descriptive counts last)."""
+    out = []
+    cats = sorted({t["category"] for t in tables}, key=lambda c: (CATEGORY_ORDER.index(c) if c in CATEGORY_ORDER
+                                                                  else len(CATEGORY_ORDER), c))
+    for cat in cats:
+        ts = [t for t in tables if t["category"] == cat]
+        out.append({"category": cat, "ranked": [t for t in ts if t["hib"] is not None],
+                    "descriptive": [t for t in ts if t["hib"] is None]})
+    return out
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return [{k: (None if v is pd.NA else v) for k, v in r.items()} for r in frame.to_dict("records")]
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _figures(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models: list[str],
+             method_order: list[str], baselines: set[str], facets) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {"box": [], "curves": [], "robustness": [], "correlation": []}
+    galleries: list[dict] = []
+    untrained = {m for m in models if agg.model_params.get(m, {}).get("untrained")}
+    ps = agg.per_seed[(agg.per_seed["view"] == "all") & (agg.per_seed["dataset_label"].astype(object) == dataset)]
+    names = ps["value_name"].astype(str)
+    fam = names.map(family_of)
+
+    # heatmap gallery: the first seed of every model that has one
+    gallery_dir = run_dir / "gallery"
+    seen: dict[str, tuple[int, Path]] = {}
+    if gallery_dir.is_dir():
+        valid = {(str(m), int(s)) for m, s in zip(ps["model_label"].astype(object), ps["seed"])}
+        for cell in sorted(gallery_dir.iterdir()):
+            inputs = cell / "inputs.npz"
+            if not inputs.exists():
+                continue
+            try:
+                with np.load(inputs, allow_pickle=False) as z:
+                    meta = json.loads(str(z["meta"]))
+            except (OSError, ValueError, KeyError):
+                continue
+            model, seed = str(meta.get("model_label")), int(meta.get("seed", 0))
+            if meta.get("dataset_label") != dataset or (valid and (model, seed) not in valid):
+                continue
+            if model not in seen or seed < seen[model][0]:
+                seen[model] = (seed, cell)
+    for model in [m for m in models if m in seen]:
+        seed, cell = seen[model]
+        made = figures.gallery(cell, folder / "gallery", method_order)
+        if made:
+            made["title"] = f"{model}, seed {seed}"
+            made["folder"] = f"{folder.name}/gallery"
+            galleries.append(made)
+
+    # box plots per method across the model sweep (Oliveira), correctly classified samples
+    samples = agg.samples
+    if not samples.empty:
+        ds_rows = samples[(samples["dataset_label"].astype(object) == dataset).to_numpy()
+                          & samples["correct"].fillna(False).to_numpy(bool)
+                          & samples["higher_is_better"].notna().to_numpy()]
+        x_param, hue = figures.sweep_axes(models, agg.model_params)
+        if x_param and not ds_rows.empty:
+            for (metric, value), rows in ds_rows.groupby(["metric_label", "value_name"], observed=True, sort=True):
+                if str(rows["category"].iloc[0]) == "classification":
+                    continue
+                name = display_name(str(value), facets, str(metric))
+                path = figures.box_plots(rows, agg.model_params, folder, [dataset, str(metric), str(value)],
+                                         title_value=name, baselines=baselines)
+                if path:
+                    out["box"].append({"src": path, "title": f"{metric} / {name}",
+                                       "caption": f"Per-sample values on correctly classified test samples, by "
+                                                  f"{x_param}" + (f" and {hue}" if hue else "")
+                                                  + "; untrained models in grey (Oliveira et al. 2024)."})
+
+    # curves (MoRF) and corruption families (RMSE vs severity and per layer)
+    members = ps[fam.notna().to_numpy()]
+    fam_m = fam[fam.notna()]
+    for (metric, family), rows in members.groupby([members["metric_label"].astype(object), fam_m.to_numpy()], sort=True):
+        kind = figures.family_kind(list(rows["value_name"].astype(str).unique()))
+        key = [dataset, metric, family]
+        if kind == "curve":
+            path = figures.morf_curves(rows, folder, key, baselines=baselines, family=family)
+            if path:
+                out["curves"].append({"src": path, "title": f"{metric}: mean {family} curve",
+                                      "caption": "Mean over samples and seeds of f(x^k) after removing the k most "
+                                                 "relevant patches (lower and faster-falling is more faithful); "
+                                                 "the band spans the seeds' mean curves (Rio-Torto et al. 2020)."})
+        elif kind == "corruption":
+            path = figures.severity_curves(rows, folder, key, baselines=baselines, family=family, untrained=untrained)
+            if path:
+                out["robustness"].append({"src": path, "title": f"{metric}: {family} against severity",
+                                          "caption": "Mean over samples, seeds and trained model variants, per "
+                                                     "corruption (Treyer)."})
+            path = figures.layer_curves(rows, agg.method_params, folder, key + ["layers"], family=family,
+                                        untrained=untrained)
+            if path:
+                out["robustness"].append({"src": path, "title": f"{metric}: {family} per target layer",
+                                          "caption": "CAM methods by target layer, mean over severities, samples, "
+                                                     "seeds and trained model variants; one line per corruption "
+                                                     "(Treyer)."})
+
+    # ΔAUC against RMSE (Treyer): model-level delta families against sample-level corruption families
+    mps = agg.model_per_seed[agg.model_per_seed["dataset_label"].astype(object) == dataset]
+    mnames = mps["value_name"].astype(str)
+    mfam = mnames.map(family_of)
+    for y_family in sorted(f for f in mfam.dropna().unique() if str(f).startswith("delta")):
+        ymembers = mps[(mfam == y_family).to_numpy()]
+        if figures.family_kind(list(ymembers["value_name"].astype(str).unique())) != "corruption":
+            continue
+        for (metric, family), rows in members.groupby([members["metric_label"].astype(object), fam_m.to_numpy()],
+                                                      sort=True):
+            if figures.family_kind(list(rows["value_name"].astype(str).unique())) != "corruption":
+                continue
+            made = figures.delta_vs_value(ymembers, rows, folder, [dataset, metric, family, y_family],
+                                          x_name=f"{family} (per-seed mean)", y_name=str(y_family),
+                                          baselines=baselines)
+            if made:
+                corr = "; ".join(f"{c['method']}: r = {c['r']:.2f}" for c in made[1] if math.isfinite(c["r"]))
+                out["robustness"].append({"src": made[0], "title": f"{y_family} against {metric}: {family}",
+                                          "caption": "Each point is one model instance at one corruption (colour) "
+                                                     "and severity (size) (Treyer). Pearson r per method: "
+                                                     + (corr or "—") + "."})
+
+    # explanation against classification performance (Oliveira)
+    acc = mps[mnames.to_numpy() == "accuracy"]
+    if acc.empty:
+        acc = mps[(mps["higher_is_better"] == True).to_numpy() & mfam.isna().to_numpy()]  # noqa: E712
+        acc = acc[acc["value_name"].astype(str) == (acc["value_name"].astype(str).iloc[0] if len(acc) else "")]
+    if not acc.empty:
+        x_name = str(acc["value_name"].iloc[0])
+        xs = acc[["model_label", "seed", "mean"]].astype({"model_label": object}).rename(columns={"mean": "x"})
+        if len(xs) >= 3:
+            head = ps[fam.isna().to_numpy() & ps["higher_is_better"].notna().to_numpy()]
+            series = agg.series[(agg.series["dataset_label"].astype(object) == dataset)
+                                & (agg.series["view"] == "all")]
+            cats = dict(zip(zip(series["metric_label"].astype(str), series["value_name"].astype(str)),
+                            series["category"].astype(str)))
+            for (metric, value), rows in head.groupby(["metric_label", "value_name"], observed=True, sort=True):
+                if cats.get((str(metric), str(value))) in ("classification", None):
+                    continue
+                pts = rows[["model_label", "method_label", "seed", "mean"]].astype(
+                    {"model_label": object, "method_label": object}).rename(columns={"mean": "y"}).merge(
+                    xs, on=["model_label", "seed"])
+                name = display_name(str(value), facets, str(metric))
+                made = figures.explanation_vs_classification(pts, folder, [dataset, str(metric), str(value), "acc"],
+                                                             x_name=x_name, y_name=f"{metric} / {name}",
+                                                             baselines=baselines)
+                if made:
+                    fits = "; ".join(f"{f['method']}: r = {f['r']:.2f}" for f in made[1] if math.isfinite(f["r"]))
+                    out["correlation"].append({"src": made[0], "title": f"{metric} / {name} against {x_name}",
+                                               "caption": "One point per model instance (variant × seed). Pearson r "
+                                                          "per method: " + (fits or "—") + "."})
+    for items in out.values():
+        for item in items:
+            item["src"] = f"{folder.name}/{Path(item['src']).name}"
+    out["gallery"] = galleries
+    return out
+
+
+# ----------------------------------------------------------------------------- build
+
+def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int | None = None) -> Path:
     """Build the site for ``run_dir`` into ``out`` (default ``run_dir/leaderboard``); return ``out``."""
+    started = time.perf_counter()
     run_dir = Path(run_dir)
     site = Path(out) if out else run_dir / "leaderboard"
     site.mkdir(parents=True, exist_ok=True)
-    df = load_results(run_dir)
-    manifest = RunStore(run_dir).read_manifest()
+    frame, manifest = load_frame(run_dir)
+    agg = aggregate(frame) if resamples is None else aggregate(frame, resamples=resamples)
+    prov = provenance(manifest, run_dir)
     env = _env()
-    provenance = {
-        "xbench": manifest.get("xbench_version"), "torch": manifest.get("versions", {}).get("torch"),
-        "device": manifest.get("device", {}).get("gpu") or manifest.get("device", {}).get("device"),
-        "date": manifest.get("finished") or manifest.get("started"), "git": (manifest.get("git") or {}).get("cwd"),
-        "config": (manifest.get("config") or {}).get("source"),
-        "plugins": [(p["name"], p.get("version"), p.get("distribution")) for p in manifest.get("plugins", [])],
-    }
-    datasets = sorted(df["dataset_label"].dropna().unique()) if not df.empty else []
-    pages, md = [], [f"# xbench leaderboard: {md_escape(provenance['config'] or run_dir.name)}", ""]
-    all_summary = summarise(df)
-    correct_summary = summarise(df, correct_only=True)
-    model_summary = summarise_models(df)
+    _copy_static(site)
+    fig_dir = site / "figures"
+    if fig_dir.exists():
+        shutil.rmtree(fig_dir)
+    for old in site.glob("dataset-*.html"):
+        old.unlink()
+
+    series, models_summary = agg.series, agg.models
+    datasets = sorted({str(d) for d in series["dataset_label"].astype(object)} |
+                      {str(d) for d in models_summary["dataset_label"].astype(object)}) if len(frame) else []
+    facets: dict[tuple[str, str], int] = {}
+    if len(agg.per_seed):
+        names = agg.per_seed[["metric_label", "value_name"]].astype(str).drop_duplicates()
+        for metric, value in zip(names["metric_label"], names["value_name"]):
+            f = family_of(value)
+            if f:
+                facets[(metric, f)] = facets.get((metric, f), 0) + 1
+    pages, md_pages = [], []
+    page_of = _page_names(datasets)
+    nav = [{"name": n, "page": page_of[n]} for n in datasets]
     for name in datasets:
-        page = f"dataset-{slug(name)}.html"
-        pick = lambda s: s[s["dataset_label"] == name] if not s.empty else s  # noqa: E731
-        tables = _tables(pick(all_summary))
-        context = {"dataset": name, "tables": tables, "correct_tables": _tables(pick(correct_summary)),
-                   "models": pick(model_summary).to_dict("records"), "provenance": provenance}
+        page = page_of[name]
+        ds_series = series[series["dataset_label"].astype(object) == name]
+        ds_models = models_summary[models_summary["dataset_label"].astype(object) == name]
+        model_labels = _ordered_models({str(m) for m in ds_series["model_label"].astype(object)} |
+                                       {str(m) for m in ds_models["model_label"].astype(object)}, agg.model_params)
+        accuracy = {str(r["model_label"]): r["mean"] for r in ds_models.to_dict("records")
+                    if str(r["value_name"]) == "accuracy"}
+        views = {}
+        for view in ("all", "correct"):
+            tables = _tables(ds_series[ds_series["view"] == view], model_labels, accuracy, facets, agg.model_params)
+            views[view] = _sections(tables)
+        method_order = [r["method"] for s in views["all"] for t in s["ranked"][:1] for r in t["rows"]]
+        baselines = set(ds_series.loc[ds_series["method_baseline"].to_numpy(bool), "method_label"].astype(object))
+        figs = _figures(agg, name, fig_dir, run_dir, model_labels, method_order, baselines, facets)
+        classification = _classification(ds_models, model_labels, agg.model_params, facets)
+        paired = agg.paired[agg.paired["dataset_label"].astype(object) == name]
+        groups = agg.groups[agg.groups["dataset_label"].astype(object) == name]
+        context = {
+            "dataset": name, "views": views, "classification": classification,
+            "paired": _test_blocks(paired, ["metric_label", "value_name"], facets),
+            "groups": _test_blocks(groups, ["metric_label", "value_name"], facets),
+            "figures": figs, "provenance": prov, "models": [
+                {"label": m, "params": agg.model_params.get(m, {}),
+                 "untrained": bool(agg.model_params.get(m, {}).get("untrained"))} for m in model_labels],
+            "n_methods": int(ds_series["method_label"].nunique()),
+            "seeds": int(ds_series["seeds"].max()) if len(ds_series) else int(ds_models["seeds"].max() or 0),
+            "nav": nav,
+        }
+        pages.append({"name": name, "page": page, "methods": context["n_methods"], "models": len(model_labels),
+                      "tables": sum(len(s["ranked"]) + len(s["descriptive"]) for s in views["all"]),
+                      "leaders": _leaders(views["all"])})
+        md_pages.append((name, views["all"], classification))
         (site / page).write_text(env.get_template("dataset.html").render(**context), encoding="utf-8")
-        pages.append({"name": name, "page": page, "tables": len(tables)})
-        md += [f"## {md_escape(name)}", ""]
-        for t in tables:
-            md += [f"### {md_escape(t['metric'])} / {md_escape(t['value'])} {t['direction']}", "",
-                   "| method | " + " | ".join(md_escape(m) for m in t["models"]) + " |",
-                   "|---|" + "---|" * len(t["models"])]
-            for r in t["rows"]:
-                label = md_escape(r["method"]) + (" *(baseline)*" if r["baseline"] else "")
-                cells = [f"{fmt_number(c.mean)} [{fmt_number(c.ci_low)}, {fmt_number(c.ci_high)}]" if c else "—"
-                         for c in r["cells"]]
-                md.append(f"| {label} | " + " | ".join(cells) + " |")
-            md.append("")
     (site / "index.html").write_text(env.get_template("index.html").render(
-        pages=pages, provenance=provenance, rows=len(df), run=run_dir.name), encoding="utf-8")
-    md += ["", f"*{len(df)} result rows; xbench {md_escape(provenance['xbench'])}, torch {md_escape(provenance['torch'])}, "
-               f"device {md_escape(provenance['device'])}, {md_escape(provenance['date'])}.*", ""]
-    (site / "leaderboard.md").write_text("\n".join(md), encoding="utf-8")
-    (site / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
+        pages=pages, provenance=prov, rows=len(frame), run=prov["run"], nav=nav), encoding="utf-8")
+    (site / "provenance.html").write_text(env.get_template("provenance.html").render(provenance=prov, nav=nav),
+                                          encoding="utf-8")
+    (site / "leaderboard.md").write_text(summary_markdown(md_pages, prov, len(frame)), encoding="utf-8")
+    _exports(site, agg)
+    (site / "provenance.json").write_text(json.dumps({k: v for k, v in prov.items() if k != "config_json"}
+                                                     | {"config": json.loads(prov["config_json"]),
+                                                        "build_seconds": time.perf_counter() - started},
+                                                     indent=2, default=str), encoding="utf-8")
     return site
+
+
+def _page_names(datasets: list[str]) -> dict[str, str]:
+    """``dataset-<slug>.html``, with a hash where two names share a slug."""
+    slugs = [slug(d) for d in datasets]
+    return {d: f"dataset-{s}.html" if slugs.count(s) == 1 else f"dataset-{s}-{content_hash(d)[:6]}.html"
+            for d, s in zip(datasets, slugs)}
+
+
+def _copy_static(site: Path) -> None:
+    static = site / "static"
+    static.mkdir(exist_ok=True)
+    for name in ("style.css", "sort.js"):
+        data = resources.files("xbench.leaderboard").joinpath("static", name).read_bytes()
+        (static / name).write_bytes(data)
+
+
+def _classification(ds_models: pd.DataFrame, models: list[str], params, facets) -> dict | None:
+    """Model-level values (accuracy, AUROC, ΔAUC summaries …): rows = models, columns = values."""
+    if ds_models.empty:
+        return None
+    cols = []
+    for (metric, value), g in ds_models.groupby(["metric_label", "value_name"], observed=True, sort=True):
+        hib = g["higher_is_better"].iloc[0]
+        cols.append({"metric": str(metric), "value": str(value), "name": display_name(str(value), facets, str(metric)),
+                     "hib": None if hib is pd.NA or hib is None else bool(hib),
+                     "cells": {str(r["model_label"]): r for r in g.to_dict("records")}})
+    cols.sort(key=lambda c: (c["value"] != "accuracy", c["metric"], c["value"]))
+    rows = [{"model": m, "baseline": bool(params.get(m, {}).get("untrained")),
+             "cells": [c["cells"].get(m) for c in cols]} for m in models
+            if any(m in c["cells"] for c in cols)]
+    return {"columns": cols, "rows": rows}
+
+
+def _test_blocks(tests: pd.DataFrame, keys: list[str], facets) -> list[dict]:
+    """Statistical tests grouped for display, per view."""
+    blocks = []
+    if tests.empty:
+        return blocks
+    for key, g in tests.groupby(["view", *keys], sort=True):
+        view, *rest = key
+        info = dict(zip(keys, rest))
+        metric, value = info["metric_label"], info["value_name"]
+        title = f"{metric} / {display_name(str(value), facets, str(metric))}"
+        blocks.append({"view": view, "title": title, "rows": _records(g), "id": slug(f"{view}-{title}")})
+    return blocks
+
+
+def _leaders(sections: list[dict]) -> list[dict]:
+    """For the index: the method with the best mean rank in each ranked table."""
+    out = []
+    for s in sections:
+        for t in s["ranked"]:
+            ranked = [r for r in t["rows"] if not r["baseline"] and math.isfinite(r["mean_rank"])]
+            if ranked:
+                out.append({"table": f"{t['metric']} / {t['name']} {t['direction']}", "method": ranked[0]["method"],
+                            "mean_rank": ranked[0]["mean_rank"], "id": t["id"]})
+    return out
+
+
+def _exports(site: Path, agg: Aggregates) -> None:
+    """The numbers behind the pages, for citation and re-analysis."""
+    agg.series.to_csv(site / "summary.csv", index=False)
+    agg.models.drop(columns=["row_baseline"], errors="ignore").to_csv(site / "models.csv", index=False)
+    agg.paired.to_csv(site / "paired_tests.csv", index=False)
+    agg.groups.to_csv(site / "group_tests.csv", index=False)

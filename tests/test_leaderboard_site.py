@@ -1,0 +1,208 @@
+"""The static site and the Markdown summary, built from synthetic runs with known numbers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from xbench.leaderboard import build_leaderboard
+from xbench.leaderboard.synthetic import random_run, table, write_run
+from xbench.store import RunStore
+
+EVIL = "<script>alert(1)</script>"
+MANIFEST = {
+    "xbench_version": "9.9.9-test", "finished": "2031-02-03T04:05:06+00:00", "git": {"xbench": "abc123def4567890"},
+    "versions": {"torch": "2.99"}, "device": {"device": "cpu", "gpu": None},
+    "plugins": [{"name": EVIL, "version": "1.0", "distribution": "evil-dist", "status": "active"}],
+    "config": {"source": "tests.toml", "run": {"name": "site-test"}},
+}
+
+
+def known_run(path: Path) -> Path:
+    """Dataset "toy|set*", models m-a and m-b, methods good, bad and EVIL (and a baseline), 2 seeds,
+    3 samples (the last one misclassified), value "hit" (higher is better) = base + 0.1·seed."""
+    base = {"good": 0.8, "bad": 0.4, EVIL: 0.6, "random": 0.2}
+    tables = []
+    for model, shift in (("m-a", 0.0), ("m-b", 0.05)):
+        for seed in (0, 1):
+            cell = {"dataset_label": "toy|set*", "model_label": model, "seed": seed,
+                    "model_params": json.dumps({"loss": model, "untrained": False})}
+            tables.append(table({**cell, "scope": "model", "metric_label": "classification",
+                                 "category": "classification", "value_name": "accuracy", "value": 0.9,
+                                 "higher_is_better": True}))
+            for method, b in base.items():
+                tables.append(table({**cell, "method_label": method, "metric_label": "loc", "value_name": "hit",
+                                     "value": b + shift + 0.1 * seed + np.array([0.0, 0.01, 0.02]),
+                                     "higher_is_better": True, "sample": [0, 1, 2], "label": [0, 1, 1],
+                                     "prediction": [0, 1, 0], "baseline": method == "random"}, 3))
+    write_run(path, tables, MANIFEST)
+    store = RunStore(path)
+    key = "cellA"
+    store.write_gallery(key, "inputs", {"images": np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float16),
+                                        "labels": np.array([0, 1]), "predictions": np.array([0, 1]),
+                                        "masks": np.eye(8, dtype=bool)[None].repeat(2, 0)},
+                        {"dataset_label": "toy|set*", "model_label": "m-a", "seed": 0, "class_names": [EVIL, "b"]})
+    store.write_gallery(key, "m1", {"attribution": np.random.default_rng(1).normal(size=(2, 8, 8)).astype(np.float32)},
+                        {"method_label": EVIL, "reduction": "abs", "baseline": False})
+    return path
+
+
+class Tables(HTMLParser):
+    """Every table's cells (text and ``data-v``), by the table's id."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.imgs, self.current, self.cell, self.stack = {}, [], None, None, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.stack.append(self.current)
+            self.current = attrs.get("id", f"anon{len(self.tables)}")
+            self.tables[self.current] = []
+        elif tag == "tr" and self.current:
+            self.tables[self.current].append([])
+        elif tag in ("td", "th") and self.current:
+            self.cell = {"text": "", "v": attrs.get("data-v")}
+            self.tables[self.current][-1].append(self.cell)
+        elif tag == "img":
+            self.imgs.append(attrs["src"])
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.current = self.stack.pop()
+        elif tag in ("td", "th"):
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell["text"] += data
+
+
+def parse(path: Path) -> Tables:
+    p = Tables()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    run = known_run(tmp_path_factory.mktemp("run"))
+    return build_leaderboard(run)
+
+
+def page(site: Path) -> Path:
+    pages = sorted(site.glob("dataset-*.html"))
+    assert len(pages) == 1
+    return pages[0]
+
+
+def test_pages_and_exports_exist(site):
+    for name in ("index.html", "provenance.html", "leaderboard.md", "summary.csv", "models.csv",
+                 "paired_tests.csv", "group_tests.csv", "provenance.json", "static/sort.js", "static/style.css"):
+        assert (site / name).is_file(), name
+    assert page(site).name == "dataset-toy-set.html"
+
+
+def test_table_holds_means_cis_and_ranks(site):
+    tables = parse(page(site)).tables
+    rows = {r[0]["text"].split()[0] if r[0]["text"].strip() else "": r for r in tables["table-all-loc-hit"][1:]}
+    header = [c["text"] for c in tables["table-all-loc-hit"][0]]
+    assert header[0] == "method" and header[1].startswith("m-a") and "accuracy 0.900" in header[1]
+    good_a = rows["good"][1]
+    assert float(good_a["v"]) == pytest.approx(0.86)  # mean over seeds (0.81, 0.91)
+    assert good_a["text"].split()[0] == "0.860" and "#1" in good_a["text"]
+    assert "[0.810, 0.910]" in good_a["text"]  # the bootstrap over two seeds spans both
+    random_row = next(r for k, r in rows.items() if k.startswith("random"))
+    assert "#" not in random_row[1]["text"] and "baseline" in random_row[0]["text"]
+    # ranks: good 1, EVIL 2, bad 3 in both columns; the mean-rank column says so
+    assert [r[0]["text"].split()[0] for r in tables["table-all-loc-hit"][1:]][:1] == ["good"]
+    assert rows["bad"][-1]["text"] == "3"
+    correct = {r[0]["text"].split()[0]: r for r in tables["table-correct-loc-hit"][1:] if r[0]["text"].strip()}
+    assert float(correct["good"][1]["v"]) == pytest.approx(0.855)  # samples 0 and 1 only
+
+
+def test_every_plugin_and_data_string_is_escaped(site):
+    for path in site.glob("*.html"):
+        text = path.read_text(encoding="utf-8")
+        assert EVIL not in text, path.name
+        assert "<script" not in text.replace('<script src="static/sort.js" defer></script>', ""), path.name
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page(site).read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in (site / "index.html").read_text()  # plugin name in the footer
+    md = (site / "leaderboard.md").read_text()
+    assert "<script" not in md and "&lt;script&gt;" in md
+    assert "## toy\\|set\\*" in md
+
+
+def test_provenance_on_every_page(site):
+    for path in site.glob("*.html"):
+        text = path.read_text(encoding="utf-8")
+        for needle in ("9.9.9-test", "torch 2.99", "device cpu", "2031-02-03T04:05:06", "abc123def456", "tests.toml"):
+            assert needle in text, (path.name, needle)
+    prov = json.loads((site / "provenance.json").read_text())
+    assert prov["config"]["source"] == "tests.toml" and prov["build_seconds"] > 0
+
+
+def test_markdown_table_numbers(site):
+    md = (site / "leaderboard.md").read_text()
+    line = next(l for l in md.splitlines() if l.startswith("| good |"))
+    assert "**0.860 [0.810, 0.910]** (1)" in line
+    assert "| random *(baseline)* |" in md
+
+
+def test_csv_export_matches_the_page(site):
+    rows = list(csv.DictReader((site / "summary.csv").open()))
+    good = [r for r in rows if r["method_label"] == "good" and r["model_label"] == "m-a" and r["view"] == "all"]
+    assert len(good) == 1 and float(good[0]["mean"]) == pytest.approx(0.86)
+
+
+def test_every_image_exists_and_the_gallery_shows_all_columns(site):
+    parsed = parse(page(site))
+    assert parsed.imgs
+    for src in parsed.imgs:
+        assert (site / src).is_file(), src
+    gallery = next(t for k, t in parsed.tables.items() if k.startswith("anon") and t and t[0][1]["text"] == "image")
+    assert [c["text"] for c in gallery[0]] == ["sample", "image", "ground truth", EVIL]
+    assert gallery[1][0]["text"] == f"{EVIL} → {EVIL}"
+
+
+def test_empty_run_and_rebuild(tmp_path):
+    write_run(tmp_path / "run", [], MANIFEST)
+    site = build_leaderboard(tmp_path / "run", tmp_path / "site")
+    assert "No results yet" in (site / "index.html").read_text()
+    known_run(tmp_path / "run")
+    build_leaderboard(tmp_path / "run", tmp_path / "site")
+    (tmp_path / "site" / "figures" / "gallery" / "orphan.png").write_bytes(b"x")
+    (tmp_path / "site" / "dataset-gone.html").write_text("old")
+    build_leaderboard(tmp_path / "run", tmp_path / "site")
+    assert not (tmp_path / "site" / "dataset-gone.html").exists()
+    assert not (tmp_path / "site" / "figures" / "gallery" / "orphan.png").exists()
+
+
+def test_cli_builds_the_site(tmp_path):
+    from xbench.cli import main
+
+    known_run(tmp_path / "run")
+    result = CliRunner().invoke(main, ["leaderboard", str(tmp_path / "run"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "index.html").is_file()
+    assert "leaderboard.md" in result.output
+
+
+def test_a_realistic_run_gets_every_figure(tmp_path):
+    run = random_run(tmp_path / "run", degrees=(1, "all"), pretrain=("imagenet", "mri"), seeds=(0, 1, 2),
+                     methods=("saliency", "grad-cam"), samples=12, morf_steps=4, severities=(1, 2), gallery=2, size=8)
+    site = build_leaderboard(run)
+    text = page(site).read_text()
+    kinds = {re.match(r"[a-z]+", Path(src).name).group(0) for src in parse(page(site)).imgs}
+    assert {"tile", "box", "morf", "severity", "layers", "delta", "explvscls"} <= kinds
+    assert "Scores across fine-tune degree and pre-training" in text and "by degree and pretrain" in text
+    assert "pretrain: imagenet vs mri" in text  # a model-group comparison along one sweep axis
+    assert "rmse (mean over 4 facets)" in text
