@@ -5,6 +5,9 @@ The generator follows seed-algorithms.md §3.1: a 105×135 canvas; left and righ
 as myocardium disks with cavity disks on top; a subcutaneous fat strip; optional sex or class
 marker boxes; intensities fat 229.5, cavity 204, myocardium 51, marker 255, each filled with
 per-pixel N(intensity, 2) noise and cast to uint8. Generation is vectorised over images.
+
+Version 2: one noise field per chunk instead of one per structure (the same distribution, ~4×
+faster), so images differ from version 1 for a seed.
 """
 
 from __future__ import annotations
@@ -125,7 +128,12 @@ def _sample_geometry(rng: np.random.Generator, labels: np.ndarray, mode: str, le
 
 
 def _draw(rng: np.random.Generator, labels: np.ndarray, g: Mapping[str, np.ndarray], mode: str):
-    """Draw a chunk of images in the source's order; later draws overwrite earlier ones."""
+    """Draw a chunk of images in the source's order; later draws overwrite earlier ones.
+
+    Only the segmentation is painted in order; intensities follow from the final label of each
+    pixel plus one N(0, 2) field. That is the source's distribution exactly (every pixel keeps the
+    noise of the structure drawn last over it, independently per pixel) at a quarter of the cost.
+    """
     n = len(labels)
     yy = np.arange(H, dtype=np.float32)[None, :, None]
     xx = np.arange(W, dtype=np.float32)[None, None, :]
@@ -134,45 +142,36 @@ def _draw(rng: np.random.Generator, labels: np.ndarray, g: Mapping[str, np.ndarr
     def disk(cy, cx, r):
         return (yy - col(cy)) ** 2 + (xx - col(cx)) ** 2 < col(r) ** 2
 
-    def noisy(value):
-        return rng.normal(value, NOISE_SD, (n, H, W)).astype(np.float32)
-
-    img = np.zeros((n, H, W), dtype=np.float32)
     seg = np.zeros((n, H, W), dtype=np.uint8)
-
-    def paint(where, values, code):
-        img[where] = values[where] if isinstance(values, np.ndarray) else values
-        seg[where] = code
-
-    myo = noisy(MYOCARDIUM)
-    lv_myo = disk(g["lv_cy"], g["lv_cx"], g["lv_comb"])
-    rv_myo = disk(g["rv_cy"], g["rv_cx"], g["rv_comb"])
-    paint(lv_myo, myo, SEG["lv_myocardium"])
-    paint(rv_myo, myo, SEG["rv_myocardium"])
-    # fatty re-fill of the myocardium: U(51, 51 + f·(229.5 − 51)) per pixel
-    span = FAT - MYOCARDIUM
-    fat_noise = rng.random((n, H, W)).astype(np.float32)
-    rv_fill = MYOCARDIUM + fat_noise * col(g["rv_fat_f"]) * span
-    lv_fill = MYOCARDIUM + fat_noise * col(g["lv_fat_f"]) * span
-    rv_fatty = rv_myo & (g["rv_fat_f"] > 0)[:, None, None]
-    lv_fatty = lv_myo & ~rv_myo & (g["lv_fat_f"] > 0)[:, None, None]
-    img[rv_fatty] = rv_fill[rv_fatty]
-    img[lv_fatty] = lv_fill[lv_fatty]
-    cav = noisy(CAVITY)
-    paint(disk(g["lv_cy"], g["lv_cx"], g["lv_radius"]), cav, SEG["lv_cavity"])
-    paint(disk(g["rv_cy"], g["rv_cx"], g["rv_radius"]), cav, SEG["rv_cavity"])
+    seg[disk(g["lv_cy"], g["lv_cx"], g["lv_comb"])] = SEG["lv_myocardium"]
+    seg[disk(g["rv_cy"], g["rv_cx"], g["rv_comb"])] = SEG["rv_myocardium"]
+    # (the fatty re-fill of the myocardium comes here in the source; it survives on the pixels that
+    # are still myocardium once the cavities are drawn, so it is applied below from the final labels)
+    seg[disk(g["lv_cy"], g["lv_cx"], g["lv_radius"])] = SEG["lv_cavity"]
+    seg[disk(g["rv_cy"], g["rv_cx"], g["rv_radius"])] = SEG["rv_cavity"]
     top, left, length = col(g["fat_top"]), col(g["fat_left"]), col(g["fat_len"])
-    fat = (yy >= top) & (yy < top + 4) & (xx >= left) & (xx < left + length)
-    paint(fat, noisy(FAT), SEG["fat"])
-    marker = np.zeros((n, H, W), dtype=bool)
+    seg[(yy >= top) & (yy < top + 4) & (xx >= left) & (xx < left + length)] = SEG["fat"]
     if mode == "sex_marker":
-        marker[g["male"], H - 10:H - 1, W - 10:W - 1] = True
+        seg[g["male"], H - 10:H - 1, W - 10:W - 1] = SEG["marker"]
     elif mode == "class_marker":
         corners = {RV: (slice(H - 20, H - 1), slice(W - 20, W - 1)), NOR: (slice(1, 20), slice(W - 20, W - 1)),
                    HCM: (slice(H - 20, H - 1), slice(1, 20)), DCM: (slice(1, 20), slice(1, 20))}
         for c, (rows, cols) in corners.items():
-            marker[labels == c, rows, cols] = True
-    paint(marker, noisy(MARKER), SEG["marker"])
+            seg[labels == c, rows, cols] = SEG["marker"]
+
+    intensity = np.zeros(256, dtype=np.float32)
+    intensity[[SEG["lv_myocardium"], SEG["rv_myocardium"]]] = MYOCARDIUM
+    intensity[[SEG["lv_cavity"], SEG["rv_cavity"]]] = CAVITY
+    intensity[SEG["fat"]], intensity[SEG["marker"]] = FAT, MARKER
+    img = intensity[seg]
+    drawn = seg > 0  # the background is a constant 0 in the source: no noise there
+    img[drawn] += NOISE_SD * rng.standard_normal(int(drawn.sum()), dtype=np.float32)
+    # fatty re-fill of the myocardium: U(51, 51 + f·(229.5 − 51)) per pixel
+    span = np.float32(FAT - MYOCARDIUM)
+    for code, f in ((SEG["rv_myocardium"], g["rv_fat_f"]), (SEG["lv_myocardium"], g["lv_fat_f"])):
+        fatty = (seg == code) & (f > 0)[:, None, None]
+        which = np.nonzero(fatty)[0]
+        img[fatty] = MYOCARDIUM + rng.random(len(which), dtype=np.float32) * f.astype(np.float32)[which] * span
     pixels = np.clip(img, 0, 255).astype(np.uint8)  # the source casts each fill to uint8
     return pixels, seg
 
@@ -215,7 +214,7 @@ def xbench_datasets():
     yield DatasetSpec(
         name="synthetic-cardiac",
         load=load,
-        version="1",
+        version="2",
         description="Synthetic cardiac MRI with four classes; ground truth = the heart (Callanan).",
         params=PARAMS,
         provides=lambda p: {"mask", "regions", "grayscale", "classes:4"} | ({"marker"} if p["mode"] != "sex_size" else set()),
