@@ -1,9 +1,10 @@
-"""Model-level classification metrics on the test split: accuracy, balanced accuracy, AUROC and
-AUPRC (macro, one-vs-rest, from softmax scores), sensitivity and specificity.
+"""Model-level classification metrics on the test split (seed-algorithms.md §5.4.8): accuracy,
+balanced accuracy, AUROC and AUPRC (macro, one-vs-rest, from softmax scores), sensitivity and
+specificity, and the same per class as value families (``sensitivity/<class>`` …).
 
 Sensitivity = TP/(TP+FN) and specificity = TN/(TN+FP) with class 1 as the positive class for two
-classes (Oliveira's source swaps the two names; these are the correct ones), and the macro mean
-over one-vs-rest classes otherwise.
+classes (Oliveira's source swaps the two names; these are the correct ones, so its published
+"sensitivity" is our ``specificity``), and the macro mean over one-vs-rest classes otherwise.
 """
 
 from __future__ import annotations
@@ -13,55 +14,94 @@ import torch
 
 from xbench import MetricContext, MetricSpec, hookimpl
 
+from .localisation_metrics import value_facet
 
-def _ovr_scores(y: np.ndarray, prob: np.ndarray, score) -> float:
-    values = []
-    for c in range(prob.shape[1]):
-        positive = y == c
-        if positive.any() and (~positive).any():
-            values.append(score(positive, prob[:, c]))
-    return float(np.mean(values)) if values else float("nan")
+PER_CLASS = ("sensitivity", "specificity", "auroc", "auprc")
+
+
+def _binary_score(score, positive: np.ndarray, values: np.ndarray) -> float:
+    """A ranking score of one-vs-rest ``positive`` against ``values``; NaN unless both kinds occur."""
+    if positive.any() and (~positive).any():
+        return float(score(positive, values))
+    return float("nan")
+
+
+def _mean(values) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def auc_and_accuracy(labels: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
+    """§5.4.7: AUC = ROC-AUC on the positive-class score (two classes) or the mean one-vs-rest AUC;
+    ACC = argmax accuracy (for two classes the same as thresholding the positive score at 0.5)."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(labels) == 0:
+        return float("nan"), float("nan")
+    acc = float(np.mean(prob.argmax(1) == labels))
+    if prob.shape[1] == 2:
+        return _binary_score(roc_auc_score, labels == 1, prob[:, 1]), acc
+    return _mean([_binary_score(roc_auc_score, labels == c, prob[:, c]) for c in range(prob.shape[1])]), acc
+
+
+def per_class(labels: np.ndarray, prob: np.ndarray) -> dict[str, np.ndarray]:
+    """One-vs-rest sensitivity, specificity, AUROC and AUPRC of every class (NaN where undefined)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    k = prob.shape[1]
+    pred = prob.argmax(1)
+    truth = labels[:, None] == np.arange(k)[None]
+    chosen = pred[:, None] == np.arange(k)[None]
+    tp, fn = (chosen & truth).sum(0), (~chosen & truth).sum(0)
+    tn, fp = (~chosen & ~truth).sum(0), (chosen & ~truth).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sens = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), np.nan)
+        spec = np.where(tn + fp > 0, tn / np.maximum(tn + fp, 1), np.nan)
+    auroc = np.array([_binary_score(roc_auc_score, truth[:, c], prob[:, c]) for c in range(k)])
+    auprc = np.array([_binary_score(average_precision_score, truth[:, c], prob[:, c]) for c in range(k)])
+    return {"sensitivity": sens, "specificity": spec, "auroc": auroc, "auprc": auprc}
+
+
+def class_facets(ctx: MetricContext, k: int) -> list[str]:
+    """Value-name facets of the classes: the dataset's class names, else ``class-<index>``. A facet
+    is never a bare number, so the leaderboard reads the family as categorical, not as a curve."""
+    names = list(getattr(ctx.dataset, "class_names", ()) or ())
+    facets = [value_facet(n) for n in names] if len(names) == k else []
+    if len(set(facets)) != k:
+        facets = [str(c) for c in range(k)]
+    return [f"class-{f}" if f.lstrip("-").replace(".", "", 1).isdigit() else f for f in facets]
 
 
 def classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     y = ctx.labels.cpu().numpy()
     prob = ctx.probabilities.double().cpu().numpy()
-    pred = prob.argmax(1)
     k = prob.shape[1]
-    if k == 2:
-        auroc = roc_auc_score(y, prob[:, 1]) if len(np.unique(y)) == 2 else float("nan")
-        auprc = _ovr_scores(y, prob, average_precision_score)
-        positives = [1]
-    else:
-        auroc = _ovr_scores(y, prob, roc_auc_score)
-        auprc = _ovr_scores(y, prob, average_precision_score)
-        positives = list(range(k))
-    sens, spec = [], []
-    for c in positives:
-        tp = np.sum((pred == c) & (y == c))
-        fn = np.sum((pred != c) & (y == c))
-        tn = np.sum((pred != c) & (y != c))
-        fp = np.sum((pred == c) & (y != c))
-        sens.append(tp / (tp + fn) if tp + fn else np.nan)
-        spec.append(tn / (tn + fp) if tn + fp else np.nan)
-    recalls = [np.mean(pred[y == c] == c) for c in range(k) if np.any(y == c)]
+    auroc, accuracy = auc_and_accuracy(y, prob)
+    per = per_class(y, prob)
+    positives = [1] if k == 2 else list(range(k))
+    recalls = [np.mean(prob.argmax(1)[y == c] == c) for c in range(k) if np.any(y == c)]
     out = {
-        "accuracy": float(np.mean(pred == y)) if len(y) else float("nan"),
+        "accuracy": accuracy,
         "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
-        "auroc": float(auroc), "auprc": float(auprc),
-        "sensitivity": float(np.nanmean(sens)) if not np.all(np.isnan(sens)) else float("nan"),
-        "specificity": float(np.nanmean(spec)) if not np.all(np.isnan(spec)) else float("nan"),
+        "auroc": auroc,
+        "auprc": _mean(per["auprc"]),
+        "sensitivity": _mean(per["sensitivity"][positives]),
+        "specificity": _mean(per["specificity"][positives]),
     }
+    for facet, c in zip(class_facets(ctx, k), range(k)):
+        for name in PER_CLASS:
+            out[f"{name}/{facet}"] = float(per[name][c])
     return {name: torch.tensor(value, dtype=torch.float64) for name, value in out.items()}
 
 
 @hookimpl
 def xbench_metrics():
     yield MetricSpec(
-        name="classification", score=classification, category="classification", scope="model",
+        name="classification", score=classification, category="classification", scope="model", version="2",
         values={"accuracy": True, "balanced_accuracy": True, "auroc": True, "auprc": True,
-                "sensitivity": True, "specificity": True},
-        description="Accuracy, balanced accuracy, macro AUROC/AUPRC, sensitivity and specificity on the test split.",
+                "sensitivity": True, "specificity": True,
+                **{f"{name}/*": True for name in PER_CLASS}},
+        description="Accuracy, balanced accuracy, macro AUROC/AUPRC, sensitivity and specificity (class 1 "
+                    "positive for two classes, else macro one-vs-rest) on the test split, and one-vs-rest "
+                    "values per class (<value>/<class>).",
     )

@@ -1,73 +1,268 @@
-"""Localisation against ground truth: TPR/TNR of the top-|GT| pixels (Oliveira et al.) and
-POMPOM, the share of meaningful pixels outside the mask (Rio-Torto et al.).
+"""Localisation against ground truth, from the definitions in seed-algorithms.md §5.4:
 
-Both read the reduced ``(N, H, W)`` attribution (by default ``abs-luminance``, which is exactly
-Oliveira's grayscale combination of |attribution|).
+- ``tpr-tnr``: top-|GT| pixels of the attribution against the mask (Oliveira et al. 2024);
+- ``pompom``: share of meaningful pixels outside the mask (Rio-Torto et al. 2020);
+- ``mass-in-region``: share of positive attribution inside each named region, and the region's
+  share of the image (Callanan);
+- ``emd``: earth mover's distance between the top-|GT| pixels and the mask (Oliveira, optional).
+
+All read the reduced ``(N, H, W)`` attribution (by default ``abs-luminance``, which is exactly
+Oliveira's grayscale combination of |attribution|). Maps at a layer's resolution arrive already
+upsampled bilinearly to the image by the core's recorded reduction, so masks are never resampled.
 """
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import torch
 
 from xbench import MetricContext, MetricSpec, hookimpl
+from xbench.errors import DataError, UsageError
+
+NONFINITE = "attribution contains NaN or Inf"  # the core's wording, so a row's note says it once
+TIES = ("split", "index", "random")
 
 
-def top_k_mask(attribution: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Per sample, the ``k`` highest-valued pixels; ties go to the lower flat index (deterministic)."""
-    flat = attribution.flatten(1)
-    order = torch.argsort(flat, dim=1, descending=True, stable=True)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
-    return (ranks < k[:, None]).reshape(attribution.shape)
+# ----------------------------------------------------------------------------- shared checks
+
+def _names(ctx: MetricContext) -> tuple[str, str]:
+    dataset = getattr(ctx.dataset, "name", None) or "(unnamed dataset)"
+    return dataset, ctx.method or "(unnamed method)"
 
 
-def _constant(a: torch.Tensor) -> torch.Tensor:
+def checked_mask(ctx: MetricContext, mask: torch.Tensor | None, what: str = "ground-truth mask") -> torch.Tensor:
+    """``mask`` as bool, or a :class:`DataError` naming the dataset and method when its shape is not
+    the attribution's ``(N, H, W)`` (a mask at another resolution would silently score nonsense)."""
+    dataset, method = _names(ctx)
+    expected = tuple(ctx.attribution.shape)
+    if mask is None:
+        raise DataError(f"Dataset {dataset!r} gives no {what} for method {method!r}, but this metric needs one; "
+                        "declare the 'mask'/'regions' tags only when the split carries them.")
+    if tuple(mask.shape) != expected:
+        raise DataError(
+            f"Dataset {dataset!r} gives a {what} of shape {tuple(mask.shape)}, but the attribution of method "
+            f"{method!r} is {expected} (N, H, W) at the images' resolution. Masks must be (N, H, W) bool at "
+            "image resolution, one per test image: fix the dataset's masks (or its image size) so they match.")
+    return mask.bool()
+
+
+def finite_attribution(ctx: MetricContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attribution with NaN/Inf replaced by 0, and which samples had them (flagged; their values
+    must be reported as NaN, as the runner does)."""
+    a = ctx.attribution.float()
+    bad = ~torch.isfinite(a).flatten(1).all(1)
+    if bad.any():
+        a = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        ctx.flag(bad, NONFINITE)
+    return a, bad
+
+
+def undefined_where(values: dict[str, torch.Tensor], bad: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Set every value of the ``bad`` samples to NaN."""
+    if not bad.any():
+        return values
+    out = {}
+    for name, v in values.items():
+        v = v.double().clone()
+        v[bad.to(v.device)] = float("nan")
+        out[name] = v
+    return out
+
+
+def value_facet(name: str) -> str:
+    """A region or class name made safe as one ``/``-separated facet of a value name."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", str(name)).strip("-") or "_"
+
+
+def constant_maps(a: torch.Tensor) -> torch.Tensor:
     flat = a.flatten(1)
     return flat.amax(1) == flat.amin(1)
 
 
+# ----------------------------------------------------------------------------- top-k selection
+
+def _descending_order(flat: torch.Tensor, ties: str, generator: torch.Generator | None) -> torch.Tensor:
+    """Indices sorting each row descending; ties by lower index, or by a seeded random permutation."""
+    if ties == "random":
+        key = torch.rand(flat.shape, generator=generator, device=flat.device, dtype=torch.float64)
+        pre = torch.argsort(key, dim=1)
+        inner = torch.argsort(flat.gather(1, pre), dim=1, descending=True, stable=True)
+        return pre.gather(1, inner)
+    return torch.argsort(flat, dim=1, descending=True, stable=True)
+
+
+def top_k_weights(attribution: torch.Tensor, k: torch.Tensor, ties: str = "split",
+                  generator: torch.Generator | None = None, legacy_strict_threshold: bool = False) -> torch.Tensor:
+    """Per sample, membership in the ``k`` highest pixels, ``(N, H, W)`` float in [0, 1].
+
+    ``ties`` decides pixels tied at the k-th value: ``split`` shares the remaining places equally
+    among them (the expectation over all tie-breaks, so a constant map scores exactly chance;
+    deterministic; memberships may be fractional), ``index`` takes the lower flat index,
+    ``random`` a permutation drawn from ``generator``. ``legacy_strict_threshold`` is the source's
+    rule: M = a > the (k+1)-th largest value, which drops every pixel tied at the threshold.
+    """
+    if ties not in TIES:
+        raise UsageError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
+    flat = attribution.flatten(1)
+    n, p = flat.shape
+    k = k.to(flat.device).long().clamp(0, p)
+    if legacy_strict_threshold:
+        values = torch.sort(flat, dim=1, descending=True).values
+        thr = torch.where(k < p, values.gather(1, k.clamp(max=p - 1)[:, None])[:, 0],
+                          torch.full_like(values[:, 0], -float("inf")))
+        return (flat > thr[:, None]).to(flat.dtype).reshape(attribution.shape)
+    if ties == "split":
+        values = torch.sort(flat, dim=1, descending=True).values
+        kth = values.gather(1, (k - 1).clamp(min=0)[:, None])
+        above = flat > kth
+        tied = flat == kth
+        share = (k - above.sum(1)).to(flat.dtype) / tied.sum(1).clamp(min=1).to(flat.dtype)
+        w = above.to(flat.dtype) + tied.to(flat.dtype) * share[:, None]
+        return torch.where((k > 0)[:, None], w, torch.zeros_like(w)).reshape(attribution.shape)
+    order = _descending_order(flat, ties, generator)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(p, device=flat.device).expand(n, p))
+    return (ranks < k[:, None]).to(flat.dtype).reshape(attribution.shape)
+
+
+def top_k_mask(attribution: torch.Tensor, k: torch.Tensor, ties: str = "index",
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per sample, the ``k`` highest pixels as a bool mask (ties by ``index`` or ``random``)."""
+    if ties == "split":
+        raise UsageError("a pixel set needs ties = 'index' or 'random'; 'split' gives fractional memberships")
+    return top_k_weights(attribution, k, ties, generator) > 0.5
+
+
+# ----------------------------------------------------------------------------- metrics
+
 def tpr_tnr(ctx: MetricContext) -> dict[str, torch.Tensor]:
-    a, gt = ctx.attribution, ctx.mask.bool()
+    """TPR = TP/(TP+FN) (= precision@|GT|, since |M| = |GT|), TNR = TN/(TN+FP), and the counts."""
+    a, bad = finite_attribution(ctx)
+    gt = checked_mask(ctx, ctx.mask)
     p = gt.flatten(1).sum(1)
-    top = top_k_mask(a, p)
-    tp = (top & gt).flatten(1).sum(1).double()
-    fp = (top & ~gt).flatten(1).sum(1).double()
-    fn = (~top & gt).flatten(1).sum(1).double()
-    tn = (~top & ~gt).flatten(1).sum(1).double()
-    nan = torch.tensor(float("nan"), dtype=torch.float64, device=a.device)
-    tpr = torch.where(tp + fn > 0, tp / (tp + fn).clamp(min=1), nan)
-    tnr = torch.where(tn + fp > 0, tn / (tn + fp).clamp(min=1), nan)
+    m = top_k_weights(a, p, str(ctx.params.get("ties", "split")), ctx.generator,
+                      bool(ctx.params.get("legacy_strict_threshold", False))).double()
+    g = gt.double()
+    tp = (m * g).flatten(1).sum(1)
+    fp = (m * (1 - g)).flatten(1).sum(1)
+    fn = ((1 - m) * g).flatten(1).sum(1)
+    tn = ((1 - m) * (1 - g)).flatten(1).sum(1)
+    nan = torch.full_like(tp, float("nan"))
+    tpr = torch.where(tp + fn > 0, tp / (tp + fn).clamp(min=1e-12), nan)
+    tnr = torch.where(tn + fp > 0, tn / (tn + fp).clamp(min=1e-12), nan)
     ctx.flag(p == 0, "empty mask: TPR undefined")
     ctx.flag(p == gt[0].numel(), "mask covers the whole image: TNR undefined")
-    ctx.flag(_constant(a), "constant attribution: top pixels chosen by index")
-    return {"tpr": tpr, "tnr": tnr, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    ctx.flag(constant_maps(a) & ~bad, "constant attribution: top pixels decided by the tie rule")
+    return undefined_where({"tpr": tpr, "tnr": tnr, "tp": tp, "fp": fp, "fn": fn, "tn": tn}, bad)
+
+
+def normalised_map(a: torch.Tensor, rule: str) -> torch.Tensor:
+    """ẑ in [0, 1] from the positive part of ``a``: ``max`` divides by the maximum, ``minmax`` maps
+    [min, max] to [0, 1]. All-zero (``max``) or constant (``minmax``) maps become all zero."""
+    a = a.clamp(min=0)
+    if rule == "minmax":
+        a = a - a.flatten(1).amin(1).view(-1, 1, 1)
+    elif rule != "max":
+        raise UsageError(f"normalise must be 'max' or 'minmax', got {rule!r}")
+    peak = a.flatten(1).amax(1).view(-1, 1, 1)
+    return torch.where(peak > 0, a / peak.clamp(min=torch.finfo(a.dtype).tiny), torch.zeros_like(a))
 
 
 def pompom(ctx: MetricContext) -> dict[str, torch.Tensor]:
-    eps = float(ctx.params["epsilon"])
-    a = ctx.attribution.clamp(min=0)
-    if ctx.params["normalise"] == "minmax":
-        lo = a.flatten(1).amin(1).view(-1, 1, 1)
-        a = a - lo
-    peak = a.flatten(1).amax(1).view(-1, 1, 1)
-    z_hat = torch.where(peak > 0, a / peak.clamp(min=torch.finfo(a.dtype).tiny), torch.zeros_like(a))
-    outside = (~ctx.mask.bool()).to(a.dtype)
+    """#{(1−z)·ẑ > ε} / (#{(1−z) > ε} + ε) on ẑ = the positive attribution scaled to [0, 1]."""
+    eps = float(ctx.params.get("epsilon", 1e-6))
+    a, bad = finite_attribution(ctx)
+    z = checked_mask(ctx, ctx.mask).double()
+    z_hat = normalised_map(a.double(), str(ctx.params.get("normalise", "max")))
+    outside = 1 - z
     meaningful = ((outside * z_hat) > eps).flatten(1).sum(1).double()
-    ctx.flag(peak.flatten() <= 0, "all-zero attribution: no meaningful pixels")
-    return {"pompom": meaningful / ((outside > eps).flatten(1).sum(1).double() + eps)}
+    value = meaningful / ((outside > eps).flatten(1).sum(1).double() + eps)
+    silent = (z_hat.flatten(1).amax(1) <= 0) & ~bad
+    ctx.flag(silent, "all-zero (or, with minmax, constant) attribution: no meaningful pixels, POMPOM undefined")
+    ctx.flag(z.flatten(1).all(1), "mask covers the whole image: no pixel outside it, POMPOM is 0 by its ε")
+    ctx.flag(~z.bool().flatten(1).any(1), "empty mask: POMPOM counts meaningful pixels over the whole image")
+    value = torch.where(silent, torch.full_like(value, float("nan")), value)
+    return undefined_where({"pompom": value}, bad)
+
+
+def mass_in_region(ctx: MetricContext) -> dict[str, torch.Tensor]:
+    """frac_R = Σ(h⁺·R)/Σh⁺ and area_R = |R|/|image| for every named region R of the dataset."""
+    a, bad = finite_attribution(ctx)
+    if not ctx.regions:
+        dataset, method = _names(ctx)
+        raise DataError(f"Dataset {dataset!r} gives no named regions to score method {method!r} against; "
+                        "the 'mass-in-region' metric needs a split with regions (tag 'regions').")
+    h = a.double().clamp(min=0).flatten(1)
+    total = h.sum(1)
+    silent = (total <= 0) & ~bad
+    ctx.flag(silent, "no positive attribution: mass in regions undefined")
+    out = {}
+    for name, region in sorted(ctx.regions.items()):
+        r = checked_mask(ctx, region, f"region {name!r}").flatten(1)
+        facet = value_facet(name)
+        mass = (h * r).sum(1) / total.clamp(min=torch.finfo(h.dtype).tiny)
+        out[f"mass/{facet}"] = torch.where(silent, torch.full_like(mass, float("nan")), mass)
+        out[f"area/{facet}"] = r.double().mean(1)
+        ctx.flag(~r.any(1), f"region {name!r} is empty in this image (its mass is 0)")
+    return undefined_where(out, bad)
+
+
+def earth_movers_distance(ctx: MetricContext) -> dict[str, torch.Tensor]:
+    """Exact EMD between the top-|GT| pixels M and the mask G, uniform mass 1/p on each point,
+    cost = squared Euclidean distance in pixel (row, column) units.
+
+    With equal point counts and uniform masses the optimal plan is a permutation (Birkhoff), so
+    the exact OT problem is a linear assignment, solved by scipy per image: there is no batched
+    exact OT in torch, so this is the one metric that loops over samples.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    a, bad = finite_attribution(ctx)
+    gt = checked_mask(ctx, ctx.mask)
+    p = gt.flatten(1).sum(1)
+    limit = int(ctx.params.get("max_points", 4096))
+    m = top_k_mask(a, p, str(ctx.params.get("ties", "random")), ctx.generator).cpu().numpy()
+    g = gt.cpu().numpy()
+    values = torch.full((len(p),), float("nan"), dtype=torch.float64)
+    for i in torch.nonzero((p > 0) & (p <= limit) & ~bad).flatten().tolist():
+        src, dst = np.argwhere(m[i]).astype(np.float64), np.argwhere(g[i]).astype(np.float64)
+        cost = np.square(src[:, None, :] - dst[None, :, :]).sum(-1)
+        rows, cols = linear_sum_assignment(cost)
+        values[i] = float(cost[rows, cols].sum()) / len(rows)
+    ctx.flag(p == 0, "empty mask: EMD undefined")
+    ctx.flag(p > limit, f"mask larger than max_points = {limit}: EMD skipped (raise max_points; cost grows as p³)")
+    ctx.flag(constant_maps(a) & ~bad, "constant attribution: top pixels decided by the tie rule")
+    return undefined_where({"emd": values}, bad)
 
 
 @hookimpl
 def xbench_metrics():
     yield MetricSpec(
-        name="tpr-tnr", score=tpr_tnr, category="localisation", requires=frozenset({"mask"}),
+        name="tpr-tnr", score=tpr_tnr, category="localisation", requires=frozenset({"mask"}), version="2",
         values={"tpr": True, "tnr": True, "tp": None, "fp": None, "fn": None, "tn": None},
+        params={"ties": "split", "legacy_strict_threshold": False},
         description="Top-|GT| pixels of the attribution against the ground truth: TPR (= precision@|GT|), "
-                    "TNR and confusion counts (Oliveira et al. 2024).",
+                    "TNR and confusion counts (Oliveira et al. 2024). Ties at the |GT|-th value share the "
+                    "remaining places ('split'), or go by 'index' or a seeded 'random' order.",
     )
     yield MetricSpec(
-        name="pompom", score=pompom, category="localisation", requires=frozenset({"mask"}),
+        name="pompom", score=pompom, category="localisation", requires=frozenset({"mask"}), version="2",
         values={"pompom": False}, params={"epsilon": 1e-6, "normalise": "max"},
-        description="Percentage of meaningful pixels outside the mask, on maps scaled to [0, 1] by their "
-                    "maximum (Rio-Torto et al. 2020). Lower is better.",
+        description="Percentage of meaningful pixels outside the mask, on the positive attribution scaled to "
+                    "[0, 1] by its maximum (or min-max) (Rio-Torto et al. 2020). Lower is better.",
+    )
+    yield MetricSpec(
+        name="mass-in-region", score=mass_in_region, category="localisation", requires=frozenset({"regions"}),
+        values={"mass/*": None, "area/*": None},
+        description="Share of the positive attribution inside each named region (mass/<region>) and the "
+                    "region's share of the image (area/<region>) (Callanan). Average per class, then over "
+                    "classes, for the source's model-level score.",
+    )
+    yield MetricSpec(
+        name="emd", score=earth_movers_distance, category="localisation", requires=frozenset({"mask"}),
+        values={"emd": False}, params={"ties": "random", "max_points": 4096},
+        description="Exact earth mover's distance (squared Euclidean pixel cost, uniform masses) between the "
+                    "top-|GT| pixels and the ground truth (Oliveira et al. 2024). Lower is better.",
     )

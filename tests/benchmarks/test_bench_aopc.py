@@ -1,0 +1,114 @@
+"""AOPC/MoRF speed, measured in one run against two references at the two sizes of the issue:
+
+- ``floor``: the same number of plain forward passes at the same batch size, L+1 passes of the
+  batch (what any MoRF curve must cost; xbench does only L, reusing the runner's clean logits);
+- ``quantus``: Quantus' RegionPerturbation with the same settings (patch, L, black fill, softmax).
+
+Sizes: a small CNN on batch 32 of 1×64×64 with patch 8 (64 patches, L = 64), and batch 16 of
+3×224×224 with patch 16 (196 patches, L = 100). Run::
+
+    pytest tests/benchmarks/test_bench_aopc.py --benchmark-enable -s
+
+The last test prints the ratios (xbench / floor, quantus / floor, quantus / xbench). Target:
+xbench within 1.1× of the floor. No timed assertions: ratios are reported, not asserted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xbench import MetricContext, TrainedModel
+from xbench.plugins import faithfulness_metrics as fm
+from xbench.plugins.small_cnn import SmallCNN
+
+SIZES = {
+    "cnn-32x1x64-p8": dict(batch=32, channels=1, size=64, patch=8, width=16),
+    "cnn-16x3x224-p16": dict(batch=16, channels=3, size=224, patch=16, width=16),
+}
+SPEC = next(iter(fm.xbench_metrics()))
+MEDIANS: dict[tuple[str, str], float] = {}
+
+
+def _setup(name):
+    s = SIZES[name]
+    torch.manual_seed(0)
+    module = SmallCNN(s["channels"], 2, s["width"]).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(s["batch"], s["channels"], s["size"], s["size"], generator=g)
+    a = torch.rand(s["batch"], s["size"], s["size"], generator=g)
+    labels = torch.randint(0, 2, (s["batch"],), generator=g)
+    steps = min(100, (s["size"] // s["patch"]) ** 2)
+    return s, module, x, a, labels, steps
+
+
+def _ctx(module, x, a, labels, params):
+    with torch.no_grad():
+        logits = module(x).float()
+    return MetricContext(
+        model=TrainedModel(module=module, info=None, target_layers={}), inputs=x, labels=labels, logits=logits,
+        targets=labels, params={**SPEC.params, **params}, generator=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"), predict=module, attribution=a, raw_attribution=a,
+    )
+
+
+def _record(benchmark, name, kind):
+    MEDIANS[name, kind] = benchmark.stats.stats.median
+
+
+def _floor(benchmark, s, module, x, a, labels, steps):
+    def run():
+        with torch.no_grad():
+            for _ in range(steps + 1):
+                module(x).softmax(1)
+
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+
+
+def _xbench(benchmark, s, module, x, a, labels, steps):
+    params = {"patch": s["patch"], "steps": 100, "fill": "black", "class": "label"}
+    out = benchmark.pedantic(lambda: SPEC.score(_ctx(module, x, a, labels, params)), rounds=3, iterations=1,
+                             warmup_rounds=1)
+    assert f"morf/{steps}" in out
+
+
+def _quantus(benchmark, s, module, x, a, labels, steps):
+    quantus = pytest.importorskip("quantus")
+    metric = quantus.RegionPerturbation(patch_size=s["patch"], regions_evaluation=100, perturb_baseline=0.0,
+                                        normalise=False, abs=False, disable_warnings=True)
+    xs, ys, as_ = x.numpy(), labels.numpy(), a[:, None].numpy()
+
+    def run():
+        return metric(model=module, x_batch=xs, y_batch=ys, a_batch=as_, device="cpu", softmax=True,
+                      batch_size=s["batch"])
+
+    out = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    assert np.asarray(out).shape == (s["batch"], steps)
+
+
+KINDS = {"floor": _floor, "xbench": _xbench, "quantus": _quantus}
+
+
+@pytest.mark.parametrize("name,kind", [(n, k) for n in SIZES for k in KINDS])  # one size at a time
+def test_aopc_speed(benchmark, name, kind):
+    benchmark.group = f"aopc {name}"
+    KINDS[kind](benchmark, *_setup(name))
+    _record(benchmark, name, kind)
+
+
+def test_report_ratios():
+    """Prints the ratios of the medians measured above (run with -s to see them)."""
+    lines = []
+    for name in SIZES:
+        got = {kind: MEDIANS.get((name, kind)) for kind in ("floor", "xbench", "quantus")}
+        if got["floor"] is None or got["xbench"] is None:
+            continue
+        line = (f"{name}: floor {got['floor']:.3f} s, xbench {got['xbench']:.3f} s "
+                f"({got['xbench'] / got['floor']:.2f}x floor)")
+        if got["quantus"] is not None:
+            line += (f", quantus {got['quantus']:.3f} s ({got['quantus'] / got['floor']:.2f}x floor, "
+                     f"{got['quantus'] / got['xbench']:.2f}x xbench)")
+        lines.append(line)
+    print("\n" + "\n".join(lines))
+    assert lines, "run the benchmarks above first (pytest --benchmark-enable)"
