@@ -31,12 +31,59 @@ MIN_GROUP = 2  # model instances per group for a group comparison
 
 
 def family_of(value_name: str) -> str | None:
-    """``rmse/contrast/3`` → ``rmse``; plain names → None."""
+    """``rmse/contrast/3`` → ``rmse``; plain names and summaries (``…/*``) → None."""
     return value_name.split("/", 1)[0] if "/" in value_name and not value_name.endswith("/*") else None
 
 
 def facets_of(value_name: str) -> list[str]:
     return value_name.split("/")[1:]
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def family_kinds(value_names) -> dict[str, str]:
+    """How each family's facets are shaped, which decides how it is shown:
+
+    - ``curve``: one integer facet (``morf/<k>``): a summary over k in the tables, a curve figure;
+    - ``corruption``: (name, number) facets (``rmse/<corruption>/<severity>``): a summary over all
+      facets, one per corruption (over severities), and figures against severity and layer;
+    - ``categorical``: one named facet (``mass/<region>``): each member is a value of its own;
+    - ``other``: a summary over all facets.
+    """
+    shapes: dict[str, list[list[str]]] = {}
+    for name in value_names:
+        f = family_of(str(name))
+        if f:
+            shapes.setdefault(f, []).append(facets_of(str(name)))
+    kinds = {}
+    for f, facets in shapes.items():
+        if all(len(x) == 1 and x[0].lstrip("-").isdigit() for x in facets):
+            kinds[f] = "curve"
+        elif all(len(x) == 2 and _numeric(x[1]) for x in facets):
+            kinds[f] = "corruption"
+        elif all(len(x) == 1 for x in facets):
+            kinds[f] = "categorical"
+        else:
+            kinds[f] = "other"
+    return kinds
+
+
+def summaries_of(value_name: str, kinds: dict[str, str]) -> list[str]:
+    """The summary values a family member feeds: ``rmse/*`` and ``rmse/contrast/*`` for a
+    corruption family, ``morf/*`` for a curve; none for categorical members and plain values."""
+    f = family_of(value_name)
+    if f is None or kinds.get(f) == "categorical":
+        return []
+    out = [f"{f}/*"]
+    if kinds.get(f) == "corruption":
+        out.append(f"{f}/{facets_of(value_name)[0]}/*")
+    return out
 
 
 @dataclass
@@ -104,34 +151,41 @@ def _means(values: np.ndarray, groups: np.ndarray, size: int, weight: np.ndarray
 # ----------------------------------------------------------------------------- families
 
 def _with_family_summaries(sample: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(headline rows: plain values plus one ``<family>/*`` row per sample and family,
-    family-member rows). Family summaries are the per-sample mean over the family's facets."""
-    names = np.asarray(sample["value_name"].cat.categories, dtype=object)
-    fam = np.array([family_of(n) for n in names], dtype=object)
+    """(headline rows, family-member rows). Headline rows are the plain values, the members of
+    categorical families, and one row per sample for each summary (:func:`summaries_of`): the
+    per-sample mean over the facets it covers."""
+    names = [str(n) for n in sample["value_name"].cat.categories]
+    kinds = family_kinds(names)
+    feeds = [summaries_of(n, kinds) for n in names]
     vcode = sample["value_name"].cat.codes.to_numpy()
-    member = np.array([f is not None for f in fam])[vcode] if len(names) else np.zeros(len(sample), bool)
-    plain = sample[~member]
+    member = np.array([bool(f) for f in feeds] + [False])[vcode]
+    if not member.any():
+        return sample, sample.iloc[:0]
     members = sample[member]
-    if members.empty:
-        return plain, members
-    fam_names = sorted({f for f in fam if f is not None})
-    fam_index = {f: i for i, f in enumerate(fam_names)}
-    fcode = np.array([fam_index.get(f, -1) for f in fam])[members["value_name"].cat.codes.to_numpy()]
+    summary_names = sorted({x for f in feeds for x in f})
+    names_cat = sample["value_name"].cat.add_categories(summary_names)
+    code_of = {n: len(names) + i for i, n in enumerate(summary_names)}
     cols = ["dataset_label", "model_label", "method_label", "metric_label"]
     codes, labels = zip(*(_codes(members, c) for c in cols))
     seed_codes, seed_labels = _codes(members, "seed")
     sample_codes, sample_labels = _codes(members, "sample")
-    gid, rows, first = _group([*codes, fcode, seed_codes, sample_codes],
-                       [len(x) for x in labels] + [len(fam_names), len(seed_labels), len(sample_labels)])
-    mean, _ = _means(members["value"].to_numpy(float), gid, len(rows))
-    src = members.iloc[first]
-    names_cat = sample["value_name"].cat.add_categories([f"{f}/*" for f in fam_names])
-    offset = len(names)
-    derived = pd.DataFrame({c: src[c].array for c in sample.columns if c not in ("value_name", "value")})
-    derived["value_name"] = pd.Categorical.from_codes(offset + rows[:, len(cols)], dtype=names_cat.dtype)
-    derived["value"] = mean
-    plain = plain.assign(value_name=names_cat[~member])
-    headline = pd.concat([plain, derived], ignore_index=True)
+    mcode = members["value_name"].cat.codes.to_numpy()
+    values = members["value"].to_numpy(float)
+    derived = []
+    for level in range(max(len(f) for f in feeds)):  # 0: over all facets, 1: over the last facet
+        target = np.array([code_of[f[level]] if len(f) > level else -1 for f in feeds])[mcode]
+        use = target >= 0
+        gid, rows, first = _group([c[use] for c in (*codes, target, seed_codes, sample_codes)],
+                                  [len(x) for x in labels] + [len(names) + len(summary_names), len(seed_labels),
+                                                              len(sample_labels)])
+        mean, _ = _means(values[use], gid, len(rows))
+        src = members[use].iloc[first]
+        part = pd.DataFrame({c: src[c].array for c in sample.columns if c not in ("value_name", "value")})
+        part["value_name"] = pd.Categorical.from_codes(rows[:, len(cols)], dtype=names_cat.dtype)
+        part["value"] = mean
+        derived.append(part)
+    plain = sample[~member].assign(value_name=names_cat[~member])
+    headline = pd.concat([plain, *derived], ignore_index=True)
     headline["value_name"] = headline["value_name"].cat.remove_unused_categories()
     return headline, members
 
@@ -146,28 +200,24 @@ def aggregate(frame: pd.DataFrame, *, resamples: int = stats.RESAMPLES, seed: in
     model = frame[frame["scope"] == "model"]
     headline, members = _with_family_summaries(sample) if not sample.empty else (sample, sample)
 
-    per_seed_parts, series_parts = [], []
-    for view in VIEWS:
-        weight = None if view == "all" else headline["correct"].fillna(False).to_numpy(bool)
-        ps, sr = _series(headline, weight, resamples, seed)
-        mweight = None if view == "all" else members["correct"].fillna(False).to_numpy(bool) if len(members) else None
-        if len(members):
-            ms, _ = _series(members, mweight, resamples, seed, summarise=False)
-            ps = pd.concat([ps, ms], ignore_index=True)
-        per_seed_parts.append(ps.assign(view=view))
-        series_parts.append(sr.assign(view=view))
+    correct = {"all": None, "correct": headline["correct"].fillna(False).to_numpy(bool)}
+    per_seed_parts, series_parts = _series(headline, correct, resamples, seed)
+    if len(members):
+        mcorrect = {"all": None, "correct": members["correct"].fillna(False).to_numpy(bool)}
+        per_seed_parts += _series(members, mcorrect, resamples, seed, summarise=False)[0]
     per_seed = pd.concat(per_seed_parts, ignore_index=True)
     series = pd.concat(series_parts, ignore_index=True)
     series = _flag_baselines(series, model_params)
     series = _rank(series, per_seed, resamples, seed)
 
     model_rows, model_members = _with_model_families(model)
-    mps, msr = _series(model_rows, None, resamples, seed, model_level=True)
+    (mps,), (msr,) = _series(model_rows, {"all": None}, resamples, seed, model_level=True)
     if len(model_members):
-        mm, _ = _series(model_members, None, resamples, seed, summarise=False, model_level=True)
+        (mm,), _ = _series(model_members, {"all": None}, resamples, seed, summarise=False, model_level=True)
         mps = pd.concat([mps, mm], ignore_index=True)
     paired = _paired(headline, series)
-    groups = _group_tests(per_seed, mps, model_params)
+    groups = _group_tests(per_seed, mps, model_params, set(series["value_name"].astype(object)),
+                          set(msr["value_name"].astype(object)) if len(msr) else set())
     return Aggregates(series=series, per_seed=per_seed, models=msr, model_per_seed=mps, paired=paired,
                       groups=groups, samples=headline, model_params=model_params, method_params=method_params)
 
@@ -181,16 +231,18 @@ def _params(frame: pd.DataFrame, label: str, params: str) -> dict[str, dict]:
 
 
 def _with_model_families(model: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Model-level rows plus one ``<family>/*`` row per (dataset, model, seed, metric, family)."""
+    """Model-level rows (categorical family members kept) plus one ``<family>/*`` row per
+    (dataset, model, seed, metric, family): the mean over its facets."""
     if model.empty:
         return model, model
     names = model["value_name"].astype(str)
-    fam = names.map(family_of)
-    member = fam.notna().to_numpy()
+    kinds = family_kinds(names.unique())
+    overall = names.map(lambda n: (summaries_of(n, kinds) or [None])[0])
+    member = overall.notna().to_numpy()
     members = model[member]
     if not member.any():
         return model, members
-    summary = (members.assign(value_name=fam[member].to_numpy() + "/*")
+    summary = (members.assign(value_name=overall[member].to_numpy())
                .astype({"value_name": object})
                .groupby(["dataset_label", "model_label", "metric_label", "value_name", "seed"], observed=True,
                         sort=False)
@@ -204,35 +256,50 @@ def _with_model_families(model: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
     return out, members
 
 
-def _series(rows: pd.DataFrame, weight, resamples: int, seed: int, *, summarise: bool = True,
-            model_level: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-seed means and (if ``summarise``) per-series mean and CI for one view."""
-    cols = KEYS
-    codes, labels = zip(*(_codes(rows, c) for c in cols))
+def _series(rows: pd.DataFrame, views: dict[str, np.ndarray | None], resamples: int, seed: int, *,
+            summarise: bool = True, model_level: bool = False) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """Per-seed means and (if ``summarise``) per-series mean and CI, for each view (a row mask,
+    None = every row); the rows are grouped once for all views."""
+    codes, labels = zip(*(_codes(rows, c) for c in KEYS))
     seed_codes, seed_labels = _codes(rows, "seed")
     values = rows["value"].to_numpy(float)
     sid, srow, first = _group(list(codes), [len(x) for x in labels])
-    n_series, n_seeds = len(srow), max(len(seed_labels), 1)
-    cell = sid * n_seeds + seed_codes
-    mean, count = _means(values, cell, n_series * n_seeds, weight)
+    meta = rows.iloc[first]
+    keys = {c: labels[j][srow[:, j]] for j, c in enumerate(KEYS)}
+    hib = meta["higher_is_better"].to_numpy(object)
+    category = meta["category"].astype(object).to_numpy()
+    baseline = _any_by(rows["baseline"].to_numpy(bool), sid, len(srow))
+    per_seed_out, series_out = [], []
+    for view, weight in views.items():
+        per_seed, series = _one_view(values, sid, seed_codes, seed_labels, len(srow), weight, resamples, seed,
+                                     summarise, model_level)
+        s_idx = per_seed.pop("series").to_numpy()
+        per_seed_out.append(pd.DataFrame({c: k[s_idx] for c, k in keys.items()}).assign(
+            **per_seed, higher_is_better=hib[s_idx], view=view))
+        if summarise:
+            kept = series.pop("series").to_numpy()
+            series_out.append(pd.DataFrame({c: k[kept] for c, k in keys.items()}).assign(
+                **series, higher_is_better=hib[kept], category=category[kept], row_baseline=baseline[kept],
+                view=view))
+    return per_seed_out, series_out
+
+
+def _one_view(values, sid, seed_codes, seed_labels, n_series, weight, resamples, seed, summarise, model_level):
+    n_seeds = max(len(seed_labels), 1)
+    mean, count = _means(values, sid * n_seeds + seed_codes, n_series * n_seeds, weight)
     mean, count = mean.reshape(n_series, n_seeds), count.reshape(n_series, n_seeds)
     present = count > 0
     s_idx, k_idx = np.nonzero(present)
-    per_seed = pd.DataFrame({c: labels[j][srow[s_idx, j]] for j, c in enumerate(cols)})
-    per_seed["seed"] = np.asarray(seed_labels)[k_idx].astype(np.int64) if len(k_idx) else np.zeros(0, np.int64)
-    per_seed["mean"] = mean[s_idx, k_idx]
-    per_seed["n"] = count[s_idx, k_idx]
-    meta = rows.iloc[first]
-    per_seed["higher_is_better"] = meta["higher_is_better"].to_numpy(object)[s_idx]
+    per_seed = {"series": s_idx, "seed": np.asarray(seed_labels)[k_idx].astype(np.int64),
+                "mean": mean[s_idx, k_idx], "n": count[s_idx, k_idx]}
+    per_seed = pd.DataFrame(per_seed)
     if not summarise:
-        return per_seed, pd.DataFrame()
-
+        return per_seed, None
     finite = np.isfinite(mean) & present
     seeds_used = finite.sum(1)
-    with np.errstate(invalid="ignore"):
-        overall = np.where(seeds_used > 0, np.nansum(np.where(finite, mean, 0), 1) / np.maximum(seeds_used, 1), np.nan)
+    overall = np.where(seeds_used > 0, np.where(finite, mean, 0).sum(1) / np.maximum(seeds_used, 1), np.nan)
     lo, hi = np.full(n_series, np.nan), np.full(n_series, np.nan)
-    ci_over = np.where(seeds_used >= 2, "seeds", "samples").astype(object)
+    ci_over = np.where(seeds_used >= 2, "seeds", "none" if model_level else "samples").astype(object)
     # over seeds: rows with the same number of finite seeds share one resampling
     for n in np.unique(seeds_used[seeds_used >= 2]):
         which = np.flatnonzero(seeds_used == n)
@@ -248,16 +315,9 @@ def _series(rows: pd.DataFrame, weight, resamples: int, seed: int, *, summarise:
         slo = np.pad(slo, (0, max(0, n_series - len(slo))), constant_values=np.nan)
         shi = np.pad(shi, (0, max(0, n_series - len(shi))), constant_values=np.nan)
         lo[single], hi[single] = slo[single], shi[single]
-    if model_level:
-        ci_over[seeds_used < 2] = "none"
-    series = pd.DataFrame({c: labels[j][srow[:, j]] for j, c in enumerate(cols)})
-    series = series.assign(
-        mean=overall, ci_low=lo, ci_high=hi, ci_over=ci_over, seeds=seeds_used, samples=count.sum(1),
-        higher_is_better=meta["higher_is_better"].to_numpy(object),
-        category=meta["category"].astype(object).to_numpy(),
-        row_baseline=_any_by(rows["baseline"].to_numpy(bool), sid, n_series),
-    )
-    series = series[count.sum(1) > 0].reset_index(drop=True)
+    kept = np.flatnonzero(count.sum(1) > 0)
+    series = pd.DataFrame({"series": kept, "mean": overall[kept], "ci_low": lo[kept], "ci_high": hi[kept],
+                           "ci_over": ci_over[kept], "seeds": seeds_used[kept], "samples": count.sum(1)[kept]})
     return per_seed, series
 
 
@@ -389,14 +449,15 @@ def model_pairs(models: list[str], params: dict[str, dict], names: dict[str, str
     return out
 
 
-def _group_tests(per_seed: pd.DataFrame, model_per_seed: pd.DataFrame, model_params: dict[str, dict]) -> pd.DataFrame:
+def _group_tests(per_seed: pd.DataFrame, model_per_seed: pd.DataFrame, model_params: dict[str, dict],
+                 headline_names: set[str], model_names: set[str]) -> pd.DataFrame:
     """Callanan's comparison of model groups: the observations are per-model-instance (per-seed)
     scores of each variant, for every method and value, and for the model-level values."""
     columns = ["view", "dataset_label", "method_label", "metric_label", "value_name", "model_a", "model_b",
                "differs", "n_a", "n_b", "mean_a", "mean_b", "U", "p", "p_holm", "r", "cles", "d",
                "shapiro_p_a", "shapiro_p_b", "higher_is_better"]
-    plain = per_seed[~per_seed["value_name"].astype(str).map(lambda v: family_of(v) is not None)]
-    mplain = model_per_seed[~model_per_seed["value_name"].astype(str).map(lambda v: family_of(v) is not None)]
+    plain = per_seed[per_seed["value_name"].astype(object).isin(headline_names).to_numpy()]
+    mplain = model_per_seed[model_per_seed["value_name"].astype(object).isin(model_names).to_numpy()]
     frames = [plain, mplain.assign(view="all")] if len(mplain) else [plain]
     data = pd.concat([f.astype({c: object for c in KEYS}) for f in frames if len(f)], ignore_index=True) \
         if any(len(f) for f in frames) else pd.DataFrame()

@@ -21,7 +21,7 @@ from matplotlib.image import imsave
 from matplotlib.patches import Patch
 
 from ..hashing import content_hash
-from .aggregate import facets_of, family_of
+from .aggregate import facets_of
 
 COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4", "#b2df8a",
           "#fb9a99", "#cab2d6", "#6a3d9a"]
@@ -417,15 +417,3 @@ def explanation_vs_classification(points: pd.DataFrame, folder: Path, key, *, x_
     ax.tick_params(labelsize=7)
     rows = _legend(fig, *ax.get_legend_handles_labels(), cols=3)
     return _save(fig, folder, "explvscls", key, rows), fits
-
-
-def family_kind(value_names: Sequence[str]) -> str | None:
-    """"curve" for one integer facet (morf/<k>), "corruption" for (corruption, severity) facets."""
-    facets = [facets_of(v) for v in value_names if family_of(v)]
-    if not facets:
-        return None
-    if all(len(f) == 1 and re.fullmatch(r"-?\d+", f[0]) for f in facets):
-        return "curve"
-    if all(len(f) == 2 and re.fullmatch(r"-?\d+(\.\d+)?", f[1]) for f in facets):
-        return "corruption"
-    return None

@@ -23,7 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..hashing import content_hash
 from . import figures
-from .aggregate import Aggregates, aggregate, facets_of, family_of
+from .aggregate import Aggregates, aggregate, facets_of, family_kinds, family_of, summaries_of
 from .load import load_frame
 from .markdown import summary_markdown
 
@@ -117,10 +117,25 @@ def provenance(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- tables
 
 def display_name(value: str, facets: dict[tuple[str, str], int], metric: str) -> str:
+    """``rmse/contrast/*`` → "rmse/contrast (mean over 5 facets)"."""
     if value.endswith("/*"):
         n = facets.get((metric, value[:-2]), 0)
         return f"{value[:-2]} (mean over {n} facets)" if n else f"{value[:-2]} (mean over facets)"
     return value
+
+
+def facet_counts(per_seed: pd.DataFrame, model_per_seed: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """How many member values each summary covers, per metric (for the tables' titles)."""
+    counts: dict[tuple[str, str], int] = {}
+    for frame in (per_seed, model_per_seed):
+        if frame.empty:
+            continue
+        names = frame[["metric_label", "value_name"]].astype(str).drop_duplicates()
+        kinds = family_kinds(names["value_name"].unique())
+        for metric, value in zip(names["metric_label"], names["value_name"]):
+            for summary in summaries_of(value, kinds):
+                counts[(metric, summary[:-2])] = counts.get((metric, summary[:-2]), 0) + 1
+    return counts
 
 
 def _ordered_models(models, params: dict[str, dict]) -> list[str]:
@@ -185,6 +200,7 @@ def _figures(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models:
     ps = agg.per_seed[(agg.per_seed["view"] == "all") & (agg.per_seed["dataset_label"].astype(object) == dataset)]
     names = ps["value_name"].astype(str)
     fam = names.map(family_of)
+    kinds = family_kinds(names.unique())
 
     # heatmap gallery: the first seed of every model that has one
     gallery_dir = run_dir / "gallery"
@@ -237,7 +253,7 @@ def _figures(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models:
     members = ps[fam.notna().to_numpy()]
     fam_m = fam[fam.notna()]
     for (metric, family), rows in members.groupby([members["metric_label"].astype(object), fam_m.to_numpy()], sort=True):
-        kind = figures.family_kind(list(rows["value_name"].astype(str).unique()))
+        kind = kinds.get(family)
         key = [dataset, metric, family]
         if kind == "curve":
             path = figures.morf_curves(rows, folder, key, baselines=baselines, family=family)
@@ -264,13 +280,14 @@ def _figures(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models:
     mps = agg.model_per_seed[agg.model_per_seed["dataset_label"].astype(object) == dataset]
     mnames = mps["value_name"].astype(str)
     mfam = mnames.map(family_of)
+    mkinds = family_kinds(mnames.unique())
     for y_family in sorted(f for f in mfam.dropna().unique() if str(f).startswith("delta")):
         ymembers = mps[(mfam == y_family).to_numpy()]
-        if figures.family_kind(list(ymembers["value_name"].astype(str).unique())) != "corruption":
+        if mkinds.get(y_family) != "corruption":
             continue
         for (metric, family), rows in members.groupby([members["metric_label"].astype(object), fam_m.to_numpy()],
                                                       sort=True):
-            if figures.family_kind(list(rows["value_name"].astype(str).unique())) != "corruption":
+            if kinds.get(family) != "corruption":
                 continue
             made = figures.delta_vs_value(ymembers, rows, folder, [dataset, metric, family, y_family],
                                           x_name=f"{family} (per-seed mean)", y_name=str(y_family),
@@ -326,8 +343,11 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
     run_dir = Path(run_dir)
     site = Path(out) if out else run_dir / "leaderboard"
     site.mkdir(parents=True, exist_ok=True)
+    timings = {"figures": 0.0}
     frame, manifest = load_frame(run_dir)
+    timings["load"] = time.perf_counter() - started
     agg = aggregate(frame) if resamples is None else aggregate(frame, resamples=resamples)
+    timings["aggregate"] = time.perf_counter() - started - timings["load"]
     prov = provenance(manifest, run_dir)
     env = _env()
     _copy_static(site)
@@ -340,13 +360,7 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
     series, models_summary = agg.series, agg.models
     datasets = sorted({str(d) for d in series["dataset_label"].astype(object)} |
                       {str(d) for d in models_summary["dataset_label"].astype(object)}) if len(frame) else []
-    facets: dict[tuple[str, str], int] = {}
-    if len(agg.per_seed):
-        names = agg.per_seed[["metric_label", "value_name"]].astype(str).drop_duplicates()
-        for metric, value in zip(names["metric_label"], names["value_name"]):
-            f = family_of(value)
-            if f:
-                facets[(metric, f)] = facets.get((metric, f), 0) + 1
+    facets = facet_counts(agg.per_seed, agg.model_per_seed)
     pages, md_pages = [], []
     page_of = _page_names(datasets)
     nav = [{"name": n, "page": page_of[n]} for n in datasets]
@@ -364,12 +378,16 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
             views[view] = _sections(tables)
         method_order = [r["method"] for s in views["all"] for t in s["ranked"][:1] for r in t["rows"]]
         baselines = set(ds_series.loc[ds_series["method_baseline"].to_numpy(bool), "method_label"].astype(object))
+        t = time.perf_counter()
         figs = _figures(agg, name, fig_dir, run_dir, model_labels, method_order, baselines, facets)
+        timings["figures"] += time.perf_counter() - t
         classification = _classification(ds_models, model_labels, agg.model_params, facets)
+        corruption_tables = _corruption_tables(
+            agg.model_per_seed[agg.model_per_seed["dataset_label"].astype(object) == name], model_labels)
         paired = agg.paired[agg.paired["dataset_label"].astype(object) == name]
         groups = agg.groups[agg.groups["dataset_label"].astype(object) == name]
         context = {
-            "dataset": name, "views": views, "classification": classification,
+            "dataset": name, "views": views, "classification": classification, "corruption_tables": corruption_tables,
             "paired": _test_blocks(paired, ["metric_label", "value_name"], facets),
             "groups": _test_blocks(groups, ["metric_label", "value_name"], facets),
             "figures": figs, "provenance": prov, "models": [
@@ -392,7 +410,9 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
     _exports(site, agg)
     (site / "provenance.json").write_text(json.dumps({k: v for k, v in prov.items() if k != "config_json"}
                                                      | {"config": json.loads(prov["config_json"]),
-                                                        "build_seconds": time.perf_counter() - started},
+                                                        "rows": len(frame),
+                                                        "build_seconds": timings | {
+                                                            "total": time.perf_counter() - started}},
                                                      indent=2, default=str), encoding="utf-8")
     return site
 
@@ -427,6 +447,35 @@ def _classification(ds_models: pd.DataFrame, models: list[str], params, facets) 
              "cells": [c["cells"].get(m) for c in cols]} for m in models
             if any(m in c["cells"] for c in cols)]
     return {"columns": cols, "rows": rows}
+
+
+def _corruption_tables(mps: pd.DataFrame, models: list[str]) -> list[dict]:
+    """Model-level corruption families (ΔAUC, AUC …) as Treyer's tables: per model, corruption ×
+    severity, mean over seeds."""
+    if mps.empty:
+        return []
+    names = mps["value_name"].astype(str)
+    kinds = family_kinds(names.unique())
+    fam = names.map(family_of)
+    keep = fam.map(lambda f: kinds.get(f) == "corruption" if isinstance(f, str) else False).to_numpy(bool)
+    data = mps[keep].assign(family=fam[keep].to_numpy(),
+                            corruption=[facets_of(v)[0] for v in names[keep]],
+                            severity=[facets_of(v)[1] for v in names[keep]],
+                            model=mps.loc[keep, "model_label"].astype(object).to_numpy(),
+                            metric=mps.loc[keep, "metric_label"].astype(object).to_numpy())
+    out = []
+    for (metric, family), g in data.groupby(["metric", "family"], sort=True):
+        means = g.groupby(["model", "corruption", "severity"])["mean"].mean()
+        severities = sorted(g["severity"].unique(), key=figures.natural_key)
+        hib = g["higher_is_better"].iloc[0]
+        for model in [m for m in models if m in set(g["model"])]:
+            sub = means.loc[model]
+            rows = [{"corruption": c, "cells": [sub.get((c, sv)) for sv in severities]}
+                    for c in sorted(sub.index.get_level_values(0).unique())]
+            out.append({"title": f"{metric} / {family} on {model}", "severities": severities, "rows": rows,
+                        "hib": None if hib is pd.NA or hib is None else bool(hib),
+                        "id": slug(f"{metric}-{family}-{model}")})
+    return out
 
 
 def _test_blocks(tests: pd.DataFrame, keys: list[str], facets) -> list[dict]:

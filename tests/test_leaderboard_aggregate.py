@@ -11,7 +11,7 @@ from scipy import stats as st
 
 from xbench.errors import DataError
 from xbench.leaderboard import stats
-from xbench.leaderboard.aggregate import aggregate, model_pairs
+from xbench.leaderboard.aggregate import aggregate, family_kinds, model_pairs, summaries_of
 from xbench.leaderboard.load import load_frame
 from xbench.leaderboard.synthetic import table, write_run
 
@@ -57,6 +57,9 @@ def exact_run(path, *, stale=False):
                                      "higher_is_better": np.repeat(np.array([True, False, None], dtype=object), 4),
                                      **{k: np.tile(v, 3) for k, v in (("sample", SAMPLES), ("label", LABELS),
                                                                      ("prediction", PREDS))}}, 12))
+                tables.append(table({**base, "metric_label": "regions", "value_name": ["mass/heart", "mass/marker"],
+                                     "value": [0.7, 0.1], "higher_is_better": None, "sample": [0, 0],
+                                     "label": [0, 0], "prediction": [0, 0]}, 2))
                 facets = [("noise", 1), ("noise", 2), ("blur", 1)]
                 tables.append(table({**base, "metric_label": "robust", "category": "robustness",
                                      "value_name": np.repeat([f"rmse/{c}/{s}" for c, s in facets], 4),
@@ -137,6 +140,23 @@ def test_family_summary_is_the_per_sample_mean_over_facets(agg):
                  value_name="rmse/blur/1", seed=1)
     assert member["mean"] == pytest.approx(np.mean([rmse("blur", 1, "bad", i) for i in SAMPLES]))
     assert "rmse/blur/1" not in set(agg.series["value_name"].astype(object))  # members feed figures, not tables
+
+
+def test_family_kinds_decide_summaries():
+    kinds = family_kinds(["morf/0", "morf/1", "rmse/contrast/1", "rmse/contrast/2", "mass/heart", "mass/fat",
+                          "odd/a/b/c", "tpr"])
+    assert kinds == {"morf": "curve", "rmse": "corruption", "mass": "categorical", "odd": "other"}
+    assert summaries_of("rmse/contrast/2", kinds) == ["rmse/*", "rmse/contrast/*"]
+    assert summaries_of("morf/3", kinds) == ["morf/*"]
+    assert summaries_of("mass/heart", kinds) == [] and summaries_of("tpr", kinds) == []
+
+
+def test_per_corruption_summary_and_categorical_members(agg):
+    r = row(agg.series, model_label="m-a", method_label="good", metric_label="robust", value_name="rmse/noise/*")
+    assert r["mean"] == pytest.approx(np.mean([rmse("noise", s, "good", i) for s in (1, 2) for i in SAMPLES]))
+    heart = row(agg.series, model_label="m-a", method_label="good", metric_label="regions", value_name="mass/heart")
+    assert heart["mean"] == pytest.approx(0.7) and np.isnan(heart["rank"])  # no direction declared
+    assert "mass/*" not in set(agg.series["value_name"].astype(object))
 
 
 def test_model_level_values_and_their_families(agg):

@@ -121,12 +121,22 @@ class Browser:
         return result["result"].get("value")
 
     def click(self, selector: str) -> None:
-        """A real mouse click at the element's centre."""
-        box = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView();"
-                      " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        """A real mouse click at the element's centre, once the element is really there (lazy
+        images loading above it can move it between measuring and clicking)."""
+        locate = (f"(async () => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView();"
+                  " await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));"
+                  " const b = e.getBoundingClientRect(); const x = b.x + b.width / 2, y = b.y + b.height / 2;"
+                  " const hit = document.elementFromPoint(x, y);"
+                  " return [x, y, hit !== null && (hit === e || e.contains(hit))]; })()")
+        for _ in range(20):
+            x, y, ready = self.js(locate)
+            if ready:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"{selector} never became clickable")
         for kind in ("mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
-                                                   "clickCount": 1})
+            self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
 
     def errors(self) -> list[dict]:
         self.send("Runtime.evaluate", {"expression": "0"})  # flush pending events

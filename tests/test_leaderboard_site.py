@@ -147,7 +147,8 @@ def test_provenance_on_every_page(site):
         for needle in ("9.9.9-test", "torch 2.99", "device cpu", "2031-02-03T04:05:06", "abc123def456", "tests.toml"):
             assert needle in text, (path.name, needle)
     prov = json.loads((site / "provenance.json").read_text())
-    assert prov["config"]["source"] == "tests.toml" and prov["build_seconds"] > 0
+    assert prov["config"]["source"] == "tests.toml" and prov["rows"] == 2 * 2 * (1 + 4 * 3)
+    assert prov["build_seconds"]["total"] >= prov["build_seconds"]["load"] + prov["build_seconds"]["figures"] > 0
 
 
 def test_markdown_table_numbers(site):
@@ -205,4 +206,5 @@ def test_a_realistic_run_gets_every_figure(tmp_path):
     assert {"tile", "box", "morf", "severity", "layers", "delta", "explvscls"} <= kinds
     assert "Scores across fine-tune degree and pre-training" in text and "by degree and pretrain" in text
     assert "pretrain: imagenet vs mri" in text  # a model-group comparison along one sweep axis
-    assert "rmse (mean over 4 facets)" in text
+    assert "rmse (mean over 4 facets)" in text and "rmse/contrast (mean over 2 facets)" in text
+    assert "delta_auc on vgg16[degree=1,pretrain=mri]" in text  # Treyer's corruption × severity table
