@@ -1,0 +1,72 @@
+"""Null baselines: maps that know nothing about the model, shown beside real methods so every
+leaderboard has chance levels (seed-algorithms.md §2.7, §5.3). ``baseline=True`` marks them.
+
+- ``random``: i.i.d. uniform [0, 1) per pixel, from the runner's seeded RNG.
+- ``sobel``: ``scipy.ndimage.sobel`` of each input image ``(C, H, W)``, default last axis: the
+  derivative [-1, 0, 1] along that axis and the smoothing [1, 2, 1] along both other axes (the
+  channel axis included), boundary mode ``reflect``. Signed, as in the source; the run's
+  reduction takes absolute values.
+- ``laplace``: ``scipy.ndimage.laplace`` of each input image: the sum of [1, -2, 1] along all
+  three axes, boundary ``reflect``.
+
+Both filters are computed as tensor ops on the device for the whole batch and equal scipy's
+results. The source (Oliveira et al.) reported a copy of the Laplace results as "Sobel";
+``sobel`` computes Sobel, and ``legacy_laplace_copy = true`` reproduces the published number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from xbench import MethodSpec, TrainedModel, hookimpl
+from xbench.errors import XbenchError
+
+
+def correlate1d(x: torch.Tensor, weights: Sequence[float], dim: int) -> torch.Tensor:
+    """``scipy.ndimage.correlate1d`` with a 3-tap kernel and mode ``reflect`` (edge sample repeated)."""
+    n = x.shape[dim]
+    padded = torch.cat([x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)], dim=dim)
+    return sum(w * padded.narrow(dim, i, n) for i, w in enumerate(weights) if w != 0)
+
+
+def sobel_map(x: torch.Tensor, axis: int = -1) -> torch.Tensor:
+    """Per-image Sobel of a ``(N, C, H, W)`` batch along image axis ``axis`` (-1 = W, -2 = H, -3 = C)."""
+    if axis not in (-1, -2, -3):
+        raise XbenchError(f"sobel: `axis` must be -1 (width), -2 (height) or -3 (channels), got {axis}.")
+    out = correlate1d(x, (-1.0, 0.0, 1.0), axis)
+    for other in (-3, -2, -1):
+        if other != axis:
+            out = correlate1d(out, (1.0, 2.0, 1.0), other)
+    return out
+
+
+def laplace_map(x: torch.Tensor) -> torch.Tensor:
+    """Per-image Laplace of a ``(N, C, H, W)`` batch over its channel, height and width axes."""
+    return sum(correlate1d(x, (1.0, -2.0, 1.0), d) for d in (-3, -2, -1))
+
+
+def random_map(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, params: Mapping[str, Any]):
+    return torch.rand(x.shape[0], 1, *x.shape[-2:], device=x.device)
+
+
+def sobel(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, params: Mapping[str, Any]):
+    if params["legacy_laplace_copy"]:
+        return laplace_map(x.detach().float())
+    return sobel_map(x.detach().float(), int(params["axis"]))
+
+
+def laplace(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, params: Mapping[str, Any]):
+    return laplace_map(x.detach().float())
+
+
+@hookimpl
+def xbench_methods():
+    yield MethodSpec(name="random", explain=random_map, baseline=True,
+                     description="Null baseline: uniform random map, seeded per batch.")
+    yield MethodSpec(name="sobel", explain=sobel, baseline=True, params={"axis": -1, "legacy_laplace_copy": False},
+                     description="Null baseline: Sobel edge map of the input (scipy.ndimage.sobel, last axis).")
+    yield MethodSpec(name="laplace", explain=laplace, baseline=True,
+                     description="Null baseline: Laplace edge map of the input (scipy.ndimage.laplace, all axes).")

@@ -1,0 +1,117 @@
+"""CAM methods: the definitions computed by hand on a model whose gradients are known, layer
+resolution at every layer, layer selection and its errors."""
+
+import pytest
+import torch
+from torch import nn
+
+from xbench import DatasetInfo, TrainedModel
+from xbench.attribution import run_method
+from xbench.errors import XbenchError
+from xbench.registry import load_registry
+
+INFO = DatasetInfo("toy", 1, 16, 16, ("a", "b"))
+CAMS = ["grad-cam", "hires-cam", "grad-cam-pp"]
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry()
+
+
+class GapNet(nn.Module):
+    """conv → global average pool → linear: ∂y_t/∂A_k(i,j) = W[t,k] / (h·w) everywhere, so every
+    CAM has a closed form in A and W."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def run(registry, name, model, x, t, **params):
+    spec = registry.get("methods", name).spec
+    return run_method(spec, model, x, t, {**spec.params, **params})
+
+
+def test_cams_match_their_closed_forms(registry):
+    net = GapNet().eval()
+    model = TrainedModel(net, INFO, {"conv": net.conv})
+    x, t = torch.rand(3, 1, 16, 16), torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        a = net.conv(x)  # (3, 4, 16, 16)
+    g = (net.fc.weight[t] / (16 * 16)).detach()[:, :, None, None].expand_as(a)
+
+    gradcam = torch.relu((g.mean((2, 3), keepdim=True) * a).sum(1))
+    gradcam = gradcam / gradcam.flatten(1).amax(1).clamp(min=1e-30).view(-1, 1, 1)
+    torch.testing.assert_close(run(registry, "grad-cam", model, x, t), gradcam)
+
+    hires = torch.relu((g * a).mean(1))
+    hires = hires / hires.flatten(1).amax(1).clamp(min=1e-30).view(-1, 1, 1)
+    torch.testing.assert_close(run(registry, "hires-cam", model, x, t), hires)
+
+    c = g[:, :, 0, 0]  # the constant gradient per channel
+    alpha = c**2 / (2 * c**2 + c**3 * a.sum((2, 3)))
+    w = 16 * 16 * alpha * torch.relu(c)
+    pp = torch.relu((w[:, :, None, None] * a).sum(1))
+    lo, hi = pp.flatten(1).amin(1).view(-1, 1, 1), pp.flatten(1).amax(1).view(-1, 1, 1)
+    torch.testing.assert_close(run(registry, "grad-cam-pp", model, x, t), (pp - lo) / (hi - lo))
+
+
+def test_cams_follow_the_target_class(registry):
+    net = GapNet().eval()
+    model = TrainedModel(net, INFO, {"conv": net.conv})
+    x = torch.rand(2, 1, 16, 16)
+    zero = run(registry, "grad-cam", model, x, torch.tensor([0, 0]), normalise="none")
+    one = run(registry, "grad-cam", model, x, torch.tensor([1, 1]), normalise="none")
+    assert not torch.allclose(zero, one)
+
+
+class Deep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.c3 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = torch.relu(self.c1(x))
+        x = torch.relu(self.c2(nn.functional.max_pool2d(x, 2)))
+        x = torch.relu(self.c3(nn.functional.max_pool2d(x, 2)))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("method", CAMS)
+def test_cams_have_the_resolution_of_each_layer_and_default_to_the_deepest(registry, method):
+    torch.manual_seed(0)
+    net = Deep().eval()
+    layers = {"c1": net.c1, "c2": net.c2, "c3": net.c3}
+    model = TrainedModel(net, INFO, layers)
+    x, t = torch.rand(2, 1, 16, 16), torch.tensor([0, 1])
+    shapes = {name: tuple(run(registry, method, model, x, t, layer=name).shape) for name in layers}
+    assert shapes == {"c1": (2, 16, 16), "c2": (2, 8, 8), "c3": (2, 4, 4)}
+    torch.testing.assert_close(run(registry, method, model, x, t), run(registry, method, model, x, t, layer="c3"))
+    out = run(registry, method, model, x, t, layer="c1")
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_unknown_layer_is_a_clear_error_listing_the_layers(registry):
+    net = Deep().eval()
+    model = TrainedModel(net, INFO, {"c1": net.c1, "c2": net.c2, "c3": net.c3})
+    with pytest.raises(XbenchError, match=r"Unknown target layer 'c9'.*c1, c2, c3"):
+        run(registry, "grad-cam", model, torch.rand(1, 1, 16, 16), torch.tensor([0]), layer="c9")
+
+
+def test_a_zero_map_stays_zero_instead_of_nan(registry):
+    net = GapNet().eval()
+    with torch.no_grad():
+        net.fc.weight.zero_()
+    model = TrainedModel(net, INFO, {"conv": net.conv})
+    for method in CAMS:
+        out = run(registry, method, model, torch.rand(2, 1, 16, 16), torch.tensor([0, 1]))
+        assert torch.equal(out, torch.zeros_like(out)), method
