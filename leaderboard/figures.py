@@ -266,7 +266,7 @@ def morf_curves(per_seed: pd.DataFrame, folder: Path, key, *, baselines: set[str
             line = curves.loc[(model, method)].sort_index()
             ax.plot(line.index, line["mean"], color=color[method], lw=1.4, ls="--" if method in baselines else "-",
                     label=text(method))
-            ax.fill_between(line.index, line["min"], line["max"], color=color[method], alpha=0.15, lw=0)
+            ax.fill_between(line.index, line["min"], line["max"], color=color[method], alpha=0.08, lw=0)
         ax.set_title(_short(model), fontsize=8)
         ax.set_xlabel("k (most relevant patches removed)", fontsize=7)
         ax.tick_params(labelsize=7)
@@ -303,6 +303,8 @@ def severity_curves(per_seed: pd.DataFrame, folder: Path, key, *, baselines: set
             line = means.loc[(corruption, method)].sort_index()
             ax.plot(line.index, line.to_numpy(), marker="o", ms=3, lw=1.2, color=color[method],
                     ls="--" if method in baselines else "-", label=text(method))
+        severities = sorted(means.loc[corruption].index.get_level_values(1).unique())
+        ax.set_xticks(severities, [f"{v:g}" for v in severities])
         ax.set_title(_short(corruption), fontsize=8)
         ax.set_xlabel("severity", fontsize=7)
         ax.tick_params(labelsize=7)
@@ -391,29 +393,40 @@ def delta_vs_value(model_seed: pd.DataFrame, sample_seed: pd.DataFrame, folder: 
     return _save(fig, folder, "delta", key, rows), corr
 
 
-def explanation_vs_classification(points: pd.DataFrame, folder: Path, key, *, x_name: str, y_name: str,
+def explanation_vs_classification(panels: list[tuple[str, pd.DataFrame]], folder: Path, key, *, x_name: str,
                                   baselines: set[str]) -> tuple[Path, list[dict]] | None:
-    """Per model instance (variant × seed): its accuracy against its mean explanation score, one
-    colour per method, with each method's least-squares line and Pearson r (Oliveira's check that
-    explanation quality is not just classification quality)."""
-    if points.empty or points["x"].nunique() < 2:
+    """Per model instance (variant × seed): its accuracy (x) against its mean explanation score (y),
+    one panel per value, one colour per method, with each method's least-squares line and Pearson r
+    (Oliveira's check that explanation quality is not just classification quality)."""
+    panels = [(name, pts) for name, pts in panels[:MAX_PANELS] if not pts.empty and pts["x"].nunique() >= 2]
+    if not panels:
         return None
-    methods = sorted(points["method_label"].unique(), key=lambda m: (m in baselines, natural_key(m)))
+    methods = sorted({m for _, pts in panels for m in pts["method_label"].unique()},
+                     key=lambda m: (m in baselines, natural_key(m)))
     color = _colors(methods, baselines)
-    fig = Figure(figsize=(5.6, 4.2))
-    ax = fig.subplots()
+    fig, axes = _grid(len(panels), cols=4, w=3.4, h=3.0)
     fits = []
-    for method in methods:
-        sub = points[points["method_label"] == method]
-        ax.scatter(sub["x"], sub["y"], s=14, color=color[method], alpha=0.8, lw=0, label=text(method))
-        if len(sub) > 2 and sub["x"].std() > 0 and sub["y"].std() > 0:
-            slope, intercept = np.polyfit(sub["x"], sub["y"], 1)
-            r = float(np.corrcoef(sub["x"], sub["y"])[0, 1])
-            grid = np.linspace(sub["x"].min(), sub["x"].max(), 2)
-            ax.plot(grid, slope * grid + intercept, color=color[method], lw=1, alpha=0.8)
-            fits.append({"method": method, "slope": float(slope), "r": r, "points": int(len(sub))})
-    ax.set_xlabel(text(x_name), fontsize=8)
-    ax.set_ylabel(text(y_name), fontsize=8)
-    ax.tick_params(labelsize=7)
-    rows = _legend(fig, *ax.get_legend_handles_labels(), cols=3)
+    for ax, (name, pts) in zip(axes, panels):
+        for method in methods:
+            sub = pts[pts["method_label"] == method]
+            if sub.empty:
+                continue
+            ax.scatter(sub["x"], sub["y"], s=12, color=color[method], alpha=0.8, lw=0, label=text(method))
+            if len(sub) > 2 and sub["x"].std() > 0 and sub["y"].std() > 0:
+                slope, intercept = np.polyfit(sub["x"], sub["y"], 1)
+                r = float(np.corrcoef(sub["x"], sub["y"])[0, 1])
+                grid = np.linspace(sub["x"].min(), sub["x"].max(), 2)
+                ax.plot(grid, slope * grid + intercept, color=color[method], lw=1, alpha=0.8,
+                        ls="--" if method in baselines else "-")
+                fits.append({"panel": name, "method": method, "slope": float(slope), "r": r, "points": int(len(sub))})
+        ax.set_title(_short(name), fontsize=8)
+        ax.set_xlabel(text(x_name), fontsize=7)
+        ax.tick_params(labelsize=7)
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    rows = _legend(fig, handles, labels)
     return _save(fig, folder, "explvscls", key, rows), fits

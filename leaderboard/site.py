@@ -313,21 +313,23 @@ def _figures(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models:
                                 & (agg.series["view"] == "all")]
             cats = dict(zip(zip(series["metric_label"].astype(str), series["value_name"].astype(str)),
                             series["category"].astype(str)))
+            panels = []
             for (metric, value), rows in head.groupby(["metric_label", "value_name"], observed=True, sort=True):
                 if cats.get((str(metric), str(value))) in ("classification", None):
                     continue
                 pts = rows[["model_label", "method_label", "seed", "mean"]].astype(
                     {"model_label": object, "method_label": object}).rename(columns={"mean": "y"}).merge(
                     xs, on=["model_label", "seed"])
-                name = display_name(str(value), facets, str(metric))
-                made = figures.explanation_vs_classification(pts, folder, [dataset, str(metric), str(value), "acc"],
-                                                             x_name=x_name, y_name=f"{metric} / {name}",
-                                                             baselines=baselines)
-                if made:
-                    fits = "; ".join(f"{f['method']}: r = {f['r']:.2f}" for f in made[1] if math.isfinite(f["r"]))
-                    out["correlation"].append({"src": made[0], "title": f"{metric} / {name} against {x_name}",
-                                               "caption": "One point per model instance (variant × seed). Pearson r "
-                                                          "per method: " + (fits or "—") + "."})
+                panels.append((f"{metric} / {display_name(str(value), facets, str(metric))}", pts))
+            made = figures.explanation_vs_classification(panels, folder, [dataset, "acc"], x_name=x_name,
+                                                         baselines=baselines)
+            if made:
+                out["correlation"].append({"src": made[0], "title": f"Explanation scores against {x_name}",
+                                           "caption": "One point per model instance (variant × seed) and method, "
+                                                      "with each method's least-squares line: is a method's score "
+                                                      "more than its model's accuracy (Oliveira et al. 2024)? "
+                                                      "Slopes and Pearson r in the table below.",
+                                           "fits": made[1]})
     for items in out.values():
         for item in items:
             item["src"] = f"{folder.name}/{Path(item['src']).name}"
@@ -388,8 +390,8 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
         groups = agg.groups[agg.groups["dataset_label"].astype(object) == name]
         context = {
             "dataset": name, "views": views, "classification": classification, "corruption_tables": corruption_tables,
-            "paired": _test_blocks(paired, ["metric_label", "value_name"], facets),
-            "groups": _test_blocks(groups, ["metric_label", "value_name"], facets),
+            "paired": _test_blocks(paired, facets),
+            "groups": _test_blocks(groups, facets),
             "figures": figs, "provenance": prov, "models": [
                 {"label": m, "params": agg.model_params.get(m, {}),
                  "untrained": bool(agg.model_params.get(m, {}).get("untrained"))} for m in model_labels],
@@ -443,10 +445,15 @@ def _classification(ds_models: pd.DataFrame, models: list[str], params, facets) 
                      "hib": None if hib is pd.NA or hib is None else bool(hib),
                      "cells": {str(r["model_label"]): r for r in g.to_dict("records")}})
     cols.sort(key=lambda c: (c["value"] != "accuracy", c["metric"], c["value"]))
-    rows = [{"model": m, "baseline": bool(params.get(m, {}).get("untrained")),
-             "cells": [c["cells"].get(m) for c in cols]} for m in models
-            if any(m in c["cells"] for c in cols)]
-    return {"columns": cols, "rows": rows}
+    kinds = family_kinds([c["value"] for c in cols])
+    main = [c for c in cols if kinds.get(family_of(c["value"]) or "") != "categorical"]
+    detail = [c for c in cols if kinds.get(family_of(c["value"]) or "") == "categorical"]
+
+    def rows(columns):
+        return [{"model": m, "baseline": bool(params.get(m, {}).get("untrained")),
+                 "cells": [c["cells"].get(m) for c in columns]} for m in models if any(m in c["cells"] for c in columns)]
+
+    return {"columns": main, "rows": rows(main), "detail_columns": detail, "detail_rows": rows(detail)}
 
 
 def _corruption_tables(mps: pd.DataFrame, models: list[str]) -> list[dict]:
@@ -478,17 +485,19 @@ def _corruption_tables(mps: pd.DataFrame, models: list[str]) -> list[dict]:
     return out
 
 
-def _test_blocks(tests: pd.DataFrame, keys: list[str], facets) -> list[dict]:
-    """Statistical tests grouped for display, per view."""
+def _test_blocks(tests: pd.DataFrame, facets) -> list[dict]:
+    """Statistical tests for display: one block per (view, metric), a row per comparison."""
     blocks = []
     if tests.empty:
         return blocks
-    for key, g in tests.groupby(["view", *keys], sort=True):
-        view, *rest = key
-        info = dict(zip(keys, rest))
-        metric, value = info["metric_label"], info["value_name"]
-        title = f"{metric} / {display_name(str(value), facets, str(metric))}"
-        blocks.append({"view": view, "title": title, "rows": _records(g), "id": slug(f"{view}-{title}")})
+    for (view, metric), g in tests.groupby(["view", "metric_label"], sort=True, observed=True):
+        rows = _records(g)
+        for r in rows:
+            r["value_display"] = display_name(str(r["value_name"]), facets, str(metric))
+        values = sorted({r["value_display"] for r in rows})
+        blocks.append({"view": view, "title": f"{metric} ({len(values)} value{'s' if len(values) > 1 else ''}: "
+                                              f"{', '.join(values[:6])}{', …' if len(values) > 6 else ''})",
+                       "rows": rows, "id": slug(f"{view}-{metric}")})
     return blocks
 
 
