@@ -8,6 +8,8 @@ With A the layer's activations ``(N, K, h, w)`` and g = ∂y_t/∂A for the targ
 - ``grad-cam-pp``: torchcam's Grad-CAM++ (Treyer): α = g² / (2g² + Σ_ab A_k(a,b)·g³) where g² > 0
   (else 0), w_k = Σ_ij α·ReLU(g_k), ReLU(Σ_k w_k·A_k), then min-max to [0, 1].
 
+``layer`` names the layer (one of the model's target layers), ``""`` the deepest, or ``"#k"`` a
+position among the target layers (``"#-1"`` = the deepest), which fits every model in one sweep.
 Maps are returned as ``(N, h, w)``; the runner upsamples them to the input for metrics, and
 metrics that compare maps per layer (saliency RMSE) get them at layer resolution through
 ``explain_raw``. A map that is zero everywhere stays zero (no division by zero).
@@ -31,7 +33,9 @@ NORMALISATIONS = ("max", "minmax", "none")
 
 
 def resolve_layer(model: TrainedModel, name: str) -> nn.Module:
-    """The target layer called ``name``; ``""`` means the last (deepest) one."""
+    """The target layer called ``name``; ``""`` means the last (deepest) one, and ``"#k"`` the k-th
+    from the shallow end (``"#-1"`` the deepest, ``"#-2"`` the one before), so that one per-layer
+    sweep fits models whose layers have different names."""
     layers = model.target_layers
     if not layers:
         raise XbenchError(
@@ -40,13 +44,18 @@ def resolve_layer(model: TrainedModel, name: str) -> nn.Module:
         )
     if name == "":
         return list(layers.values())[-1]
-    if name not in layers:
-        raise XbenchError(
-            f"Unknown target layer {name!r} for model {type(model.module).__name__}. Available layers, shallow "
-            f"to deep: {', '.join(layers)}. Set the method's `layer` param to one of them, or to \"\" for the "
-            "deepest."
-        )
-    return layers[name]
+    if name in layers:
+        return layers[name]
+    available = (f"Available layers, shallow to deep: {', '.join(layers)}. Set the method's `layer` param to one "
+                 f"of them, to \"#k\" for the k-th of these {len(layers)} (\"#-1\" = the deepest), or to \"\" "
+                 "for the deepest.")
+    if name.startswith("#"):
+        try:
+            return list(layers.values())[int(name[1:])]
+        except (ValueError, IndexError):
+            raise XbenchError(f"Layer position {name!r} does not exist in model {type(model.module).__name__}. "
+                              + available) from None
+    raise XbenchError(f"Unknown target layer {name!r} for model {type(model.module).__name__}. " + available)
 
 
 def activations_and_gradients(model: TrainedModel, x: torch.Tensor, target: torch.Tensor,

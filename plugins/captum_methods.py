@@ -166,7 +166,7 @@ def xbench_methods():
     )
     yield MethodSpec(
         name="guided-grad-cam", explain=guided_grad_cam, params={"layer": ""},
-        description="Guided Grad-CAM (Selvaraju et al.), Captum; layer '' = the deepest target layer.",
+        description="Guided Grad-CAM (Selvaraju et al.), Captum; layer as for grad-cam ('' = the deepest).",
         requires=CONV,
     )
     yield MethodSpec(

@@ -96,6 +96,10 @@ def test_cams_have_the_resolution_of_each_layer_and_default_to_the_deepest(regis
     shapes = {name: tuple(run(registry, method, model, x, t, layer=name).shape) for name in layers}
     assert shapes == {"c1": (2, 16, 16), "c2": (2, 8, 8), "c3": (2, 4, 4)}
     torch.testing.assert_close(run(registry, method, model, x, t), run(registry, method, model, x, t, layer="c3"))
+    torch.testing.assert_close(run(registry, method, model, x, t, layer="#-1"),
+                               run(registry, method, model, x, t, layer="c3"))
+    torch.testing.assert_close(run(registry, method, model, x, t, layer="#1"),
+                               run(registry, method, model, x, t, layer="c2"))
     out = run(registry, method, model, x, t, layer="c1")
     assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
 
@@ -105,6 +109,8 @@ def test_unknown_layer_is_a_clear_error_listing_the_layers(registry):
     model = TrainedModel(net, INFO, {"c1": net.c1, "c2": net.c2, "c3": net.c3})
     with pytest.raises(XbenchError, match=r"Unknown target layer 'c9'.*c1, c2, c3"):
         run(registry, "grad-cam", model, torch.rand(1, 1, 16, 16), torch.tensor([0]), layer="c9")
+    with pytest.raises(XbenchError, match=r"Layer position '#3' does not exist.*c1, c2, c3"):
+        run(registry, "hires-cam", model, torch.rand(1, 1, 16, 16), torch.tensor([0]), layer="#3")
 
 
 def test_a_zero_map_stays_zero_instead_of_nan(registry):
