@@ -27,6 +27,7 @@ from .load import parse_params
 
 KEYS = ["dataset_label", "model_label", "method_label", "metric_label", "value_name"]
 VIEWS = ("all", "correct")
+NUMERIC = {"n", "statistic", "p", "r", "median_diff"}
 MIN_GROUP = 2  # model instances per group for a group comparison
 
 
@@ -355,7 +356,7 @@ def _matrix(row_keys: np.ndarray, col_keys: np.ndarray, values: np.ndarray):
     """A (rows × columns) matrix from long data (nan where missing)."""
     r, r_labels = pd.factorize(row_keys, sort=True)
     c, c_labels = pd.factorize(col_keys, sort=True)
-    r_labels, c_labels = np.asarray(r_labels, dtype=object), np.asarray(c_labels)
+    r_labels, c_labels = np.asarray(r_labels), np.asarray(c_labels)
     out = np.full((len(r_labels), len(c_labels)), np.nan)
     out[r, c] = values
     return r_labels, c_labels, out
@@ -396,36 +397,48 @@ def _rank(series: pd.DataFrame, per_seed: pd.DataFrame, resamples: int, seed: in
 # ----------------------------------------------------------------------------- tests
 
 def _paired(headline: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
-    """Wilcoxon signed-rank between every two methods on the same (seed, sample) pairs."""
+    """Wilcoxon signed-rank between every two methods on the same (seed, sample) pairs, per
+    (view, dataset, model, metric, value) with a direction; Holm within each."""
     fam_cols = ["dataset_label", "model_label", "metric_label", "value_name"]
     columns = ["view", *fam_cols, "method_a", "method_b", "n", "statistic", "p", "p_holm", "r", "median_diff",
                "higher_is_better"]
-    directed = headline["higher_is_better"].notna().to_numpy() if len(headline) else np.zeros(0, bool)
-    rows = headline[directed]
-    out = []
+    if headline.empty:
+        return pd.DataFrame(columns=columns)
+    directed = headline["higher_is_better"].notna().to_numpy()
+    codes, labels = zip(*(_codes(headline, c) for c in fam_cols))
+    gid, rows, first = _group([c[directed] for c in codes], [len(x) for x in labels])
+    method, method_labels = _codes(headline, "method_label")
+    method = method[directed]
+    obs = headline["seed"].to_numpy(np.int64)[directed] * (int(headline["sample"].max()) + 1) + \
+        headline["sample"].to_numpy(np.int64)[directed]
+    value = headline["value"].to_numpy(float)[directed]
+    correct = headline["correct"].fillna(False).to_numpy(bool)[directed]
+    hib = headline["higher_is_better"].to_numpy(object)[directed]
+    out: dict[str, list[np.ndarray]] = {}
     for view in VIEWS:
-        data = rows if view == "all" else rows[rows["correct"].fillna(False).to_numpy(bool)]
-        if data.empty:
-            continue
-        obs = data["seed"].to_numpy(np.int64) * (int(data["sample"].max()) + 1) + data["sample"].to_numpy(np.int64)
-        method = data["method_label"].astype(object).to_numpy()
-        value = data["value"].to_numpy(float)
-        hib = data["higher_is_better"].to_numpy(object)
-        for key, idx in _segments(data, fam_cols):
-            methods, _, m = _matrix(method[idx], obs[idx], value[idx])
-            if len(methods) < 2:
+        keep = np.ones(len(gid), bool) if view == "all" else correct
+        idx_all = np.flatnonzero(keep)
+        order = idx_all[np.argsort(gid[idx_all], kind="stable")]
+        bounds = np.flatnonzero(np.diff(gid[order])) + 1
+        for idx in np.split(order, bounds) if order.size else []:
+            m_codes, _, m = _matrix(method[idx], obs[idx], value[idx])
+            if len(m_codes) < 2:
                 continue
-            ia, ib = (np.array(x) for x in zip(*combinations(range(len(methods)), 2)))
+            alphabetical = np.argsort(method_labels[m_codes.astype(int)].astype(str), kind="stable")
+            m_codes, m = m_codes[alphabetical], m[alphabetical]
+            ia, ib = (np.array(x) for x in zip(*combinations(range(len(m_codes)), 2)))
             res = stats.paired_wilcoxon(m[ia], m[ib])
-            out.append(pd.DataFrame({
-                "view": view, **dict(zip(fam_cols, key)),
-                "method_a": methods[ia], "method_b": methods[ib],
-                "n": res["n"], "statistic": res["statistic"], "p": res["p"], "r": res["r"],
-                "median_diff": res["median_diff"], "higher_is_better": bool(hib[idx[0]]),
-            }))
+            g = gid[idx[0]]
+            k = len(ia)
+            part = {"view": [view] * k, **{c: [labels[j][rows[g, j]]] * k for j, c in enumerate(fam_cols)},
+                    "method_a": method_labels[m_codes[ia].astype(int)], "method_b": method_labels[m_codes[ib].astype(int)],
+                    "n": res["n"], "statistic": res["statistic"], "p": res["p"], "r": res["r"],
+                    "median_diff": res["median_diff"], "higher_is_better": [bool(hib[idx[0]])] * k}
+            for key, v in part.items():
+                out.setdefault(key, []).append(np.asarray(v, dtype=object if key not in NUMERIC else float))
     if not out:
         return pd.DataFrame(columns=columns)
-    paired = pd.concat(out, ignore_index=True)
+    paired = pd.DataFrame({key: np.concatenate(v) for key, v in out.items()})
     family = paired.groupby(["view", *fam_cols], sort=False, dropna=False).ngroup()
     paired["p_holm"] = stats.holm(paired["p"].to_numpy(float), family.to_numpy())
     return paired[columns]

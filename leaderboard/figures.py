@@ -107,7 +107,7 @@ def gallery(cell_dir: Path, folder: Path, methods_order: Sequence[str] | None = 
     if methods_order:
         rank = {name: i for i, name in enumerate(methods_order)}
         maps.sort(key=lambda t: (rank.get(t[0], len(rank)), t[0]))
-    k = len(images)
+    k = min([len(images)] + [len(att) for _, _, att in maps])  # a map file may hold fewer samples
     if k == 0:
         return None
     folder.mkdir(parents=True, exist_ok=True)

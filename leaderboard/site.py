@@ -22,7 +22,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..hashing import content_hash
-from . import figures
+from . import figures, plots
 from .aggregate import Aggregates, aggregate, facets_of, family_kinds, family_of, summaries_of
 from .load import load_frame
 from .markdown import summary_markdown
@@ -190,162 +190,17 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return [{k: (None if v is pd.NA else v) for k, v in r.items()} for r in frame.to_dict("records")]
 
 
-# ----------------------------------------------------------------------------- figures
-
-def _figures(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models: list[str],
-             method_order: list[str], baselines: set[str], facets) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {"box": [], "curves": [], "robustness": [], "correlation": []}
-    galleries: list[dict] = []
-    untrained = {m for m in models if agg.model_params.get(m, {}).get("untrained")}
-    ps = agg.per_seed[(agg.per_seed["view"] == "all") & (agg.per_seed["dataset_label"].astype(object) == dataset)]
-    names = ps["value_name"].astype(str)
-    fam = names.map(family_of)
-    kinds = family_kinds(names.unique())
-
-    # heatmap gallery: the first seed of every model that has one
-    gallery_dir = run_dir / "gallery"
-    seen: dict[str, tuple[int, Path]] = {}
-    if gallery_dir.is_dir():
-        valid = {(str(m), int(s)) for m, s in zip(ps["model_label"].astype(object), ps["seed"])}
-        for cell in sorted(gallery_dir.iterdir()):
-            inputs = cell / "inputs.npz"
-            if not inputs.exists():
-                continue
-            try:
-                with np.load(inputs, allow_pickle=False) as z:
-                    meta = json.loads(str(z["meta"]))
-            except (OSError, ValueError, KeyError):
-                continue
-            model, seed = str(meta.get("model_label")), int(meta.get("seed", 0))
-            if meta.get("dataset_label") != dataset or (valid and (model, seed) not in valid):
-                continue
-            if model not in seen or seed < seen[model][0]:
-                seen[model] = (seed, cell)
-    for model in [m for m in models if m in seen]:
-        seed, cell = seen[model]
-        made = figures.gallery(cell, folder / "gallery", method_order)
-        if made:
-            made["title"] = f"{model}, seed {seed}"
-            made["folder"] = f"{folder.name}/gallery"
-            galleries.append(made)
-
-    # box plots per method across the model sweep (Oliveira), correctly classified samples
-    samples = agg.samples
-    if not samples.empty:
-        ds_rows = samples[(samples["dataset_label"].astype(object) == dataset).to_numpy()
-                          & samples["correct"].fillna(False).to_numpy(bool)
-                          & samples["higher_is_better"].notna().to_numpy()]
-        x_param, hue = figures.sweep_axes(models, agg.model_params)
-        if x_param and not ds_rows.empty:
-            for (metric, value), rows in ds_rows.groupby(["metric_label", "value_name"], observed=True, sort=True):
-                if str(rows["category"].iloc[0]) == "classification":
-                    continue
-                name = display_name(str(value), facets, str(metric))
-                path = figures.box_plots(rows, agg.model_params, folder, [dataset, str(metric), str(value)],
-                                         title_value=name, baselines=baselines)
-                if path:
-                    out["box"].append({"src": path, "title": f"{metric} / {name}",
-                                       "caption": f"Per-sample values on correctly classified test samples, by "
-                                                  f"{x_param}" + (f" and {hue}" if hue else "")
-                                                  + "; untrained models in grey (Oliveira et al. 2024)."})
-
-    # curves (MoRF) and corruption families (RMSE vs severity and per layer)
-    members = ps[fam.notna().to_numpy()]
-    fam_m = fam[fam.notna()]
-    for (metric, family), rows in members.groupby([members["metric_label"].astype(object), fam_m.to_numpy()], sort=True):
-        kind = kinds.get(family)
-        key = [dataset, metric, family]
-        if kind == "curve":
-            path = figures.morf_curves(rows, folder, key, baselines=baselines, family=family)
-            if path:
-                out["curves"].append({"src": path, "title": f"{metric}: mean {family} curve",
-                                      "caption": "Mean over samples and seeds of f(x^k) after removing the k most "
-                                                 "relevant patches (lower and faster-falling is more faithful); "
-                                                 "the band spans the seeds' mean curves (Rio-Torto et al. 2020)."})
-        elif kind == "corruption":
-            path = figures.severity_curves(rows, folder, key, baselines=baselines, family=family, untrained=untrained)
-            if path:
-                out["robustness"].append({"src": path, "title": f"{metric}: {family} against severity",
-                                          "caption": "Mean over samples, seeds and trained model variants, per "
-                                                     "corruption (Treyer)."})
-            path = figures.layer_curves(rows, agg.method_params, folder, key + ["layers"], family=family,
-                                        untrained=untrained)
-            if path:
-                out["robustness"].append({"src": path, "title": f"{metric}: {family} per target layer",
-                                          "caption": "CAM methods by target layer, mean over severities, samples, "
-                                                     "seeds and trained model variants; one line per corruption "
-                                                     "(Treyer)."})
-
-    # ΔAUC against RMSE (Treyer): model-level delta families against sample-level corruption families
-    mps = agg.model_per_seed[agg.model_per_seed["dataset_label"].astype(object) == dataset]
-    mnames = mps["value_name"].astype(str)
-    mfam = mnames.map(family_of)
-    mkinds = family_kinds(mnames.unique())
-    for y_family in sorted(f for f in mfam.dropna().unique() if str(f).startswith("delta")):
-        ymembers = mps[(mfam == y_family).to_numpy()]
-        if mkinds.get(y_family) != "corruption":
-            continue
-        for (metric, family), rows in members.groupby([members["metric_label"].astype(object), fam_m.to_numpy()],
-                                                      sort=True):
-            if kinds.get(family) != "corruption":
-                continue
-            made = figures.delta_vs_value(ymembers, rows, folder, [dataset, metric, family, y_family],
-                                          x_name=f"{family} (per-seed mean)", y_name=str(y_family),
-                                          baselines=baselines)
-            if made:
-                corr = "; ".join(f"{c['method']}: r = {c['r']:.2f}" for c in made[1] if math.isfinite(c["r"]))
-                out["robustness"].append({"src": made[0], "title": f"{y_family} against {metric}: {family}",
-                                          "caption": "Each point is one model instance at one corruption (colour) "
-                                                     "and severity (size) (Treyer). Pearson r per method: "
-                                                     + (corr or "—") + "."})
-
-    # explanation against classification performance (Oliveira)
-    acc = mps[mnames.to_numpy() == "accuracy"]
-    if acc.empty:
-        acc = mps[(mps["higher_is_better"] == True).to_numpy() & mfam.isna().to_numpy()]  # noqa: E712
-        acc = acc[acc["value_name"].astype(str) == (acc["value_name"].astype(str).iloc[0] if len(acc) else "")]
-    if not acc.empty:
-        x_name = str(acc["value_name"].iloc[0])
-        xs = acc[["model_label", "seed", "mean"]].astype({"model_label": object}).rename(columns={"mean": "x"})
-        if len(xs) >= 3:
-            head = ps[fam.isna().to_numpy() & ps["higher_is_better"].notna().to_numpy()]
-            series = agg.series[(agg.series["dataset_label"].astype(object) == dataset)
-                                & (agg.series["view"] == "all")]
-            cats = dict(zip(zip(series["metric_label"].astype(str), series["value_name"].astype(str)),
-                            series["category"].astype(str)))
-            panels = []
-            for (metric, value), rows in head.groupby(["metric_label", "value_name"], observed=True, sort=True):
-                if cats.get((str(metric), str(value))) in ("classification", None):
-                    continue
-                pts = rows[["model_label", "method_label", "seed", "mean"]].astype(
-                    {"model_label": object, "method_label": object}).rename(columns={"mean": "y"}).merge(
-                    xs, on=["model_label", "seed"])
-                panels.append((f"{metric} / {display_name(str(value), facets, str(metric))}", pts))
-            made = figures.explanation_vs_classification(panels, folder, [dataset, "acc"], x_name=x_name,
-                                                         baselines=baselines)
-            if made:
-                out["correlation"].append({"src": made[0], "title": f"Explanation scores against {x_name}",
-                                           "caption": "One point per model instance (variant × seed) and method, "
-                                                      "with each method's least-squares line: is a method's score "
-                                                      "more than its model's accuracy (Oliveira et al. 2024)? "
-                                                      "Slopes and Pearson r in the table below.",
-                                           "fits": made[1]})
-    for items in out.values():
-        for item in items:
-            item["src"] = f"{folder.name}/{Path(item['src']).name}"
-    out["gallery"] = galleries
-    return out
-
-
 # ----------------------------------------------------------------------------- build
 
-def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int | None = None) -> Path:
-    """Build the site for ``run_dir`` into ``out`` (default ``run_dir/leaderboard``); return ``out``."""
+def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int | None = None,
+          workers: int | None = None) -> Path:
+    """Build the site for ``run_dir`` into ``out`` (default ``run_dir/leaderboard``); return ``out``.
+    ``workers``: processes that draw the figures (default: one per core on large runs)."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     site = Path(out) if out else run_dir / "leaderboard"
     site.mkdir(parents=True, exist_ok=True)
-    timings = {"figures": 0.0}
+    timings: dict[str, float] = {}
     frame, manifest = load_frame(run_dir)
     timings["load"] = time.perf_counter() - started
     agg = aggregate(frame) if resamples is None else aggregate(frame, resamples=resamples)
@@ -363,7 +218,7 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
     datasets = sorted({str(d) for d in series["dataset_label"].astype(object)} |
                       {str(d) for d in models_summary["dataset_label"].astype(object)}) if len(frame) else []
     facets = facet_counts(agg.per_seed, agg.model_per_seed)
-    pages, md_pages = [], []
+    pages, md_pages, planned = [], [], []
     page_of = _page_names(datasets)
     nav = [{"name": n, "page": page_of[n]} for n in datasets]
     for name in datasets:
@@ -380,9 +235,7 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
             views[view] = _sections(tables)
         method_order = [r["method"] for s in views["all"] for t in s["ranked"][:1] for r in t["rows"]]
         baselines = set(ds_series.loc[ds_series["method_baseline"].to_numpy(bool), "method_label"].astype(object))
-        t = time.perf_counter()
-        figs = _figures(agg, name, fig_dir, run_dir, model_labels, method_order, baselines, facets)
-        timings["figures"] += time.perf_counter() - t
+        jobs = plots.plan(agg, name, fig_dir, run_dir, model_labels, method_order, baselines, facets, display_name)
         classification = _classification(ds_models, model_labels, agg.model_params, facets)
         corruption_tables = _corruption_tables(
             agg.model_per_seed[agg.model_per_seed["dataset_label"].astype(object) == name], model_labels)
@@ -392,7 +245,7 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
             "dataset": name, "views": views, "classification": classification, "corruption_tables": corruption_tables,
             "paired": _test_blocks(paired, facets),
             "groups": _test_blocks(groups, facets),
-            "figures": figs, "provenance": prov, "models": [
+            "provenance": prov, "models": [
                 {"label": m, "params": agg.model_params.get(m, {}),
                  "untrained": bool(agg.model_params.get(m, {}).get("untrained"))} for m in model_labels],
             "n_methods": int(ds_series["method_label"].nunique()),
@@ -403,6 +256,14 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
                       "tables": sum(len(s["ranked"]) + len(s["descriptive"]) for s in views["all"]),
                       "leaders": _leaders(views["all"])})
         md_pages.append((name, views["all"], classification))
+        planned.append((page, context, jobs))
+    t = time.perf_counter()
+    all_jobs = [j for _, _, jobs in planned for j in jobs]
+    results = plots.run(all_jobs, plots.workers_for(len(frame), len(all_jobs), workers))
+    timings["figures"] = time.perf_counter() - t
+    for page, context, jobs in planned:
+        context["figures"] = plots.assemble(jobs, results[:len(jobs)], fig_dir)
+        results = results[len(jobs):]
         (site / page).write_text(env.get_template("dataset.html").render(**context), encoding="utf-8")
     (site / "index.html").write_text(env.get_template("index.html").render(
         pages=pages, provenance=prov, rows=len(frame), run=prov["run"], nav=nav), encoding="utf-8")

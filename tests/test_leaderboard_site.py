@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from xbench.leaderboard import build_leaderboard
+from xbench.leaderboard.site import build
 from xbench.leaderboard.synthetic import random_run, table, write_run
 from xbench.store import RunStore
 
@@ -197,6 +198,14 @@ def test_cli_builds_the_site(tmp_path):
     assert "leaderboard.md" in result.output
 
 
+def test_figures_drawn_in_worker_processes_are_identical(site, tmp_path):
+    parallel = build(site.parent, tmp_path / "parallel", workers=2)  # two spawned processes draw
+    serial_files = {p.relative_to(site): p.read_bytes() for p in (site / "figures").rglob("*") if p.is_file()}
+    parallel_files = {p.relative_to(parallel): p.read_bytes() for p in (parallel / "figures").rglob("*") if p.is_file()}
+    assert serial_files == parallel_files and len(serial_files) >= 5
+    assert page(site).read_text() == page(parallel).read_text()
+
+
 def test_a_realistic_run_gets_every_figure(tmp_path):
     run = random_run(tmp_path / "run", degrees=(1, "all"), pretrain=("imagenet", "mri"), seeds=(0, 1, 2),
                      methods=("saliency", "grad-cam"), samples=12, morf_steps=4, severities=(1, 2), gallery=2, size=8)
@@ -208,3 +217,17 @@ def test_a_realistic_run_gets_every_figure(tmp_path):
     assert "pretrain: imagenet vs mri" in text  # a model-group comparison along one sweep axis
     assert "rmse (mean over 4 facets)" in text and "rmse/contrast (mean over 2 facets)" in text
     assert "delta_auc on vgg16[degree=1,pretrain=mri]" in text  # Treyer's corruption × severity table
+
+
+def test_worker_policy(monkeypatch):
+    from xbench.leaderboard import plots
+
+    monkeypatch.delenv("XBENCH_LEADERBOARD_WORKERS", raising=False)
+    monkeypatch.setattr(plots.os, "cpu_count", lambda: 8)
+    assert plots.workers_for(10_000, 50) == 1  # small run: not worth starting processes
+    assert plots.workers_for(5_000_000, 50) == 4
+    assert plots.workers_for(5_000_000, 50, requested=2) == 2
+    monkeypatch.setattr(plots.os, "cpu_count", lambda: 2)
+    assert plots.workers_for(5_000_000, 50) == 1
+    monkeypatch.setenv("XBENCH_LEADERBOARD_WORKERS", "3")
+    assert plots.workers_for(10, 1) == 3

@@ -1,0 +1,227 @@
+"""Which figures a dataset page gets, and drawing them, in parallel processes on large runs.
+
+Planning (here, in the parent) decides the figures from the aggregates and packs each as a
+:class:`Job`: a function of :mod:`xbench.leaderboard.figures`, its data, and how to caption the
+result. Drawing is matplotlib-bound and independent per figure, so on a large run on a machine with
+four or more cores the jobs go to a pool of processes (at most four); the files are the same
+whichever process draws them. Each worker pays a few seconds to import pandas and matplotlib, which
+measured slower than drawing in one process on the project's 2-core machine, hence the threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import figures
+from .aggregate import Aggregates, family_kinds, family_of
+
+PARALLEL_MIN_ROWS = 200_000  # below this, starting worker processes costs more than it saves
+PARALLEL_MIN_JOBS = 6
+PARALLEL_MIN_CORES = 4
+
+
+@dataclass
+class Job:
+    section: str                       # gallery, box, curves, robustness, correlation
+    func: str                          # a function of xbench.leaderboard.figures
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    finish: Callable[[Any], dict | None] = lambda result: None  # parent side: result → page item
+
+
+def _call(func: str, args: tuple, kwargs: dict):
+    return getattr(figures, func)(*args, **kwargs)
+
+
+def workers_for(rows: int, jobs: int, requested: int | None = None) -> int:
+    """Processes to draw with: ``requested`` when given, else the environment's
+    ``XBENCH_LEADERBOARD_WORKERS``, else one per core (≤ 4) on large runs on machines with at least
+    four cores, and 1 otherwise."""
+    if requested is None and os.environ.get("XBENCH_LEADERBOARD_WORKERS"):
+        requested = int(os.environ["XBENCH_LEADERBOARD_WORKERS"])
+    if requested is not None:
+        return max(1, requested)
+    cores = os.cpu_count() or 1
+    if rows < PARALLEL_MIN_ROWS or jobs < PARALLEL_MIN_JOBS or cores < PARALLEL_MIN_CORES:
+        return 1
+    return min(4, cores)
+
+
+def run(jobs: list[Job], workers: int) -> list[Any]:
+    """The jobs' results, in order; in ``workers`` spawned processes when more than one."""
+    if workers <= 1 or len(jobs) < 2:
+        return [_call(j.func, j.args, j.kwargs) for j in jobs]
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_call, j.func, j.args, j.kwargs) for j in jobs]
+        return [f.result() for f in futures]
+
+
+def plan(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models: list[str], method_order: list[str],
+         baselines: set[str], facets, display_name: Callable[[str, dict, str], str]) -> list[Job]:
+    """Every figure of one dataset page as a job."""
+    jobs: list[Job] = []
+    untrained = {m for m in models if agg.model_params.get(m, {}).get("untrained")}
+    ps = agg.per_seed[(agg.per_seed["view"] == "all") & (agg.per_seed["dataset_label"].astype(object) == dataset)]
+    names = ps["value_name"].astype(str)
+    fam = names.map(family_of)
+    kinds = family_kinds(names.unique())
+
+    # heatmap gallery: the first seed of every model that has one
+    for model, (seed, cell) in _gallery_cells(run_dir, dataset, ps, models).items():
+        def finish(made, model=model, seed=seed):
+            if made:
+                made.update(title=f"{model}, seed {seed}", folder=f"{folder.name}/gallery")
+            return made
+        jobs.append(Job("gallery", "gallery", (cell, folder / "gallery", method_order), finish=finish))
+
+    # box plots per method across the model sweep (Oliveira), correctly classified samples
+    samples = agg.samples
+    x_param, hue = figures.sweep_axes(models, agg.model_params)
+    if not samples.empty and x_param:
+        ds_rows = samples[(samples["dataset_label"].astype(object) == dataset).to_numpy()
+                          & samples["correct"].fillna(False).to_numpy(bool)
+                          & samples["higher_is_better"].notna().to_numpy()]
+        for (metric, value), rows in ds_rows.groupby(["metric_label", "value_name"], observed=True, sort=True):
+            if str(rows["category"].iloc[0]) == "classification" or str(value).count("/") > 1:
+                continue  # per-corruption summaries have their own figures
+            name = display_name(str(value), facets, str(metric))
+            caption = (f"Per-sample values on correctly classified test samples, by {x_param}"
+                       + (f" and {hue}" if hue else "") + "; untrained models in grey (Oliveira et al. 2024).")
+            cols = ["model_label", "method_label", "value"]
+            jobs.append(Job("box", "box_plots", (rows[cols], agg.model_params, folder, [dataset, str(metric), str(value)]),
+                            {"title_value": name, "baselines": baselines},
+                            finish=_item(f"{metric} / {name}", caption)))
+
+    # curves (MoRF) and corruption families (RMSE against severity and per layer)
+    members = ps[fam.notna().to_numpy()]
+    member_family = fam[fam.notna()].to_numpy()
+    for (metric, family), rows in members.groupby([members["metric_label"].astype(object), member_family], sort=True):
+        key = [dataset, metric, family]
+        if kinds.get(family) == "curve":
+            jobs.append(Job("curves", "morf_curves", (rows, folder, key), {"baselines": baselines, "family": family},
+                            finish=_item(f"{metric}: mean {family} curve",
+                                         "Mean over samples and seeds of f(x^k) after removing the k most relevant "
+                                         "patches (lower and faster-falling is more faithful); the band spans the "
+                                         "seeds' mean curves (Rio-Torto et al. 2020).")))
+        elif kinds.get(family) == "corruption":
+            jobs.append(Job("robustness", "severity_curves", (rows, folder, key),
+                            {"baselines": baselines, "family": family, "untrained": untrained},
+                            finish=_item(f"{metric}: {family} against severity",
+                                         "Mean over samples, seeds and trained model variants, per corruption "
+                                         "(Treyer).")))
+            jobs.append(Job("robustness", "layer_curves", (rows, agg.method_params, folder, key + ["layers"]),
+                            {"family": family, "untrained": untrained},
+                            finish=_item(f"{metric}: {family} per target layer",
+                                         "CAM methods by target layer, mean over severities, samples, seeds and "
+                                         "trained model variants; one line per corruption (Treyer).")))
+
+    # ΔAUC against RMSE (Treyer): model-level delta families against sample-level corruption families
+    mps = agg.model_per_seed[agg.model_per_seed["dataset_label"].astype(object) == dataset]
+    mnames = mps["value_name"].astype(str)
+    mfam = mnames.map(family_of)
+    mkinds = family_kinds(mnames.unique())
+    for y_family in sorted(f for f in mfam.dropna().unique() if str(f).startswith("delta")):
+        if mkinds.get(y_family) != "corruption":
+            continue
+        ymembers = mps[(mfam == y_family).to_numpy()]
+        for (metric, family), rows in members.groupby([members["metric_label"].astype(object), member_family],
+                                                      sort=True):
+            if kinds.get(family) != "corruption":
+                continue
+
+            def finish(made, title=f"{y_family} against {metric}: {family}"):
+                if not made:
+                    return None
+                corr = "; ".join(f"{c['method']}: r = {c['r']:.2f}" for c in made[1] if math.isfinite(c["r"]))
+                return {"src": made[0], "title": title,
+                        "caption": "Each point is one model instance at one corruption (colour) and severity (size) "
+                                   "(Treyer). Pearson r per method: " + (corr or "—") + "."}
+            jobs.append(Job("robustness", "delta_vs_value", (ymembers, rows, folder, [dataset, metric, family, y_family]),
+                            {"x_name": f"{family} (per-seed mean)", "y_name": str(y_family), "baselines": baselines},
+                            finish=finish))
+
+    # explanation against classification performance (Oliveira)
+    acc = mps[mnames.to_numpy() == "accuracy"]
+    if acc.empty:  # no accuracy: the first directed model-level value
+        acc = mps[(mps["higher_is_better"] == True).to_numpy() & mfam.isna().to_numpy()]  # noqa: E712
+        acc = acc[acc["value_name"].astype(str) == (acc["value_name"].astype(str).iloc[0] if len(acc) else "")]
+    xs = acc[["model_label", "seed", "mean"]].astype({"model_label": object}).rename(columns={"mean": "x"})
+    if len(xs) >= 3:
+        x_name = str(acc["value_name"].iloc[0])
+        head = ps[fam.isna().to_numpy() & ps["higher_is_better"].notna().to_numpy()]
+        series = agg.series[(agg.series["dataset_label"].astype(object) == dataset) & (agg.series["view"] == "all")]
+        cats = dict(zip(zip(series["metric_label"].astype(str), series["value_name"].astype(str)),
+                        series["category"].astype(str)))
+        panels = []
+        for (metric, value), rows in head.groupby(["metric_label", "value_name"], observed=True, sort=True):
+            if cats.get((str(metric), str(value))) in ("classification", None):
+                continue
+            pts = rows[["model_label", "method_label", "seed", "mean"]].astype(
+                {"model_label": object, "method_label": object}).rename(columns={"mean": "y"}).merge(
+                xs, on=["model_label", "seed"])
+            panels.append((f"{metric} / {display_name(str(value), facets, str(metric))}", pts))
+
+        def finish(made, x_name=x_name):
+            if not made:
+                return None
+            return {"src": made[0], "title": f"Explanation scores against {x_name}", "fits": made[1],
+                    "caption": "One point per model instance (variant × seed) and method, with each method's "
+                               "least-squares line: is a method's score more than its model's accuracy (Oliveira "
+                               "et al. 2024)? Slopes and Pearson r in the table below."}
+        jobs.append(Job("correlation", "explanation_vs_classification", (panels, folder, [dataset, "acc"]),
+                        {"x_name": x_name, "baselines": baselines}, finish=finish))
+    return jobs
+
+
+def _item(title: str, caption: str) -> Callable[[Any], dict | None]:
+    return lambda path: {"src": path, "title": title, "caption": caption} if path else None
+
+
+def _gallery_cells(run_dir: Path, dataset: str, ps: pd.DataFrame, models: list[str]) -> dict[str, tuple[int, Path]]:
+    """For each model of the page (in page order), the gallery cell of its first seed that is part of
+    the current results."""
+    gallery_dir = run_dir / "gallery"
+    seen: dict[str, tuple[int, Path]] = {}
+    if not gallery_dir.is_dir():
+        return seen
+    valid = {(str(m), int(s)) for m, s in zip(ps["model_label"].astype(object), ps["seed"])}
+    for cell in sorted(gallery_dir.iterdir()):
+        inputs = cell / "inputs.npz"
+        if not inputs.exists():
+            continue
+        try:
+            with np.load(inputs, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+        except (OSError, ValueError, KeyError):
+            continue
+        model, seed = str(meta.get("model_label")), int(meta.get("seed", 0))
+        if meta.get("dataset_label") != dataset or (valid and (model, seed) not in valid):
+            continue
+        if model not in seen or seed < seen[model][0]:
+            seen[model] = (seed, cell)
+    return {m: seen[m] for m in models if m in seen}
+
+
+def assemble(jobs: list[Job], results: list[Any], folder: Path) -> dict[str, list[dict]]:
+    """Page items per section, in plan order, with image paths relative to the site."""
+    out: dict[str, list[dict]] = {"gallery": [], "box": [], "curves": [], "robustness": [], "correlation": []}
+    for job, result in zip(jobs, results):
+        item = job.finish(result)
+        if not item:
+            continue
+        if job.section != "gallery":
+            item["src"] = f"{folder.name}/{Path(item['src']).name}"
+        out[job.section].append(item)
+    return out
