@@ -331,7 +331,10 @@ def layer_curves(per_seed: pd.DataFrame, method_params: dict[str, dict], folder:
     means = _trained_means(data, untrained, ["base", "corruption", "layer"])
     if means.empty:
         return None
-    bases = sorted(means.index.get_level_values(0).unique())
+    layers_per_base = means.reset_index().groupby("base")["layer"].nunique()
+    bases = sorted(layers_per_base[layers_per_base >= 2].index)  # one layer is not a trend
+    if not bases:
+        return None
     corruptions = sorted(means.index.get_level_values(1).unique())
     color = _colors(corruptions, set())
     fig, axes = _grid(len(bases), cols=4, w=3.4, h=3.0)

@@ -66,13 +66,9 @@ def load_frame(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         for f in files:
             _check(f)
         raise
-    frame = table.to_pandas()
-    for c in TEXT:
-        if not isinstance(frame[c].dtype, pd.CategoricalDtype):
-            frame[c] = frame[c].astype("category")
-        frame[c] = frame[c].cat.remove_unused_categories()
-    frame["higher_is_better"] = frame["higher_is_better"].astype("boolean")
-    frame["correct"] = frame["correct"].astype("boolean")
+    # text stays categorical (parts hold only values they use, so no empty categories); booleans
+    # with nulls become pandas' nullable booleans straight from Arrow
+    frame = table.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
     return frame, manifest
 
 

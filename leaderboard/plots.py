@@ -155,7 +155,8 @@ def plan(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models: lis
     # explanation against classification performance (Oliveira)
     acc = mps[mnames.to_numpy() == "accuracy"]
     if acc.empty:  # no accuracy: the first directed model-level value
-        acc = mps[(mps["higher_is_better"] == True).to_numpy() & mfam.isna().to_numpy()]  # noqa: E712
+        directed_up = mps["higher_is_better"].astype("boolean").fillna(False).to_numpy(bool)
+        acc = mps[directed_up & mfam.isna().to_numpy()]
         acc = acc[acc["value_name"].astype(str) == (acc["value_name"].astype(str).iloc[0] if len(acc) else "")]
     xs = acc[["model_label", "seed", "mean"]].astype({"model_label": object}).rename(columns={"mean": "x"})
     if len(xs) >= 3:

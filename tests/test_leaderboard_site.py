@@ -231,3 +231,17 @@ def test_worker_policy(monkeypatch):
     assert plots.workers_for(5_000_000, 50) == 1
     monkeypatch.setenv("XBENCH_LEADERBOARD_WORKERS", "3")
     assert plots.workers_for(10, 1) == 3
+
+
+def test_layer_figure_needs_two_layers_of_a_method(tmp_path):
+    import pandas as pd
+
+    from xbench.leaderboard import figures
+
+    rows = pd.DataFrame({"model_label": "m", "method_label": ["cam[layer=a]", "cam[layer=a]"],
+                         "value_name": ["rmse/noise/1", "rmse/noise/2"], "mean": [1.0, 2.0], "seed": 0})
+    params = {"cam[layer=a]": {"layer": "a"}, "cam[layer=b]": {"layer": "b"}}
+    assert figures.layer_curves(rows, params, tmp_path, ["k"], family="rmse") is None
+    two = pd.concat([rows, rows.assign(method_label="cam[layer=b]", mean=[3.0, 4.0])])
+    path = figures.layer_curves(two, params, tmp_path, ["k"], family="rmse")
+    assert path.is_file() and ">a<" in path.read_text() and ">b<" in path.read_text()
