@@ -46,7 +46,9 @@ def summary_markdown(pages: list[tuple[str, list[dict], dict | None]], prov: dic
         md += [f"## {md_escape(name)}", ""]
         if classification and classification["rows"]:
             cols = classification["columns"]
-            md += ["| model | " + " | ".join(md_escape(c["name"]) for c in cols) + " |",
+            names = [c["name"] for c in cols]
+            heads = [c["name"] if names.count(c["name"]) == 1 else f"{c['metric']} / {c['name']}" for c in cols]
+            md += ["| model | " + " | ".join(md_escape(h) for h in heads) + " |",
                    "|---|" + "---|" * len(cols)]
             for r in classification["rows"]:
                 label = md_escape(r["model"]) + (" *(untrained)*" if r["baseline"] else "")
