@@ -35,7 +35,15 @@ def text(s) -> str:
 
 
 def natural_key(value) -> tuple:
-    """Sort 1, 2, 10, "all" and layer1.0.conv2 < layer2.0.conv2 the way people expect."""
+    """Sort 1, 2, 10, "all" and layer1.0.conv2 < layer2.0.conv2 the way people expect; layer
+    positions shallow to deep: "#0" < "#1" < … < "#-2" < "#-1" (counted from the deep end) < ""
+    (the deepest by default)."""
+    position = re.fullmatch(r"#(-?\d+)", str(value))
+    if position:
+        k = int(position.group(1))
+        return ((-1, 0 if k >= 0 else 1, k, ""),)
+    if str(value) == "":
+        return ((-1, 2, 0, ""),)
     parts = re.split(r"(\d+(?:\.\d+)?)", str(value))
     return tuple((0, float(p), "") if re.fullmatch(r"\d+(?:\.\d+)?", p) else (1, 0.0, p) for p in parts if p)
 

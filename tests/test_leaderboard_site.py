@@ -245,3 +245,12 @@ def test_layer_figure_needs_two_layers_of_a_method(tmp_path):
     two = pd.concat([rows, rows.assign(method_label="cam[layer=b]", mean=[3.0, 4.0])])
     path = figures.layer_curves(two, params, tmp_path, ["k"], family="rmse")
     assert path.is_file() and ">a<" in path.read_text() and ">b<" in path.read_text()
+
+
+def test_natural_order_of_degrees_and_layer_positions():
+    from xbench.leaderboard.figures import natural_key
+
+    assert sorted(["all", 10, 2, 1], key=natural_key) == [1, 2, 10, "all"]
+    assert sorted(["#-1", "", "#1", "#-2", "#0"], key=natural_key) == ["#0", "#1", "#-2", "#-1", ""]
+    assert sorted(["layer4.1.conv2", "layer10", "layer1.0.conv2"], key=natural_key) == \
+        ["layer1.0.conv2", "layer4.1.conv2", "layer10"]
