@@ -233,8 +233,9 @@ def compose(backgrounds: torch.Tensor, labels: torch.Tensor, counts: torch.Tenso
     Each lesion's top-left corner is drawn uniformly among the positions whose whole rectangle lies
     in the brain (> 0) and clear of earlier lesions, for all images at once (the source's rejection
     sampling, without the loop); a lesion that fits nowhere is swapped for the next unused one of
-    the shuffled bank, up to ``RETRIES`` times, then left out (``placed`` counts what was planted). Lesion value L = max_lesion·p/max(p);
-    image I' = 1 − (1 − I)(1 − L) with I the slice scaled to [0, max_brain]; truth = support of p.
+    the shuffled bank, up to ``RETRIES`` times, then left out (``placed`` counts what was planted).
+    Lesion value L = max_lesion·p/max(p); image I' = 1 − (1 − I)(1 − L) with I the slice scaled to
+    [0, max_brain]; truth = support of p.
     """
     n, s, _ = backgrounds.shape
     bank_size = bank["patches"].shape[1]
