@@ -137,6 +137,10 @@ def test_chunk_bounds_memory_without_changing_values():
     out_small = testing.score(SPEC, make_ctx(small, x, a), patch=4, chunk=7)
     out_large = testing.score(SPEC, make_ctx(large, x, a), patch=4, chunk=100_000)
     assert max(len(b) for b in small.seen) == 7 and len(large.seen) == 1 and len(large.seen[0]) == 5 * 16
+    default = PatchSum(weight)
+    out_default = testing.score(SPEC, make_ctx(default, x, a), patch=4)
+    assert {len(b) for b in default.seen} == {5}  # chunk 0: the batch size the runner gives (N = 5)
+    torch.testing.assert_close(out_default["aopc"], out_large["aopc"], rtol=0, atol=1e-12)
     for k in out_small:
         torch.testing.assert_close(out_small[k], out_large[k], rtol=0, atol=1e-12)
 

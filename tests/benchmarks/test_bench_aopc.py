@@ -1,7 +1,8 @@
 """AOPC/MoRF speed, measured in one run against two references at the two sizes of the issue:
 
 - ``floor``: the same number of plain forward passes at the same batch size, L+1 passes of the
-  batch (what any MoRF curve must cost; xbench does only L, reusing the runner's clean logits);
+  batch (what any MoRF curve must cost; the xbench timing includes building its context, whose
+  clean forward is the +1, as the runner's is);
 - ``quantus``: Quantus' RegionPerturbation with the same settings (patch, L, black fill, softmax).
 
 Sizes: a small CNN on batch 32 of 1×64×64 with patch 8 (64 patches, L = 64), and batch 16 of
@@ -10,7 +11,12 @@ Sizes: a small CNN on batch 32 of 1×64×64 with patch 8 (64 patches, L = 64), a
     pytest tests/benchmarks/test_bench_aopc.py --benchmark-enable -s
 
 The last test prints the ratios (xbench / floor, quantus / floor, quantus / xbench). Target:
-xbench within 1.1× of the floor. No timed assertions: ratios are reported, not asserted.
+xbench within 1.1× of the floor. No timed assertions: ratios are reported, not asserted. On a
+machine shared with other work, wall-clock medians swing by 2× between rounds; measure work
+instead, one thread and CPU time, which is what the issue's note reports::
+
+    OMP_NUM_THREADS=1 pytest tests/benchmarks/test_bench_aopc.py --benchmark-enable -s \
+        --benchmark-timer time.process_time
 """
 
 from __future__ import annotations
@@ -63,13 +69,13 @@ def _floor(benchmark, s, module, x, a, labels, steps):
             for _ in range(steps + 1):
                 module(x).softmax(1)
 
-    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=0)
 
 
 def _xbench(benchmark, s, module, x, a, labels, steps):
     params = {"patch": s["patch"], "steps": 100, "fill": "black", "class": "label"}
     out = benchmark.pedantic(lambda: SPEC.score(_ctx(module, x, a, labels, params)), rounds=3, iterations=1,
-                             warmup_rounds=1)
+                             warmup_rounds=0)
     assert f"morf/{steps}" in out
 
 
@@ -83,7 +89,7 @@ def _quantus(benchmark, s, module, x, a, labels, steps):
         return metric(model=module, x_batch=xs, y_batch=ys, a_batch=as_, device="cpu", softmax=True,
                       batch_size=s["batch"])
 
-    out = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    out = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=0)
     assert np.asarray(out).shape == (s["batch"], steps)
 
 
