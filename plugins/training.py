@@ -2,7 +2,9 @@
 
 Keeps data on the device when it fits, shuffles with a seeded generator, tracks validation loss
 and accuracy per epoch, keeps the best state, stops early, and stops with a clear error when the
-loss diverges. Plugins with their own objective pass ``step`` (e.g. a heatmap loss).
+loss diverges. Plugins with their own objective pass ``step`` (e.g. a heatmap loss) and, where
+validation must score the same objective, ``eval_loss``; plugins with their own model-selection
+or stopping rule (Oliveira's fine-tuning) pass ``select`` and ``stop`` as functions of the history.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,12 @@ from xbench import FitContext, FitReport, Split
 from xbench.errors import XbenchError
 
 DEVICE_BYTES_LIMIT = 2 * 1024**3
+
+StepResult = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+"""What a training step returns: the mean loss, or (mean loss, logits) so train accuracy is tracked."""
+
+Selector = Callable[[dict[str, float], Union[dict[str, float], None]], bool]
+"""``select(record, best)``: whether this epoch's record becomes the kept state (best is None at first)."""
 
 
 class TrainingDiverged(XbenchError):
@@ -57,23 +65,44 @@ def _take(array, idx, dev_idx, device):
     return array[idx].to(device, non_blocking=True)
 
 
-def cross_entropy_step(module: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-    return F.cross_entropy(module(batch["x"]), batch["y"])
+def cross_entropy_step(module: torch.nn.Module, batch: dict[str, Any]) -> StepResult:
+    logits = module(batch["x"])
+    return F.cross_entropy(logits, batch["y"]), logits
+
+
+def cross_entropy_sum(module: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default validation objective: summed cross-entropy, and the logits."""
+    logits = module(batch["x"])
+    return F.cross_entropy(logits, batch["y"], reduction="sum"), logits
 
 
 @torch.no_grad()
-def evaluate(module: torch.nn.Module, data: dict[str, Any], batch_size: int, device: torch.device) -> dict[str, float]:
-    """Loss and accuracy on a resident split, in eval mode."""
+def evaluate(module: torch.nn.Module, data: dict[str, Any], batch_size: int, device: torch.device,
+             loss: Callable[[torch.nn.Module, dict[str, Any]], tuple[torch.Tensor, torch.Tensor]] = cross_entropy_sum,
+             ) -> dict[str, float]:
+    """Mean loss (``loss`` returns the batch's summed loss and its logits) and accuracy, in eval mode."""
     was_training = module.training
     module.eval()
-    total, loss, correct = 0, 0.0, 0
+    total, summed, correct = 0, 0.0, 0
     for batch in iterate(data, batch_size, device):
-        logits = module(batch["x"])
-        loss += float(F.cross_entropy(logits, batch["y"], reduction="sum"))
+        batch_loss, logits = loss(module, batch)
+        summed += float(batch_loss)
         correct += int((logits.argmax(1) == batch["y"]).sum())
         total += len(batch["y"])
     module.train(was_training)
-    return {"loss": loss / max(total, 1), "accuracy": correct / max(total, 1)}
+    return {"loss": summed / max(total, 1), "accuracy": correct / max(total, 1)}
+
+
+def lowest_val_loss(min_delta: float = 0.0) -> Selector:
+    """Keep the epoch with the lowest validation loss (an improvement must exceed ``min_delta``)."""
+    return lambda record, best: best is None or record["val_loss"] < best["val_loss"] - min_delta
+
+
+def highest_val_accuracy(min_delta: float = 0.0) -> Selector:
+    return lambda record, best: best is None or record["val_accuracy"] > best["val_accuracy"] + min_delta
+
+
+SELECTORS = {"val_loss": lowest_val_loss, "val_accuracy": highest_val_accuracy}
 
 
 def fit_classifier(
@@ -85,27 +114,39 @@ def fit_classifier(
     epochs: int,
     optimizer: torch.optim.Optimizer,
     batch_size: int = 32,
-    step: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor] = cross_entropy_step,
+    step: Callable[[torch.nn.Module, dict[str, Any]], StepResult] = cross_entropy_step,
+    eval_loss: Callable[[torch.nn.Module, dict[str, Any]], tuple[torch.Tensor, torch.Tensor]] = cross_entropy_sum,
     scheduler: Any = None,
     patience: int | None = None,
-    select: str = "val_loss",
+    min_delta: float = 0.0,
+    select: str | Selector = "val_loss",
+    stop: Callable[[list[dict[str, float]]], bool] | None = None,
+    train_mode: Callable[[torch.nn.Module], Any] | None = None,
     name: str = "model",
 ) -> FitReport:
-    """Train ``module`` in place and reload its best state by ``select`` (val_loss or val_accuracy)."""
+    """Train ``module`` in place and reload the state kept by ``select``.
+
+    ``select`` is ``"val_loss"``, ``"val_accuracy"`` or a :data:`Selector`. ``patience`` stops after
+    that many epochs without a newly kept state; ``stop(history)`` is an additional stopping rule.
+    ``train_mode(module)`` sets train/eval modes before each epoch (default ``module.train()``),
+    e.g. to keep a frozen part in eval mode.
+    """
     device = ctx.device
     module.to(device)
     train_data, val_data = _resident(train, device), _resident(val, device)
     generator = torch.Generator().manual_seed(ctx.seed)
+    keep = SELECTORS[select](min_delta) if isinstance(select, str) else select
     history: list[dict[str, float]] = []
-    best_score, best_state, best_epoch, waited = -math.inf, None, -1, 0
+    best_record, best_state, waited = None, None, 0
     for epoch in range(1, epochs + 1):
-        module.train()
-        total, seen = 0.0, 0
+        train_mode(module) if train_mode is not None else module.train()
+        total, seen, correct, counted = 0.0, 0, 0, 0
         for i, batch in enumerate(iterate(train_data, batch_size, device, generator=generator)):
-            loss = step(module, batch)
+            out = step(module, batch)
+            loss, logits = out if isinstance(out, tuple) else (out, None)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"Training of {name} diverged: the loss became {float(loss)} at epoch {epoch}, batch {i + 1}. "
+                    f"Training of {name} diverged: the loss became {float(loss.detach())} at epoch {epoch}, batch {i + 1}. "
                     "Lower the learning rate (param lr) or check the data; the other cells go on."
                 )
             optimizer.zero_grad(set_to_none=True)
@@ -113,28 +154,40 @@ def fit_classifier(
             optimizer.step()
             total += float(loss.detach()) * len(batch["y"])
             seen += len(batch["y"])
-        val = evaluate(module, val_data, batch_size, device)
+            if logits is not None:
+                correct += int((logits.detach().argmax(1) == batch["y"]).sum())
+                counted += len(batch["y"])
+        val = evaluate(module, val_data, batch_size, device, eval_loss)
         if scheduler is not None:
             scheduler.step(val["loss"]) if _wants_metric(scheduler) else scheduler.step()
         record = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val["loss"],
                   "val_accuracy": val["accuracy"]}
+        if counted:
+            record["train_accuracy"] = correct / counted
         history.append(record)
         ctx.progress(epoch, epochs, loss=record["train_loss"], val_acc=record["val_accuracy"])
-        score = -val["loss"] if select == "val_loss" else val["accuracy"]
-        if score > best_score:
-            best_score, best_epoch, waited = score, epoch, 0
+        if keep(record, best_record):
+            best_record, waited = record, 0
             best_state = copy.deepcopy(module.state_dict())
         else:
             waited += 1
             if patience is not None and waited >= patience:
                 break
+        if stop is not None and stop(history):
+            break
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
-    best = history[best_epoch - 1] if best_epoch > 0 else {}
+    best = best_record or {}
     return FitReport(history=history, metrics={"val_loss": best.get("val_loss", math.nan),
                                                "val_accuracy": best.get("val_accuracy", math.nan),
-                                               "best_epoch": float(best_epoch), "epochs": float(len(history))})
+                                               "best_epoch": float(best.get("epoch", 0)),
+                                               "epochs": float(len(history))})
+
+
+def trainable_parameters(module: torch.nn.Module) -> int:
+    """How many parameters an optimiser would update (``requires_grad``)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def _wants_metric(scheduler: Any) -> bool:
