@@ -1,0 +1,122 @@
+"""heatmap-loss (Callanan): the HiResCAM-outside-the-heart term moves attribution into the heart,
+compared with its cross-entropy baseline trained the same way; losses, tags and the legacy option."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xbench import Dataset, FitContext, Split
+from xbench.datasets.synthetic_cardiac import CLASSES, generate
+from xbench.errors import XbenchError
+from xbench.plugins import heatmap_loss as hl
+
+CPU = torch.device("cpu")
+
+
+def _half(split: Split) -> Split:
+    """Half-resolution cardiac images (52×67) keep the test fast; the heart mask is resized with them."""
+    x = F.interpolate(split.images, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
+    mask = F.interpolate(split.masks.float()[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0] > 0.5
+    return Split(x, split.labels, mask, {"heart": mask})
+
+
+@pytest.fixture(scope="module")
+def cardiac():
+    # the source's geometry (legacy_variability doubles every size, as in its experiments: heart ≈ 13 %)
+    sizes = (("train", 400), ("val", 100), ("test", 100))
+    splits = {name: _half(generate(n, 0, i, mode="sex_size", legacy_variability=True)) for i, (name, n) in enumerate(sizes)}
+    return Dataset("cardiac-small", CLASSES, splits)
+
+
+@pytest.fixture(scope="module")
+def trained(cardiac):
+    models = {}
+    for loss in ("cce", "heatmap"):
+        params = {**hl.PARAMS, "loss": loss, "width": 0.125, "pretrain": "none", "lr": 1e-3, "epochs": 8,
+                  "batch_size": 32, "patience": 8}
+        torch.manual_seed(0)
+        model = hl.build(cardiac.describe(), params)
+        report = hl.fit(model, cardiac, params, FitContext(0, CPU, ""))
+        models[loss] = (model, report)
+    return models
+
+
+def _accuracy(model, split):
+    with torch.no_grad():
+        return (model.eval()(split.images).argmax(1) == split.labels).float().mean().item()
+
+
+def test_heatmap_loss_puts_more_attribution_inside_the_heart_than_its_cce_baseline(cardiac, trained):
+    test = cardiac.test
+    heart_area = test.masks.float().mean().item()
+    share = {loss: hl.cam_mass_inside(model, test, CPU) for loss, (model, _) in trained.items()}
+    accuracy = {loss: _accuracy(model, test) for loss, (model, _) in trained.items()}
+    assert accuracy["cce"] > 0.8 and accuracy["heatmap"] > 0.8, accuracy  # chance: 0.25
+    print("heart share", share, "heart area", heart_area, "accuracy", accuracy)
+    assert share["cce"] > heart_area  # both look at the heart more than chance would
+    assert share["heatmap"] > share["cce"] + 0.1, (share, heart_area)
+    assert trained["heatmap"][1].metrics["val_cam_in_region"] > trained["cce"][1].metrics["val_cam_in_region"]
+
+
+def test_both_variants_train_every_layer_unless_legacy_frozen_base(cardiac, trained):
+    total = sum(p.numel() for p in trained["cce"][0].parameters())
+    assert trained["cce"][1].metrics["trainable_parameters"] == total
+    assert trained["heatmap"][1].metrics["trainable_parameters"] == total
+    params = {**hl.PARAMS, "loss": "cce", "width": 0.0625, "pretrain": "none", "lr": 1e-3, "epochs": 1,
+              "batch_size": 50, "legacy_frozen_base": True}
+    small = Dataset("tiny", CLASSES, {k: Split(s.images[:50], s.labels[:50], s.masks[:50]) for k, s in
+                                      (("train", cardiac.train), ("val", cardiac.val), ("test", cardiac.test))})
+    torch.manual_seed(0)
+    model = hl.build(small.describe(), params)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = hl.fit(model, small, params, FitContext(0, CPU, ""))
+    assert report.metrics["trainable_parameters"] == sum(p.numel() for p in model.head.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if k.startswith("features."))
+    assert not torch.equal(before["head.0.weight"], model.state_dict()["head.0.weight"])
+
+
+def test_hirescam_is_the_channel_mean_of_activation_times_gradient():
+    torch.manual_seed(0)
+    model = hl.HeatmapVGG(3, 4, 64, 64, width=0.0625).eval()
+    x = torch.rand(3, 3, 64, 64)
+    a, logits = model.activations(x)
+    cam = hl.hirescam(a, logits)
+    for i in range(3):  # one sample at a time, from the definition
+        ai, li = model.activations(x[i:i + 1])
+        (g,) = torch.autograd.grad(li[0, li[0].argmax()], ai)
+        ref = F.relu((ai * g).mean(1))[0]
+        ref = ref / ref.max() if ref.max() > 0 else ref
+        assert torch.allclose(cam[i], ref, atol=1e-6)
+    cam = cam.detach()
+    assert cam.shape == (3, 4, 4) and float(cam.min()) >= 0 and float(cam.max()) <= 1
+    assert torch.allclose(logits, model(x), atol=1e-6)
+
+
+def test_cce_on_sigmoid_matches_the_keras_definition():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 0.0], [-3.0, 4.0, 1.0, -2.0]])
+    y = torch.tensor([0, 2])
+    p = torch.sigmoid(logits)
+    p = p / p.sum(1, keepdim=True)
+    expected = torch.stack([-torch.log(p[0, 0]), -torch.log(p[1, 2])])
+    assert torch.allclose(hl.cce_on_sigmoid(logits, y), expected)
+
+
+def test_outside_mask_is_resized_bilinearly():
+    region = torch.zeros(1, 8, 8, dtype=torch.bool)
+    region[0, :4] = True
+    out = hl.outside(region, (2, 2))
+    assert torch.equal(out, torch.tensor([[[0.0, 0.0], [1.0, 1.0]]]))
+
+
+def test_requires_follow_the_params_and_missing_mask_is_clear():
+    assert hl.requires({"loss": "heatmap", "region": "mask"}) == {"mask"}
+    assert hl.requires({"loss": "heatmap", "region": "heart"}) == {"regions"}
+    assert hl.requires({"loss": "cce", "region": "mask"}) == set()
+    with pytest.raises(XbenchError, match="ground-truth mask"):
+        hl.region_of({"regions": {}}, "mask")
+    with pytest.raises(XbenchError, match=r"region 'fat' is not among.*heart"):
+        hl.region_of({"regions": {"heart": None}}, "fat")
+    with pytest.raises(XbenchError, match="loss 'mse' is unknown"):
+        hl.check({"loss": "mse"})

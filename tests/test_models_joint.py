@@ -1,0 +1,184 @@
+"""joint-explainer (Rio-Torto): the explainer's output, trainable parameters per phase, what each
+phase really updates, the losses, and a small three-phase training that beats chance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xbench import DatasetInfo, FitContext, testing
+from xbench.errors import XbenchError
+from xbench.plugins import joint_explainer as jx
+from xbench.plugins.training import _resident, evaluate
+
+CPU = torch.device("cpu")
+
+
+def convmod(cin: int, f: int) -> int:
+    return (cin * f * 9 + f) + (f * f * 9 + f)
+
+
+def explainer_count(c: int, f0: int, f1: int, f2: int) -> int:
+    """The explainer's parameters from §1.2: three ConvMods down, three transposed convs and ConvMods
+    up, a 1×1 conv and BatchNorm2d(1)."""
+    down = convmod(c, f0) + convmod(f0, f1) + convmod(f1, f2)
+    up = (f2 * f2 * 4 + f2) + convmod(f2, f2) + (f2 * f1 * 4 + f1) + convmod(f1, f1) + (f1 * f0 * 4 + f0) + convmod(f0, f0)
+    return down + up + (f0 + 1) + 2
+
+
+@pytest.mark.parametrize("classifier", ["vgg", "resnet18"])
+@pytest.mark.parametrize("size", [(32, 32), (27, 35)])
+def test_explanation_has_the_input_size_values_in_unit_interval_and_starts_near_one(classifier, size):
+    torch.manual_seed(0)
+    info = DatasetInfo("x", 3, *size, ("a", "b"))
+    model = jx.build(info, {**jx.PARAMS, "classifier": classifier, "width": 0.25}).eval()
+    x = torch.rand(4, 3, *size)
+    with torch.no_grad():
+        z = model.explain(x)
+        logits = model(x)
+    assert z.shape == (4, *size) and logits.shape == (4, 2)
+    assert float(z.min()) >= 0 and float(z.max()) < 1
+    assert float(z.mean()) > 0.95  # init_bias 3: tanh(3) ≈ 0.995, the classifier starts unmasked
+    low = jx.build(info, {**jx.PARAMS, "classifier": classifier, "width": 0.25, "init_bias": 0.0}).eval()
+    with torch.no_grad():
+        assert float(low.explain(x).mean()) < 0.5
+
+
+def test_full_width_explainer_matches_the_specification():
+    model = jx.JointModel(3, 2, "vgg", width=1.0)
+    assert sum(p.numel() for p in model.explainer.parameters()) == explainer_count(3, 32, 64, 128)
+    assert model.explainer.norm.bias.item() == 3.0 and model.explainer.norm.weight.item() == 1.0
+    assert isinstance(model.explainer.up0, torch.nn.ConvTranspose2d) and model.explainer.up0.stride == (2, 2)
+    assert [s.conv2.out_channels for s in model.classifier.stages] == [32, 64, 128, 256]
+    assert [m.out_features for m in model.classifier.fc if isinstance(m, torch.nn.Linear)] == [128, 128, 2]
+    resnet = jx.JointModel(3, 2, "resnet18")
+    from torchvision.models import resnet18
+
+    reference = resnet18(num_classes=2)
+    assert sum(p.numel() for p in resnet.classifier.parameters()) == sum(p.numel() for p in reference.parameters())
+    assert len(jx.layers(resnet)) == 8 and len(jx.layers(model)) == 4
+
+
+@pytest.mark.parametrize("classifier", ["vgg", "resnet18"])
+def test_trainable_parameters_per_phase(classifier):
+    model = jx.JointModel(1, 2, classifier, width=0.25)
+    n_clf = sum(p.numel() for p in model.classifier.parameters())
+    n_expl = explainer_count(1, 8, 16, 32)
+    phases = jx.phase_values(jx.PARAMS)
+    counts = []
+    for i, phase in enumerate(phases):
+        groups = jx.configure_phase(model, i, phase)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert trainable == sum(p.numel() for g in groups for p in g["params"])
+        counts.append(trainable)
+    assert counts == [n_clf, n_expl, n_clf + n_expl]
+    # a part whose learning rate is 0 in a phase is frozen there
+    groups = jx.configure_phase(model, 2, {**phases[2], "lr_expl": 0.0})
+    assert [g["name"] for g in groups] == ["classifier"] and groups[0]["lr"] == 0.01
+
+
+def test_losses_follow_their_definitions():
+    z = torch.tensor([[[0.0, 1.0], [1.0, 1.0]]])
+    assert jx.sparsity(z).item() == pytest.approx(0.75)
+    # vertical |Δ|: (1, 0) → mean 0.5; horizontal |Δ|: (1, 0) → mean 0.5
+    assert jx.total_variation(z).item() == pytest.approx(1.0)
+    mask = torch.tensor([[[True, False], [False, False]]])
+    assert jx.weak(z, mask).item() == pytest.approx(3 / (3 + 1e-6))
+    assert jx.explanation_loss(z, 0.9).item() == pytest.approx(0.9 * 0.75 + 0.1 * 1.0)
+    assert jx.explanation_loss(z, 0.9, 2.0, mask).item() == pytest.approx(0.9 * 0.75 + 0.1 + 2 * 3 / (3 + 1e-6))
+
+
+def test_params_are_checked_and_tags_follow_the_loss():
+    with pytest.raises(XbenchError, match="alpha must list one value per phase"):
+        jx.phase_values({**jx.PARAMS, "alpha": [1.0, 0.5]})
+    with pytest.raises(XbenchError, match=r"alpha of phase 3 is 1\.5"):
+        jx.phase_values({**jx.PARAMS, "alpha": [1.0, 0.5, 1.5]})
+    with pytest.raises(XbenchError, match="classifier 'vgg19' is unknown"):
+        jx.JointModel(3, 2, "vgg19")
+    assert jx.requires({"loss": "hybrid", "region": "mask"}) == {"mask"}
+    assert jx.requires({"loss": "unsupervised", "region": "mask"}) == set()
+
+
+def _states(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def phased():
+    """Three phases run one at a time on one model, with snapshots in between."""
+    data = testing.planted_dataset(n_train=512, n_val=64, n_test=96, size=32)
+    base = {**jx.PARAMS, "classifier": "resnet18", "width": 0.25, "batch_size": 32, "loss": "hybrid",
+            "patience": [5, 5, 5]}
+    torch.manual_seed(0)
+    model = jx.build(data.describe(), base)
+    snaps, reports = [_states(model)], []
+    for epochs in ([3, 0, 0], [0, 3, 0], [0, 0, 3]):
+        reports.append(jx.fit(model, data, {**base, "epochs": epochs}, FitContext(0, CPU, "")))
+        snaps.append(_states(model))
+    return data, model, base, snaps, reports
+
+
+def test_each_phase_updates_exactly_its_part(phased):
+    _, model, _, snaps, _ = phased
+    part = lambda state, name: {k: v for k, v in state.items() if k.startswith(name + ".")}  # noqa: E731
+    # phase 1: the explainer (weights and batch-norm statistics: it runs in eval mode) is untouched
+    assert _same(part(snaps[0], "explainer"), part(snaps[1], "explainer"))
+    assert not _same(part(snaps[0], "classifier"), part(snaps[1], "classifier"))
+    # phase 2: the classifier, batch-norm statistics included, is untouched
+    assert _same(part(snaps[1], "classifier"), part(snaps[2], "classifier"))
+    assert not _same(part(snaps[1], "explainer"), part(snaps[2], "explainer"))
+    # phase 3: both train
+    assert not _same(part(snaps[2], "classifier"), part(snaps[3], "classifier"))
+    assert not _same(part(snaps[2], "explainer"), part(snaps[3], "explainer"))
+    assert all(p.requires_grad for p in model.parameters()) and not model.training
+
+
+def test_the_best_checkpoint_of_a_phase_is_what_the_next_phase_starts_from(phased):
+    data, model, base, snaps, reports = phased
+    probe = jx.build(data.describe(), base)
+    probe.load_state_dict(snaps[1])
+    alpha = jx.phase_values(base)[0]["alpha"]
+    loss = lambda m, b: tuple(t.detach() for t in (jx.global_loss(m, b, base, alpha)[0].sum(),  # noqa: E731
+                                                     jx.global_loss(m, b, base, alpha)[1]))
+    val = evaluate(probe, _resident(data.val, CPU), 64, CPU, loss)
+    assert val["loss"] == pytest.approx(reports[0].metrics["phase1_val_loss"], rel=1e-4)
+    assert reports[0].metrics["phase1_trainable_parameters"] == sum(p.numel() for p in model.classifier.parameters())
+
+
+def test_three_phase_training_beats_chance_and_the_hybrid_explanation_favours_the_mask(phased):
+    data, model, _, _, reports = phased
+    x, y, mask = data.test.images, data.test.labels, data.test.masks
+    with torch.no_grad():
+        accuracy = (model(x).argmax(1) == y).float().mean().item()
+        z = model.explain(x)
+    assert accuracy > 0.85, [r.history for r in reports]
+    print("explanation inside", float(z[mask].mean()), "outside", float(z[~mask].mean()), "accuracy", accuracy)
+    assert float(z[mask].mean()) > float(z[~mask].mean()) + 0.05
+    assert [h["phase"] for h in reports[1].history] == [2.0, 2.0, 2.0]
+
+
+def test_legacy_phase2_train_mode_lets_the_frozen_classifiers_statistics_move():
+    data = testing.planted_dataset(n_train=64, n_val=32, n_test=32, size=16)
+    params = {**jx.PARAMS, "classifier": "resnet18", "width": 0.125, "batch_size": 32, "epochs": [0, 1, 0],
+              "legacy_phase2_train_mode": True}
+    torch.manual_seed(0)
+    model = jx.build(data.describe(), params)
+    before = _states(model)
+    jx.fit(model, data, params, FitContext(0, CPU, ""))
+    after = model.state_dict()
+    stats = [k for k in before if k.startswith("classifier.") and k.endswith("running_mean")]
+    weights = [k for k in before if k.startswith("classifier.") and k.endswith("weight")]
+    assert any(not torch.equal(before[k], after[k]) for k in stats)
+    assert all(torch.equal(before[k], after[k]) for k in weights)
+
+
+def test_a_phase_with_nothing_to_train_is_a_clear_error():
+    data = testing.planted_dataset(n_train=16, n_val=16, n_test=16, size=16)
+    params = {**jx.PARAMS, "classifier": "vgg", "width": 0.125, "epochs": [1, 0, 0], "lr_clf": [0.0, 0.0, 0.01]}
+    model = jx.build(data.describe(), params)
+    with pytest.raises(XbenchError, match=r"phase 1 \(classifier\) has 1 epochs but nothing to train"):
+        jx.fit(model, data, params, FitContext(0, CPU, ""))
