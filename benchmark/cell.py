@@ -134,7 +134,22 @@ def _error(job: CellJob, task: UnitTask, phase: str, exc: BaseException) -> dict
 
 
 def work(job: CellJob, deliver: Callable[[Any], None]) -> None:
-    """Run one cell and deliver a :class:`UnitResult` per unit, then a :class:`CellReport`."""
+    """Run one cell and deliver a :class:`UnitResult` per unit, then a :class:`CellReport`.
+
+    The run's ``threads`` option fixes torch's CPU thread count (and so the numerics) for the cell
+    only: the caller's count is restored, so an in-process run leaves no trace on later ones."""
+    threads = int(job.run.get("threads") or 0)
+    before = torch.get_num_threads()
+    if threads and before != threads:
+        torch.set_num_threads(threads)
+    try:
+        _run_cell(job, deliver)
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _run_cell(job: CellJob, deliver: Callable[[Any], None]) -> None:
     timings: dict[str, float] = defaultdict(float)
     started = time.perf_counter()
     registry = _registry()
@@ -145,9 +160,6 @@ def work(job: CellJob, deliver: Callable[[Any], None]) -> None:
         for task in tasks:
             deliver(UnitResult(task.key, error=_error(job, task, phase, exc)))
 
-    threads = int(run.get("threads") or 0)
-    if threads and torch.get_num_threads() != threads:  # same numerics on every executor
-        torch.set_num_threads(threads)
     try:
         device = resolve_device(job.device)
         report.device = str(device)

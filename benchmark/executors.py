@@ -8,6 +8,7 @@ GPUs); workers return rows, and the driver writes them, so workers need no share
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,6 +46,7 @@ class DaskExecutor:
                 "Install it with `pip install 'xbench[dask]'`, or use --executor local."
             ) from None
         self.cluster = None
+        self._environ: dict[str, str | None] = {}
         scheduler = str(options.get("scheduler") or "")
         if scheduler:
             try:
@@ -53,6 +55,10 @@ class DaskExecutor:
                 raise UsageError(f"Could not reach the Dask scheduler at {scheduler!r}: {exc}. "
                                  "Check the address, or leave --scheduler out to start a local cluster.") from None
         else:
+            # Dask's nanny sets OMP_NUM_THREADS=1 (and kin) in *this* process's environment before it
+            # spawns a worker; left there, every later subprocess of the caller would compute with
+            # one thread (different numerics). close() puts the driver's environment back.
+            self._environ = _spawn_environ()
             self.cluster = _local_cluster(int(options.get("workers", 2)), str(options.get("device", "cpu")))
             self.client = Client(self.cluster)
 
@@ -77,6 +83,19 @@ class DaskExecutor:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+        for key, value in self._environ.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _spawn_environ() -> dict[str, str | None]:
+    """The driver's current values of the variables Dask's nanny sets before spawning workers."""
+    import dask
+
+    keys = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    return {key: os.environ.get(key) for key in keys}
 
 
 def _local_cluster(workers: int, device: str):

@@ -27,10 +27,24 @@ ENTRY_POINT_GROUP = "xbench"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "xbench.executors",
     "xbench.datasets.synthetic_cardiac",
+    "xbench.datasets.hcp_lesions",
+    "xbench.datasets.medmnist",
+    "xbench.datasets.imagenet_hvz",
+    "xbench.datasets.polygons",
     "xbench.plugins.small_cnn",
+    "xbench.plugins.cifar_resnet",
+    "xbench.plugins.vgg16_finetune",
+    "xbench.plugins.heatmap_loss",
+    "xbench.plugins.joint_explainer",
     "xbench.plugins.captum_methods",
+    "xbench.plugins.zennit_methods",
+    "xbench.plugins.cam_methods",
+    "xbench.plugins.inmodel_method",
+    "xbench.plugins.baseline_methods",
     "xbench.plugins.localisation_metrics",
     "xbench.plugins.classification_metrics",
+    "xbench.plugins.faithfulness_metrics",
+    "xbench.plugins.robustness_metrics",
 )
 
 

@@ -5,8 +5,8 @@
   torchvision's cache (``$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth``). Nothing is downloaded:
   a missing file is a clear error.
 - ``mri``: in-domain pre-training that xbench performs itself on axial brain slices
-  (:func:`xbench.datasets.brain_slices.axial_slices`: the user's skull-stripped T1 volumes, or the
-  MNI152 template nilearn ships). The source pre-trained on HCP sex labels, which no public offline
+  (:func:`xbench.datasets.brain_slices.axial_slices`: the skull-stripped T1 volumes in ``mri_folder``
+  or ``$XBENCH_HCP_DIR``, else the MNI152 template nilearn ships; ``pretrain_mni_template`` says which). The source pre-trained on HCP sex labels, which no public offline
   data carries; the pretext task here is self-supervised rotation prediction (0/90/180/270°,
   Gidaris et al. 2018), which needs no labels and forces features of brain anatomy.
 - ``synthetic-ood``: **not ImageNet**. An out-of-domain stand-in that the quick preset uses where no
@@ -139,38 +139,50 @@ def pretext_state(source: str, info: DatasetInfo, params: Mapping[str, Any], ctx
     """Weights pre-trained on ``source``'s pretext task, from the cache or trained now and cached."""
     classes = 4 if source == "mri" else len(OOD_CLASSES)
     seed = int(params["pretrain_seed"])
-    with torch.random.fork_rng(devices=[]):
+    # Pre-training draws from its own seeded stream and leaves the caller's untouched, so the
+    # fine-tuning that follows is the same whether these weights were trained now or cached.
+    with _own_rng(ctx.device):
         torch.manual_seed(seed)
         model = build_pretext(classes)
-    identity = {
-        "version": VERSION, "source": source, "architecture": type(model).__name__,
-        "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
-        "input": [info.channels, info.height, info.width],
-        **{k: params[k] for k in ("pretrain_images", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size",
-                                  "pretrain_seed")},
-        "mri_folder": str(params["mri_folder"]) if source == "mri" else "",
-    }
-    key = content_hash(identity)
-    folder = Path(ctx.cache_dir) / "pretrain" if ctx.cache_dir else None
-    if folder is not None:
-        hit = _load(folder, f"{source}-{key}")
-        if hit is not None:
-            return hit[0], {**hit[1], "pretrain_cached": 1.0}
-    data = pretext_dataset(source, info, params)
-    optimizer = torch.optim.SGD(model.parameters(), lr=float(params["pretrain_lr"]), momentum=0.9, weight_decay=5e-4)
-    epochs = int(params["pretrain_epochs"])
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
-    progress = ctx.progress
-    pctx = dataclasses.replace(ctx, seed=seed, progress=lambda s, t, **n: progress(s, t, pretraining=source, **n))
-    report = fit_classifier(model, data.train, data.val, pctx, epochs=epochs, optimizer=optimizer,
-                            batch_size=int(params["pretrain_batch_size"]), scheduler=scheduler,
-                            select="val_accuracy", name=f"{source} pre-training")
+        identity = {
+            "version": VERSION, "source": source, "architecture": type(model).__name__,
+            "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
+            "input": [info.channels, info.height, info.width],
+            **{k: params[k] for k in ("pretrain_images", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size",
+                                      "pretrain_seed")},
+            "mri_folder": mri_folder(params) if source == "mri" else "",
+        }
+        key = content_hash(identity)
+        folder = Path(ctx.cache_dir) / "pretrain" if ctx.cache_dir else None
+        if folder is not None:
+            hit = _load(folder, f"{source}-{key}")
+            if hit is not None:
+                return hit[0], {**hit[1], "pretrain_cached": 1.0}
+        data = pretext_dataset(source, info, params)
+        optimizer = torch.optim.SGD(model.parameters(), lr=float(params["pretrain_lr"]), momentum=0.9,
+                                    weight_decay=5e-4)
+        epochs = int(params["pretrain_epochs"])
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+        progress = ctx.progress
+        pctx = dataclasses.replace(ctx, seed=seed, progress=lambda s, t, **n: progress(s, t, pretraining=source, **n))
+        report = fit_classifier(model, data.train, data.val, pctx, epochs=epochs, optimizer=optimizer,
+                                batch_size=int(params["pretrain_batch_size"]), scheduler=scheduler,
+                                select="val_accuracy", name=f"{source} pre-training")
     facts = {"pretrain_val_accuracy": report.metrics["val_accuracy"], "pretrain_epochs_run": report.metrics["epochs"],
              "pretrain_chance": 1.0 / classes}
+    if source == "mri":
+        facts["pretrain_mni_template"] = float(not identity["mri_folder"])
     state = fold_batchnorm(model)
     if folder is not None:
         _save(folder, f"{source}-{key}", state, {**facts, "identity": identity})
     return state, {**facts, "pretrain_cached": 0.0}
+
+
+def _own_rng(device: torch.device):
+    """Fork torch's global generators (the CPU's, and the device's on CUDA) for the ``with`` block."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
 
 
 def fold_batchnorm(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -229,7 +241,7 @@ def pretext_dataset(source: str, info: DatasetInfo, params: Mapping[str, Any]) -
         raise XbenchError(f"pretrain_images = {n} is too few to pre-train on; use at least a few hundred.")
     seed = int(params["pretrain_seed"])
     if source == "mri":
-        images, labels = rotation_task(str(params["mri_folder"]), n, info.height, info.width, info.channels, seed)
+        images, labels = rotation_task(mri_folder(params), n, info.height, info.width, info.channels, seed)
         names = ("0", "90", "180", "270")
     else:
         images, labels = ood_images(n, info.height, info.width, info.channels, seed)
@@ -238,6 +250,16 @@ def pretext_dataset(source: str, info: DatasetInfo, params: Mapping[str, Any]) -
     splits = {"train": Split(images[n_val:], labels[n_val:]), "val": Split(images[:n_val], labels[:n_val])}
     splits["test"] = splits["val"]
     return Dataset(f"pretext-{source}", names, splits)
+
+
+def mri_folder(params: Mapping[str, Any]) -> str:
+    """The T1 folder for MRI pre-training: ``mri_folder``, else ``$XBENCH_HCP_DIR`` (as hcp-lesions),
+    else "" (nilearn's MNI152 template)."""
+    from xbench.datasets.hcp_lesions import ENV
+    from xbench.datasets.realdata import resolve_root
+
+    root = resolve_root(str(params["mri_folder"]), ENV)
+    return str(root) if root is not None else ""
 
 
 def rotation_task(folder: str, count: int, height: int, width: int, channels: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -23,9 +24,12 @@ def test_dask_local_cluster_matches_local_executor(tmp_path, use_sites):
     config_path = write_config(tmp_path / "c.toml", TINY.replace("seeds = [0]", "seeds = [0, 1]"))
     registry = load_registry()
     local = run(load_config(str(config_path), registry), registry, out=tmp_path / "local")
+    threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     dask = run(load_config(str(config_path), registry, overrides={"executor": "dask", "workers": 2}), registry,
                out=tmp_path / "dask")
     assert not local.failed and not dask.failed
+    # the nanny's OMP_NUM_THREADS=1 did not stay in the driver (later subprocesses would use 1 thread)
+    assert {k: os.environ.get(k) for k in threads} == threads
     assert dask.computed == local.computed == 10
     a = load_results(tmp_path / "local").sort_values(ORDER).reset_index(drop=True)
     b = load_results(tmp_path / "dask").sort_values(ORDER).reset_index(drop=True)

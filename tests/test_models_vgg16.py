@@ -205,7 +205,22 @@ def test_pretraining_is_cached_and_frozen_blocks_keep_their_pretrained_weights(f
     assert all(p.requires_grad for p in model.parameters())  # attribution needs gradients everywhere
 
 
-def test_mri_pretraining_learns_the_rotation_pretext(tmp_path):
+def test_fine_tuning_is_the_same_whether_pretraining_was_cached_or_not(finetuned):
+    data, cache, out = finetuned
+    fresh, _, fresh_report = out["all"]  # fitted while its pre-training ran
+    params = {**vgg.PARAMS, **SMALL, "pretrain": "synthetic-ood", "degree": "all", "epochs": 4, "lr": 0.002,
+              "batch_size": 8}
+    torch.manual_seed(0)
+    again = vgg.build(data.describe(), params)
+    report = vgg.fit(again, data, params, FitContext(0, CPU, str(cache)))
+    assert report.metrics["pretrain_cached"] == 1.0 and fresh_report.metrics["pretrain_cached"] == 0.0
+    assert report.history == fresh_report.history  # pre-training leaves the global RNG stream untouched
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v), k
+
+
+def test_mri_pretraining_learns_the_rotation_pretext(tmp_path, monkeypatch):
+    monkeypatch.delenv("XBENCH_HCP_DIR", raising=False)
     info = DatasetInfo("x", 3, 32, 32, ("a", "b"))
     params = {**vgg.PARAMS, **SMALL, "pretrain": "mri", "pretrain_images": 600}
     torch.manual_seed(0)
@@ -214,5 +229,6 @@ def test_mri_pretraining_learns_the_rotation_pretext(tmp_path):
     facts = pretraining.initialise(model, info, params, FitContext(0, CPU, str(tmp_path)), head="classifier.6",
                                    build_pretext=lambda k: vgg.VGG16(3, k, 0.125, batch_norm=True))
     assert facts["pretrain_chance"] == 0.25 and facts["pretrain_val_accuracy"] > 0.45
+    assert facts["pretrain_mni_template"] == 1.0
     assert not torch.equal(model.features[0].weight, before)
     assert any(p.name.startswith("mri-") for p in (tmp_path / "pretrain").iterdir())
