@@ -15,6 +15,7 @@ Maps at a layer's resolution (CAMs) are reduced the same way, then upsampled bil
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,7 +72,10 @@ def run_method(
     module.eval()
     x = inputs.detach().clone()
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), warnings.catch_warnings():
+            # Captum announces on every call that it set requires_grad or hooked the ReLUs: by
+            # design here, and thousands of lines of noise in a run's output.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"captum(\.|$)")
             out = spec.explain(model, x, targets, params)
     finally:
         module.zero_grad(set_to_none=True)

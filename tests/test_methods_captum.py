@@ -98,3 +98,15 @@ def test_guided_grad_cam_uses_the_named_layer(registry):
     assert torch.equal(deep, explain(registry, "guided-grad-cam", module, x, t, layers=layers, layer="features.3"))
     shallow = explain(registry, "guided-grad-cam", module, x, t, layers=layers, layer="features.0")
     assert deep.shape == shallow.shape == x.shape and not torch.allclose(deep, shallow)
+
+
+def test_captums_per_call_announcements_do_not_reach_the_run_output(registry):
+    module = bias_free_relu_net()
+    x, t = torch.rand(3, 2, 8, 8), torch.tensor([0, 1, 2])
+    import warnings
+
+    for name in ("saliency", "guided-backprop", "deeplift"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            explain(registry, name, module, x, t)
+        assert not [w for w in caught if "captum" in w.filename], [str(w.message) for w in caught]
