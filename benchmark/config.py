@@ -14,6 +14,9 @@ Layout::
     [methods."*"]            # methods and metrics default to every installed one
     [metrics."*"]
 
+    [metrics.saliency-rmse]
+    only = { methods = ["*cam*"] }       # join only these upstream variants (names, labels or globs)
+
 An exact name takes precedence over globs; among globs the first that matches wins.
 """
 
@@ -35,7 +38,7 @@ from .hashing import content_hash
 from .registry import Registry
 
 KINDS = ("datasets", "models", "methods", "metrics")
-RESERVED = ("sweep", "label")
+RESERVED = ("sweep", "label", "only")
 CORE_MODEL_PARAMS = {"untrained": False}
 REDUCTIONS = ("abs-luminance", "abs-sum", "abs-max", "sum", "positive-sum")
 
@@ -67,10 +70,11 @@ class RawConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run: RunOptions = Field(default_factory=RunOptions)
-    datasets: dict[str, dict[str, Any]]
-    models: dict[str, dict[str, Any]]
-    methods: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"*": {}})
-    metrics: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"*": {}})
+    # a plugin's entry is a table, or an array of tables ([[models.x]]) each making its own variants
+    datasets: dict[str, dict[str, Any] | list[dict[str, Any]]]
+    models: dict[str, dict[str, Any] | list[dict[str, Any]]]
+    methods: dict[str, dict[str, Any] | list[dict[str, Any]]] = Field(default_factory=lambda: {"*": {}})
+    metrics: dict[str, dict[str, Any] | list[dict[str, Any]]] = Field(default_factory=lambda: {"*": {}})
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,14 @@ class Variant:
     version: str
     params: Mapping[str, Any]
     label: str
+    only: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Upstream kinds this variant is restricted to: ``(("datasets", ("hcp-lesions",)),)``. Not part
+    of the key: a restriction chooses combinations, it never changes a result."""
+
+    def admits(self, other: Variant) -> bool:
+        """Whether this variant joins a combination with ``other`` (a variant of an upstream kind)."""
+        patterns = dict(self.only).get(other.kind)
+        return patterns is None or any(_matches(other, p) for p in patterns)
 
     @property
     def key(self) -> str:
@@ -105,7 +117,8 @@ class Config:
         return {
             "source": self.source,
             "run": self.run.model_dump(),
-            **{kind: [{"name": v.name, "version": v.version, "label": v.label, "params": dict(v.params)}
+            **{kind: [{"name": v.name, "version": v.version, "label": v.label, "params": dict(v.params),
+                       **({"only": {k: list(p) for k, p in v.only}} if v.only else {})}
                       for v in self.variants[kind]] for kind in KINDS},
         }
 
@@ -163,6 +176,7 @@ def load_config(
     except ValidationError as exc:
         raise UsageError(_explain_validation(exc, source)) from None
     variants = {kind: _resolve_kind(kind, getattr(raw, kind), registry, source) for kind in KINDS}
+    _check_only(variants, registry, source)
     for kind, patterns in (filters or {}).items():
         if patterns:
             variants[kind] = _filter(kind, variants[kind], patterns, source)
@@ -196,8 +210,8 @@ def _explain_validation(exc: ValidationError, source: str) -> str:
     )
 
 
-def _resolve_kind(kind: str, table: Mapping[str, Mapping[str, Any]], registry: Registry, source: str) -> list[Variant]:
-    chosen: dict[str, tuple[str, Mapping[str, Any]]] = {}
+def _resolve_kind(kind: str, table: Mapping[str, Any], registry: Registry, source: str) -> list[Variant]:
+    chosen: dict[str, tuple[str, Any]] = {}
     exact = [(p, e) for p, e in table.items() if not _is_glob(p)]
     globs = [(p, e) for p, e in table.items() if _is_glob(p)]
     for pattern, entry in exact:
@@ -215,8 +229,19 @@ def _resolve_kind(kind: str, table: Mapping[str, Mapping[str, Any]], registry: R
             chosen.setdefault(name, (pattern, entry))
     variants: list[Variant] = []
     for name in sorted(chosen):
-        pattern, entry = chosen[name]
-        variants.extend(_expand(kind, name, pattern, entry, registry, source))
+        pattern, entries = chosen[name]
+        made: dict[str, Variant] = {}
+        for entry in entries if isinstance(entries, list) else [entries]:
+            for variant in _expand(kind, name, pattern, entry, registry, source):
+                other = made.get(variant.label)
+                if other is not None:
+                    what = "the same variant twice" if other.key == variant.key else "two variants with one label"
+                    raise UsageError(
+                        f"Config {source}: the entries of [[{kind}.{_quote(pattern)}]] make {what} "
+                        f"({variant.label!r}). Give each entry its own `label = \"...\"`, or sweep the params "
+                        "that differ, so every row of the results says which variant it is.")
+                made[variant.label] = variant
+        variants.extend(made.values())
     return variants
 
 
@@ -236,6 +261,7 @@ def _expand(kind: str, name: str, pattern: str, entry: Mapping[str, Any], regist
         raise UsageError(f"{where}: 'sweep' must be a table of param = [values], got {sweep!r}.")
     if label is not None and (not isinstance(label, str) or sweep or _is_glob(pattern)):
         raise UsageError(f"{where}: 'label' must be a string, and only on an exact name without a sweep.")
+    only = _parse_only(where, kind, entry.get("only", {}))
     fixed = {k: v for k, v in entry.items() if k not in RESERVED}
     for key, value in fixed.items():
         fixed[key] = _check_param(where, kind, name, key, value, defaults)
@@ -253,8 +279,53 @@ def _expand(kind: str, name: str, pattern: str, entry: Mapping[str, Any], regist
         if kind == "models" and params.get("untrained") and "untrained" not in shown:
             shown["untrained"] = True
         text = label or (name + ("[" + ",".join(f"{k}={_fmt(v)}" for k, v in shown.items()) + "]" if shown else ""))
-        variants.append(Variant(kind, name, spec_entry.version, params, text))
+        variants.append(Variant(kind, name, spec_entry.version, params, text, only))
     return variants
+
+
+def _parse_only(where: str, kind: str, only: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    upstream = KINDS[:KINDS.index(kind)]
+    if not isinstance(only, Mapping):
+        raise UsageError(f"{where}: 'only' must be a table of kind = [names or globs], e.g. only = "
+                         f"{{ {(upstream or ('datasets',))[0]} = [\"...\"] }}, got {only!r}.")
+    out = []
+    for key, patterns in only.items():
+        if key not in upstream:
+            allowed = ", ".join(upstream) if upstream else "nothing (datasets come first)"
+            raise UsageError(f"{where}: only.{key} is not a kind a {kind[:-1]} can be restricted to"
+                             f"{did_you_mean(key, upstream)}; {kind} can be restricted to {allowed}.")
+        if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) for p in patterns):
+            raise UsageError(f"{where}: only.{key} must be a non-empty list of names or globs, got {patterns!r}.")
+        out.append((key, tuple(patterns)))
+    return tuple(out)
+
+
+def _check_only(variants: Mapping[str, list[Variant]], registry: Registry, source: str) -> None:
+    """Every ``only`` pattern must match a variant the config selects or an installed plugin (one
+    the config leaves out for now, e.g. a dataset whose files are not here): a typo would
+    silently drop combinations."""
+    import fnmatch
+
+    for kind in KINDS:
+        for v in variants[kind]:
+            for upstream, patterns in v.only:
+                installed = registry.names(upstream)
+                for pattern in patterns:
+                    if not any(_matches(u, pattern) for u in variants[upstream]) \
+                            and not any(fnmatch.fnmatchcase(n, pattern) for n in installed):
+                        raise UsageError(
+                            f"Config {source}: [{kind}.{_quote(v.name)}] only.{upstream} = {pattern!r} matches none "
+                            f"of the {upstream} this config selects or that are installed"
+                            f"{did_you_mean(pattern, installed)}. Installed: {', '.join(installed)}."
+                        )
+
+
+def _matches(variant: Variant, pattern: str) -> bool:
+    import fnmatch
+
+    # exact first: labels hold brackets (``small-cnn[untrained=true]``), which fnmatch reads as a set
+    return pattern in (variant.name, variant.label) or fnmatch.fnmatchcase(variant.name, pattern) \
+        or fnmatch.fnmatchcase(variant.label, pattern)
 
 
 def _check_param(where: str, kind: str, name: str, key: str, value: Any, defaults: Mapping[str, Any]) -> Any:
@@ -290,10 +361,8 @@ def _check_param(where: str, kind: str, name: str, key: str, value: Any, default
 
 
 def _filter(kind: str, variants: list[Variant], patterns: Iterable[str], source: str) -> list[Variant]:
-    import fnmatch
-
     patterns = list(patterns)
-    kept = [v for v in variants if any(fnmatch.fnmatchcase(v.name, p) or fnmatch.fnmatchcase(v.label, p) for p in patterns)]
+    kept = [v for v in variants if any(_matches(v, p) for p in patterns)]
     if not kept:
         names = sorted({v.name for v in variants})
         hint = did_you_mean(patterns[0], names)

@@ -1,7 +1,8 @@
 """The plan: datasets × models × seeds are cells; inside each, every compatible method × metric.
 
 A combination runs only where every ``requires`` tag is provided upstream (dataset → model →
-method → metric); the rest are skipped with the reason. Planning computes nothing.
+method → metric) and every variant's ``only`` restriction admits it; the rest are skipped with the
+reason. Planning computes nothing.
 """
 
 from __future__ import annotations
@@ -83,12 +84,28 @@ def _missing(required: frozenset[str], provided: frozenset[str]) -> list[str]:
     return sorted(required - provided)
 
 
+def _excluded(variant: Variant, other: Variant) -> str:
+    patterns = ", ".join(dict(variant.only)[other.kind])
+    return f"{variant.kind[:-1]} {variant.label} runs only on {other.kind} {patterns} (its 'only' in the config)"
+
+
+def _barred(variant: Variant, *upstream: Variant) -> str | None:
+    """Why ``variant``'s ``only`` excludes this combination, or None when it admits it."""
+    for other in upstream:
+        if not variant.admits(other):
+            return _excluded(variant, other)
+    return None
+
+
 def make_plan(config: Config, registry: Registry) -> Plan:
     plan = Plan(config)
     v = config.variants
     for ds in v["datasets"]:
         ds_tags = resolve_tags(registry.get("datasets", ds.name).spec.provides, ds.params)
         for model in v["models"]:
+            if not model.admits(ds):
+                plan.skipped.append(Skip(ds.label, model.label, None, None, _excluded(model, ds)))
+                continue
             mspec = registry.get("models", model.name).spec
             lacking = _missing(resolve_tags(mspec.requires, model.params), ds_tags)
             if lacking:
@@ -101,6 +118,10 @@ def make_plan(config: Config, registry: Registry) -> Plan:
                 sspec = registry.get("metrics", metric.name).spec
                 if sspec.scope != "model":
                     continue
+                barred = _barred(metric, ds, model)
+                if barred:
+                    plan.skipped.append(Skip(ds.label, model.label, None, metric.label, barred))
+                    continue
                 lacking = _missing(resolve_tags(sspec.requires, metric.params), upstream)
                 if lacking:
                     plan.skipped.append(Skip(ds.label, model.label, None, metric.label,
@@ -109,6 +130,10 @@ def make_plan(config: Config, registry: Registry) -> Plan:
                     pairs.append((None, metric, "model"))
             for method in v["methods"]:
                 espec = registry.get("methods", method.name).spec
+                barred = _barred(method, ds, model)
+                if barred:
+                    plan.skipped.append(Skip(ds.label, model.label, method.label, None, barred))
+                    continue
                 lacking = _missing(resolve_tags(espec.requires, method.params), upstream)
                 if lacking:
                     plan.skipped.append(Skip(ds.label, model.label, method.label, None,
@@ -119,6 +144,10 @@ def make_plan(config: Config, registry: Registry) -> Plan:
                 for metric in v["metrics"]:
                     sspec = registry.get("metrics", metric.name).spec
                     if sspec.scope == "model":
+                        continue
+                    barred = _barred(metric, ds, model, method)
+                    if barred:
+                        plan.skipped.append(Skip(ds.label, model.label, method.label, metric.label, barred))
                         continue
                     lacking = _missing(resolve_tags(sspec.requires, metric.params), provided)
                     if lacking:

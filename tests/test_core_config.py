@@ -42,6 +42,12 @@ def plan(*args):
         ("[models.small-cnn]\n", "missing key 'datasets'"),
         ("[run]\nexecutor = \"daks\"\n" + GOOD, "run.executor 'daks' is not an installed executor (did you mean \"dask\"?)"),
         ("[run\nseeds = [0]\n", "is not valid TOML"),
+        (GOOD + "only = { methods = [\"saliency\"] }\n",
+         "only.methods is not a kind a model can be restricted to; models can be restricted to datasets"),
+        (GOOD + "only = { datasets = [\"synthetic-cardiak\"] }\n",
+         "only.datasets = 'synthetic-cardiak' matches none of the datasets this config selects or that are "
+         "installed (did you mean \"synthetic-cardiac\"?)"),
+        (GOOD + "only = { datasets = \"synthetic-cardiac\" }\n", "only.datasets must be a non-empty list"),
     ],
 )
 def test_bad_configs_exit_2_with_a_clear_message(tmp_path, body, expected):
@@ -111,3 +117,67 @@ def test_presets_validate():
         except UsageError as exc:  # a paper dataset may need real data, but the config itself must be valid
             pytest.fail(f"preset {preset} is invalid: {exc}")
         assert cfg.variants["datasets"] and cfg.variants["models"]
+
+
+def test_only_restricts_combinations_without_changing_keys(tmp_path):
+    from xbench.plan import make_plan
+
+    registry = load_registry()
+    body = """
+        [datasets.synthetic-cardiac]
+        n_train = 10
+        [datasets.polygons]
+        size = 32
+        [models.small-cnn]
+        sweep = { untrained = [false, true] }
+        [models.cifar-resnet18]
+        %s
+        [methods.saliency]
+        [methods.grad-cam]
+        [metrics.classification]
+        [metrics.tpr-tnr]
+        [metrics.pompom]
+        %s
+        """
+    free = make_plan(load_config(str(write_config(tmp_path / "a.toml", body % ("", ""))), registry), registry)
+    cfg = load_config(str(write_config(tmp_path / "b.toml", body % (
+        'only = { datasets = ["polygons"] }',
+        'only = { methods = ["grad-*"], models = ["small-cnn[untrained=false]"] }'))), registry)
+    restricted = make_plan(cfg, registry)
+    cells = {(c.dataset.name, c.model.label) for c in restricted.cells}
+    assert cells == {("synthetic-cardiac", "small-cnn[untrained=false]"), ("synthetic-cardiac", "small-cnn[untrained=true]"),
+                     ("polygons", "small-cnn[untrained=false]"), ("polygons", "small-cnn[untrained=true]"),
+                     ("polygons", "cifar-resnet18")}
+    pompom = {(u.cell.model.label, u.method.name) for u in restricted.all_units if u.metric.name == "pompom"}
+    assert pompom == {("small-cnn[untrained=false]", "grad-cam")}
+    assert any("runs only on datasets polygons" in s.reason for s in restricted.skipped)
+    assert any(s.metric == "pompom" and "runs only on methods grad-*" in s.reason for s in restricted.skipped)
+    # a restriction picks combinations; what it keeps has the same keys (and results) as without it
+    assert {u.key for u in restricted.all_units} < {u.key for u in free.all_units}
+    pompom_entry = next(m for m in cfg.as_dict()["metrics"] if m["name"] == "pompom")
+    assert pompom_entry["only"] == {"methods": ["grad-*"], "models": ["small-cnn[untrained=false]"]}
+
+
+def test_an_array_of_tables_makes_variants_of_one_plugin_from_several_entries(tmp_path):
+    registry = load_registry()
+    path = write_config(tmp_path / "c.toml", """
+        [datasets.synthetic-cardiac]
+        [[models.small-cnn]]
+        sweep = { width = [4, 8] }
+        [[models.small-cnn]]
+        untrained = true
+        width = 8
+        """)
+    models = load_config(str(path), registry).variants["models"]
+    assert [(v.label, v.params["width"], v.params["untrained"]) for v in models] == [
+        ("small-cnn[width=4]", 4, False), ("small-cnn[width=8]", 8, False), ("small-cnn[untrained=true]", 8, True)]
+    clash = write_config(tmp_path / "d.toml", """
+        [datasets.synthetic-cardiac]
+        [[models.small-cnn]]
+        width = 4
+        [[models.small-cnn]]
+        width = 8
+        """)
+    code, output = plan(str(clash))
+    assert code == 2 and "make two variants with one label ('small-cnn')" in " ".join(output.split())
+    assert "Give each entry its own `label" in output
