@@ -181,3 +181,16 @@ def test_an_array_of_tables_makes_variants_of_one_plugin_from_several_entries(tm
     code, output = plan(str(clash))
     assert code == 2 and "make two variants with one label ('small-cnn')" in " ".join(output.split())
     assert "Give each entry its own `label" in output
+
+
+def test_the_paper_preset_runs_each_study_on_its_own_data():
+    from xbench.plan import make_plan
+
+    registry = load_registry()
+    cells = make_plan(load_config("paper", registry), registry).cells
+    pairs = {(c.dataset.name, c.model.name) for c in cells}
+    assert pairs == {("synthetic-cardiac", "heatmap-loss"), ("hcp-lesions", "vgg16-finetune"),
+                     ("polygons", "joint-explainer")}  # medmnist and imagenet-hvz need the user's files
+    vgg = sorted({c.model.label for c in cells if c.model.name == "vgg16-finetune"})
+    assert len(vgg) == 11 and "vgg16-finetune[untrained=true]" in vgg
+    assert {c.seed for c in cells} == {0, 1, 2}
