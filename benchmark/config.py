@@ -22,6 +22,7 @@ An exact name takes precedence over globs; among globs the first that matches wi
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import json
 import tomllib
@@ -304,8 +305,6 @@ def _check_only(variants: Mapping[str, list[Variant]], registry: Registry, sourc
     """Every ``only`` pattern must match a variant the config selects or an installed plugin (one
     the config leaves out for now, e.g. a dataset whose files are not here): a typo would
     silently drop combinations."""
-    import fnmatch
-
     for kind in KINDS:
         for v in variants[kind]:
             for upstream, patterns in v.only:
@@ -321,8 +320,6 @@ def _check_only(variants: Mapping[str, list[Variant]], registry: Registry, sourc
 
 
 def _matches(variant: Variant, pattern: str) -> bool:
-    import fnmatch
-
     # exact first: labels hold brackets (``small-cnn[untrained=true]``), which fnmatch reads as a set
     return pattern in (variant.name, variant.label) or fnmatch.fnmatchcase(variant.name, pattern) \
         or fnmatch.fnmatchcase(variant.label, pattern)
