@@ -311,7 +311,7 @@ def _check_only(variants: Mapping[str, list[Variant]], registry: Registry, sourc
                 installed = registry.names(upstream)
                 for pattern in patterns:
                     if not any(_matches(u, pattern) for u in variants[upstream]) \
-                            and not any(fnmatch.fnmatchcase(n, pattern) for n in installed):
+                            and not registry.match(upstream, pattern):
                         raise UsageError(
                             f"Config {source}: [{kind}.{_quote(v.name)}] only.{upstream} = {pattern!r} matches none "
                             f"of the {upstream} this config selects or that are installed"

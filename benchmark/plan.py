@@ -103,8 +103,9 @@ def make_plan(config: Config, registry: Registry) -> Plan:
     for ds in v["datasets"]:
         ds_tags = resolve_tags(registry.get("datasets", ds.name).spec.provides, ds.params)
         for model in v["models"]:
-            if not model.admits(ds):
-                plan.skipped.append(Skip(ds.label, model.label, None, None, _excluded(model, ds)))
+            barred = _barred(model, ds)
+            if barred:
+                plan.skipped.append(Skip(ds.label, model.label, None, None, barred))
                 continue
             mspec = registry.get("models", model.name).spec
             lacking = _missing(resolve_tags(mspec.requires, model.params), ds_tags)
