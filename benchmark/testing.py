@@ -57,7 +57,7 @@ def planted_dataset(*, n_train: int = 512, n_val: int = 128, n_test: int = 128, 
 def train_small_cnn(dataset: Dataset, *, epochs: int = 8, seed: int = 0, width: int = 8,
                     device: str | torch.device = "cpu", lr: float = 3e-3) -> TrainedModel:
     """The built-in ``small-cnn`` trained on ``dataset``: a real model, in a few seconds on a CPU."""
-    from xbench.plugins import small_cnn
+    from xbench.plugins.models import small_cnn
 
     device = torch.device(device)
     torch.manual_seed(seed)

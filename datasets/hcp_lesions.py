@@ -4,7 +4,7 @@ MRI, where the class-relevant region, the lesions, is known exactly.
 Follows seed-algorithms.md §2.1–2.3 and §5.1 D3. A lesion bank of 70-px blobs (compactness
 > 0.8 round, < 0.4 not-round) is grown from smoothed noise; each image gets 3–5 lesions of one
 type, placed inside the brain without overlap and blended in as a screen (I' = 1 − (1 − I)(1 − L)).
-Backgrounds are axial T1 slices (:mod:`xbench.datasets.brain_slices`): a folder of skull-stripped
+Backgrounds are axial T1 slices (:mod:`xbench.datasets._brain_slices`): a folder of skull-stripped
 volumes (HCP ``T1w_restore_brain``) or, by default, the MNI152 template nilearn ships, with
 per-image variation. Composition runs at ``canvas`` px, then the image is resized to ``size``.
 """
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from xbench import Dataset, DatasetSpec, LazyArray, Split, hookimpl
 from xbench.errors import XbenchError
 
-from . import brain_slices
-from .realdata import resolve_root
+from . import _brain_slices as brain_slices
+from ._realdata import resolve_root
 
 CLASSES = ("round", "not-round")
 ENV = "XBENCH_HCP_DIR"

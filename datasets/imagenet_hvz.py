@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from xbench import Dataset, DatasetSpec, LazyArray, Split, hookimpl
 
-from .realdata import data_error, resolve_root
+from ._realdata import data_error, resolve_root
 
 CLASSES = ("horse", "zebra")
 SYNSETS = {"horse": "n02389026", "zebra": "n02391049"}

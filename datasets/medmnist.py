@@ -21,7 +21,7 @@ import torch
 from xbench import Dataset, DatasetSpec, LazyArray, Split, hookimpl
 from xbench.errors import XbenchError, did_you_mean
 
-from .realdata import data_error, resolve_root
+from ._realdata import data_error, resolve_root
 
 ENV = "XBENCH_MEDMNIST_DIR"
 SIZES = (28, 64, 128, 224)
@@ -72,7 +72,7 @@ used by Treyer's interpretability-based robustness study: BreastMNIST (ultrasoun
 PneumoniaMNIST (chest X-ray, 2), DermaMNIST (dermatoscopy, RGB, 7) and the other 2-D single-label
 flags (PathMNIST, OCTMNIST, RetinaMNIST, BloodMNIST, TissueMNIST, OrganA/C/SMNIST). Official
 train/val/test splits, val included (the source trained without one). No ground-truth mask: use it
-with the corruptions (`xbench.datasets.corruptions`) for per-severity classification and saliency
+with the corruptions (`xbench.datasets._corruptions`) for per-severity classification and saliency
 RMSE.
 
 Files: `<root>/<flag>.npz` (28 px) or `<root>/<flag>_<size>.npz`, as the medmnist package writes

@@ -88,7 +88,7 @@ def test_duplicate_names_are_an_error_naming_every_provider(use_sites):
         load_registry()
     message = str(info.value)
     assert "method 'saliency' is provided by" in message
-    assert "plugin 'xbench.plugins.captum_methods' (xbench" in message
+    assert "plugin 'xbench.plugins.methods.captum' (xbench" in message
     assert "plugin 'clash' (xbench-clash 0.2.0)" in message
     assert "XBENCH_DISABLE_PLUGINS" in message
 

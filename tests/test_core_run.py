@@ -60,7 +60,7 @@ def test_manifest_records_provenance(tiny_run):
     assert manifest["status"] == "complete"
     assert manifest["versions"]["torch"] == torch.__version__.split("+")[0] or manifest["versions"]["torch"]
     assert manifest["device"]["device"] == "cpu"
-    assert {p["name"] for p in manifest["plugins"]} >= {"acme", "xbench.plugins.small_cnn"}
+    assert {p["name"] for p in manifest["plugins"]} >= {"acme", "xbench.plugins.models.small_cnn"}
     acme = next(s for s in manifest["specs"]["datasets"] if s["name"] == "acme.planted")
     assert acme["distribution"] == "xbench-acme" and acme["distribution_version"] == "0.1.0"
     assert len(manifest["units"]) == summary.planned == 5
@@ -78,8 +78,8 @@ def test_rerun_computes_nothing_and_new_metric_reuses_model_and_attributions(tin
 
     # a new metric: only its units run, the model comes from the cache and so do the attributions
     calls = {"fit": 0, "explain": 0}
-    import xbench.plugins.captum_methods as cm
-    import xbench.plugins.small_cnn as sc
+    import xbench.plugins.methods.captum as cm
+    import xbench.plugins.models.small_cnn as sc
 
     real_fit, real_saliency = sc.fit, cm.saliency
 

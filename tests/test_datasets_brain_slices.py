@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from xbench.datasets import brain_slices as B
+from xbench.datasets import _brain_slices as B
 from xbench.errors import DataError
 
 

@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 from skimage import color
 
-from xbench.datasets import corruptions as C
+from xbench.datasets import _corruptions as C
 from xbench.errors import XbenchError
 
 

@@ -8,7 +8,7 @@ import torch
 
 from xbench import LazyArray, testing
 from xbench.datasets import medmnist as M
-from xbench.datasets.corruptions import corrupt, corruption_options
+from xbench.datasets._corruptions import corrupt, corruption_options
 from xbench.errors import DataError, XbenchError
 from xbench.specs import resolve_tags
 

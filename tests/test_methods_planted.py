@@ -13,7 +13,7 @@ from xbench.registry import load_registry
 from xbench.runner import run as run_benchmark
 from xbench.store import load_results
 
-MODULES = ("captum_methods", "zennit_methods", "cam_methods", "inmodel_method", "baseline_methods")
+MODULES = ("captum", "zennit", "cam", "in_model", "baselines")
 GRADIENT_METHODS = ["saliency", "input-x-gradient", "integrated-gradients", "gradient-shap", "deeplift",
                     "guided-backprop", "deconvolution"]
 CAMS = {"grad-cam", "hires-cam", "grad-cam-pp"}

@@ -9,7 +9,7 @@ from torch import nn
 from xbench import DatasetInfo, TrainedModel
 from xbench.attribution import run_method
 from xbench.registry import load_registry
-from xbench.plugins.model_surgery import attribution_ready, give_each_call_its_module
+from xbench.plugins.methods._surgery import attribution_ready, give_each_call_its_module
 
 INFO = DatasetInfo("toy", 3, 16, 16, ("a", "b"))
 

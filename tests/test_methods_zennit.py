@@ -11,7 +11,7 @@ from zennit.composites import EpsilonGammaBox, EpsilonPlusFlat
 
 from xbench import DatasetInfo, TrainedModel
 from xbench.attribution import run_method
-from xbench.plugins.zennit_methods import choose_canonizer
+from xbench.plugins.methods.zennit import choose_canonizer
 from xbench.registry import load_registry
 
 INFO = DatasetInfo("toy", 3, 16, 16, ("a", "b", "c"))

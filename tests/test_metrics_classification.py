@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from xbench import Dataset, MetricContext
-from xbench.plugins import classification_metrics as cm
+from xbench.plugins.metrics import classification as cm
 
 SPEC = next(iter(cm.xbench_metrics()))
 

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from xbench import MetricContext, TrainedModel, testing
-from xbench.plugins import faithfulness_metrics as fm
-from xbench.plugins.localisation_metrics import NONFINITE
+from xbench.plugins.metrics import faithfulness as fm
+from xbench.plugins.metrics.localisation import NONFINITE
 
 SPEC = next(iter(fm.xbench_metrics()))
 

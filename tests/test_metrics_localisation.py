@@ -11,7 +11,7 @@ import torch
 
 from xbench import Dataset, MetricContext, testing
 from xbench.errors import DataError
-from xbench.plugins import localisation_metrics as lm
+from xbench.plugins.metrics import localisation as lm
 
 SPECS = {s.name: s for s in lm.xbench_metrics()}
 

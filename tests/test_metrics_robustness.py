@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from xbench import LazyArray, TrainedModel, testing
-from xbench.datasets.corruptions import CORRUPTIONS, corrupt
+from xbench.datasets._corruptions import CORRUPTIONS, corrupt
 from xbench.errors import UsageError
-from xbench.plugins import robustness_metrics as rm
-from xbench.plugins.small_cnn import SmallCNN
+from xbench.plugins.metrics import robustness as rm
+from xbench.plugins.models.small_cnn import SmallCNN
 
 SPECS = {s.name: s for s in rm.xbench_metrics()}
 GRID = {"corruptions": ["gaussian_noise", "contrast"], "severities": [1, 4]}

@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from xbench import FitContext, testing
-from xbench.plugins import cifar_resnet
+from xbench.plugins.models import cifar_resnet
 
 CPU = torch.device("cpu")
 
@@ -76,7 +76,7 @@ def test_legacy_train_as_val_monitors_the_training_set():
     torch.manual_seed(0)
     model = cifar_resnet.build(data.describe(), params)
     report = cifar_resnet.fit(model, data, params, FitContext(0, CPU, ""))
-    from xbench.plugins.training import _resident, evaluate
+    from xbench.plugins.models._training import _resident, evaluate
 
     on_train = evaluate(model, _resident(data.train, CPU), 64, CPU)
     assert report.history[0]["val_loss"] == pytest.approx(on_train["loss"], rel=1e-5)

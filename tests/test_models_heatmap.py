@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from xbench import Dataset, FitContext, Split
 from xbench.datasets.synthetic_cardiac import CLASSES, generate
 from xbench.errors import XbenchError
-from xbench.plugins import heatmap_loss as hl
+from xbench.plugins.models import heatmap_loss as hl
 
 CPU = torch.device("cpu")
 

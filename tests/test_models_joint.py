@@ -8,8 +8,8 @@ import torch
 
 from xbench import DatasetInfo, FitContext, testing
 from xbench.errors import XbenchError
-from xbench.plugins import joint_explainer as jx
-from xbench.plugins.training import _resident, evaluate
+from xbench.plugins.models import joint_explainer as jx
+from xbench.plugins.models._training import _resident, evaluate
 
 CPU = torch.device("cpu")
 

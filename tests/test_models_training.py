@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from xbench import FitContext, testing
-from xbench.plugins.training import TrainingDiverged, evaluate, fit_classifier, _resident
+from xbench.plugins.models._training import TrainingDiverged, evaluate, fit_classifier, _resident
 
 CPU = torch.device("cpu")
 
@@ -18,7 +18,7 @@ def planted():
 
 
 def _model(seed=0):
-    from xbench.plugins.small_cnn import SmallCNN
+    from xbench.plugins.models.small_cnn import SmallCNN
 
     torch.manual_seed(seed)
     return SmallCNN(1, 2, 4)

@@ -8,8 +8,8 @@ import torch
 
 from xbench import DatasetInfo, FitContext, testing
 from xbench.errors import XbenchError
-from xbench.plugins import pretraining, vgg16_finetune as vgg
-from xbench.plugins.training import trainable_parameters
+from xbench.plugins.models import _pretraining as pretraining, vgg16_finetune as vgg
+from xbench.plugins.models._training import trainable_parameters
 
 CPU = torch.device("cpu")
 CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),

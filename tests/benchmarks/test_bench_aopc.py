@@ -26,8 +26,8 @@ import pytest
 import torch
 
 from xbench import MetricContext, TrainedModel
-from xbench.plugins import faithfulness_metrics as fm
-from xbench.plugins.small_cnn import SmallCNN
+from xbench.plugins.metrics import faithfulness as fm
+from xbench.plugins.models.small_cnn import SmallCNN
 
 SIZES = {
     "cnn-32x1x64-p8": dict(batch=32, channels=1, size=64, patch=8, width=16),

@@ -18,7 +18,7 @@ import torch
 
 from xbench import DatasetInfo, TrainedModel
 from xbench.attribution import run_method
-from xbench.plugins import small_cnn
+from xbench.plugins.models import small_cnn
 from xbench.registry import load_registry
 
 BATCH, SIZE = 16, 64

@@ -17,8 +17,8 @@ from torch import nn
 
 from xbench import MethodSpec, TrainedModel, hookimpl
 
-from .cam_methods import resolve_layer
-from .model_surgery import attribution_ready, give_each_call_its_module
+from .cam import resolve_layer
+from ._surgery import attribution_ready, give_each_call_its_module
 
 GRADIENTS = frozenset({"gradients"})
 CONV = frozenset({"gradients", "conv_layer"})

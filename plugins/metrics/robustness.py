@@ -28,8 +28,8 @@ from xbench import MetricContext, MetricSpec, hookimpl
 from xbench.attribution import reduce_attribution
 from xbench.errors import UsageError
 
-from .classification_metrics import auc_and_accuracy
-from .localisation_metrics import constant_maps, finite_attribution, undefined_where
+from .classification import auc_and_accuracy
+from .localisation import constant_maps, finite_attribution, undefined_where
 
 CORRUPTION_NAMES = ["gaussian_noise", "speckle_noise", "motion_blur", "contrast", "brightness"]
 SEVERITIES = [1, 2, 3, 4, 5]
@@ -59,7 +59,7 @@ def content_seeds(images: torch.Tensor, corruption: str, severity: int) -> torch
 
 
 def _grid(ctx: MetricContext) -> tuple[list[str], list[int]]:
-    from xbench.datasets.corruptions import CORRUPTIONS
+    from xbench.datasets._corruptions import CORRUPTIONS
 
     corruptions = [str(c) for c in ctx.params.get("corruptions", CORRUPTION_NAMES)]
     severities = [int(s) for s in ctx.params.get("severities", SEVERITIES)]
@@ -93,7 +93,7 @@ def native_size(ctx: MetricContext) -> tuple[int, int] | None:
 
 
 def saliency_rmse(ctx: MetricContext) -> dict[str, torch.Tensor]:
-    from xbench.datasets.corruptions import corrupt, corruption_options
+    from xbench.datasets._corruptions import corrupt, corruption_options
 
     if ctx.explain is None or ctx.explain_raw is None:
         raise UsageError("saliency-rmse re-explains corrupted inputs and needs ctx.explain / ctx.explain_raw.")
@@ -141,7 +141,7 @@ def saliency_rmse(ctx: MetricContext) -> dict[str, torch.Tensor]:
 def corruption_classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
     """AUC/ACC clean and under every corruption × severity, and their drops; the test split is read
     once, in slices of ``batch_size`` (it may be a lazy array)."""
-    from xbench.datasets.corruptions import corrupt, corruption_options
+    from xbench.datasets._corruptions import corrupt, corruption_options
 
     corruptions, severities = _grid(ctx)
     options = corruption_options(ctx.dataset)

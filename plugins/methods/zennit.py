@@ -36,7 +36,7 @@ from torch import nn
 from xbench import MethodSpec, TrainedModel, hookimpl
 from xbench.errors import XbenchError
 
-from .model_surgery import attribution_ready
+from ._surgery import attribution_ready
 
 LRP = frozenset({"gradients", "lrp"})
 CANONIZERS = ("auto", "resnet", "merge-batchnorm", "vgg", "none")

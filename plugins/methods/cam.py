@@ -26,7 +26,7 @@ from torch import nn
 from xbench import MethodSpec, TrainedModel, hookimpl
 from xbench.errors import XbenchError
 
-from .model_surgery import attribution_ready
+from ._surgery import attribution_ready
 
 CONV = frozenset({"gradients", "conv_layer"})
 NORMALISATIONS = ("max", "minmax", "none")

@@ -25,8 +25,8 @@ from torch import nn
 from xbench import Dataset, DatasetInfo, FitContext, FitReport, ModelSpec, hookimpl
 from xbench.errors import XbenchError
 
-from . import pretraining
-from .training import _resident, fit_classifier, iterate, trainable_parameters
+from . import _pretraining as pretraining
+from ._training import _resident, fit_classifier, iterate, trainable_parameters
 from .vgg16_finetune import block_last_convs, init_vgg, vgg16_features
 
 LOSSES = ("heatmap", "cce")

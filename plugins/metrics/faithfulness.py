@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from xbench import MetricContext, MetricSpec, hookimpl
 from xbench.errors import UsageError
 
-from .localisation_metrics import constant_maps, finite_attribution, undefined_where
+from .localisation import constant_maps, finite_attribution, undefined_where
 
 FILLS = {"black": 0.0, "white": 1.0, "gray": 0.5, "blur": None, "uniform": None}
 

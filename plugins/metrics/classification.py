@@ -14,7 +14,7 @@ import torch
 
 from xbench import MetricContext, MetricSpec, hookimpl
 
-from .localisation_metrics import value_facet
+from .localisation import value_facet
 
 PER_CLASS = ("sensitivity", "specificity", "auroc", "auprc")
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from xbench.errors import DataError
 
-from .realdata import data_error
+from ._realdata import data_error
 
 TEMPLATE_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 TEMPLATE_NAME = "mni152-2009a (nilearn package data)"

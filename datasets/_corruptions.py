@@ -2,7 +2,7 @@
 
 Five corruptions at severities 1–5 with the parameter tables of seed-algorithms.md §4.4::
 
-    from xbench.datasets.corruptions import corrupt, corruption_seeds
+    from xbench.datasets._corruptions import corrupt, corruption_seeds
     seeds = corruption_seeds(sample_indices, "motion_blur", 3)        # one int64 seed per image
     x3 = corrupt(images, "motion_blur", 3, seeds)                      # (N,C,H,W) in [0, 1]
 

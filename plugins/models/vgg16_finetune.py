@@ -27,8 +27,8 @@ from torch import nn
 from xbench import Dataset, DatasetInfo, FitContext, FitReport, ModelSpec, hookimpl
 from xbench.errors import XbenchError
 
-from . import pretraining
-from .training import fit_classifier, trainable_parameters
+from . import _pretraining as pretraining
+from ._training import fit_classifier, trainable_parameters
 
 CONFIG_D = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 DEGREES = ("1", "2", "3", "4", "all")

@@ -22,7 +22,7 @@ from torchvision.models.resnet import BasicBlock
 
 from xbench import Dataset, DatasetInfo, FitContext, ModelSpec, hookimpl
 
-from .training import fit_classifier
+from ._training import fit_classifier
 
 PARAMS = {
     "width": 64,

@@ -15,7 +15,7 @@ from torch import nn
 
 from xbench import Dataset, DatasetInfo, FitContext, ModelSpec, hookimpl
 
-from .training import fit_classifier
+from ._training import fit_classifier
 
 PARAMS = {"width": 16, "epochs": 6, "lr": 1e-3, "batch_size": 32, "patience": 3}
 

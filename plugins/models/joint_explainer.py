@@ -35,7 +35,7 @@ from xbench import Dataset, DatasetInfo, FitContext, FitReport, ModelSpec, hooki
 from xbench.errors import XbenchError
 
 from .cifar_resnet import init_resnet, make_stages
-from .training import fit_classifier, trainable_parameters
+from ._training import fit_classifier, trainable_parameters
 
 CLASSIFIERS = ("vgg", "resnet18")
 LOSSES = ("unsupervised", "hybrid")

@@ -5,7 +5,7 @@
   torchvision's cache (``$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth``). Nothing is downloaded:
   a missing file is a clear error.
 - ``mri``: in-domain pre-training that xbench performs itself on axial brain slices
-  (:func:`xbench.datasets.brain_slices.axial_slices`: the skull-stripped T1 volumes in ``mri_folder``
+  (:func:`xbench.datasets._brain_slices.axial_slices`: the skull-stripped T1 volumes in ``mri_folder``
   or ``$XBENCH_HCP_DIR``, else the MNI152 template nilearn ships; ``pretrain_mni_template`` says which). The source pre-trained on HCP sex labels, which no public offline
   data carries; the pretext task here is self-supervised rotation prediction (0/90/180/270°,
   Gidaris et al. 2018), which needs no labels and forces features of brain anatomy.
@@ -38,7 +38,7 @@ from xbench.errors import XbenchError
 from xbench.hashing import content_hash
 from xbench.store import atomic_write_bytes
 
-from .training import fit_classifier
+from ._training import fit_classifier
 
 VERSION = "1"
 SOURCES = ("none", "imagenet", "mri", "synthetic-ood")
@@ -256,7 +256,7 @@ def mri_folder(params: Mapping[str, Any]) -> str:
     """The T1 folder for MRI pre-training: ``mri_folder``, else ``$XBENCH_HCP_DIR`` (as hcp-lesions),
     else "" (nilearn's MNI152 template)."""
     from xbench.datasets.hcp_lesions import ENV
-    from xbench.datasets.realdata import resolve_root
+    from xbench.datasets._realdata import resolve_root
 
     root = resolve_root(str(params["mri_folder"]), ENV)
     return str(root) if root is not None else ""
@@ -265,7 +265,7 @@ def mri_folder(params: Mapping[str, Any]) -> str:
 def rotation_task(folder: str, count: int, height: int, width: int, channels: int,
                   seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Axial brain slices, each rotated by a random multiple of 90°; the label is the rotation."""
-    from xbench.datasets.brain_slices import axial_slices
+    from xbench.datasets._brain_slices import axial_slices
 
     side = max(height, width)
     slices, _ = axial_slices(folder or None, count=count, size=side, seed=seed)
