@@ -65,9 +65,11 @@ def reduce_attribution(raw: torch.Tensor, size: tuple[int, int], rule: str, meth
 
 
 def run_method(
-    spec: MethodSpec, model: TrainedModel, inputs: torch.Tensor, targets: torch.Tensor, params: Mapping[str, Any]
+    spec: MethodSpec, model: TrainedModel, inputs: torch.Tensor, targets: torch.Tensor, params: Mapping[str, Any],
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Call ``spec.explain`` with gradients on, the model in eval mode, and no gradient left behind."""
+    """Call ``spec.explain`` with gradients on, the model in eval mode, and no gradient left behind.
+    A stochastic method gets ``generator`` (a seeded one on the inputs' device when none is given)."""
     module = model.module
     module.eval()
     x = inputs.detach().clone()
@@ -76,7 +78,13 @@ def run_method(
             # Captum announces on every call that it set requires_grad or hooked the ReLUs: by
             # design here, and thousands of lines of noise in a run's output.
             warnings.filterwarnings("ignore", category=UserWarning, module=r"captum(\.|$)")
-            out = spec.explain(model, x, targets, params)
+            if spec.stochastic:
+                if generator is None:
+                    generator = torch.Generator(device=x.device)
+                    generator.manual_seed(0)
+                out = spec.explain(model, x, targets, params, generator=generator)
+            else:
+                out = spec.explain(model, x, targets, params)
     finally:
         module.zero_grad(set_to_none=True)
         module.eval()

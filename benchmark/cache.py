@@ -52,20 +52,32 @@ class Cache:
     def _attribution_path(self, key: str) -> Path:
         return self.root / "attributions" / key[:2] / f"{key}.pt"
 
-    def load_attribution(self, key: str):
+    def load_attribution(self, key: str) -> dict[str, Any] | None:
+        """``{"maps": tensor, "seconds": float, "peak_bytes": int | None}`` (what computing them cost),
+        or None. Entries from before costs were recorded read as costing nothing known."""
         import torch
 
         path = self._attribution_path(key)
         if not path.exists():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            entry = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:
             return None
+        if isinstance(entry, torch.Tensor):
+            return {"maps": entry, "seconds": None, "peak_bytes": None}
+        if not isinstance(entry, dict) or not isinstance(entry.get("maps"), torch.Tensor):
+            return None
+        return entry
 
-    def save_attribution(self, key: str, tensor) -> None:
+    def save_attribution(self, key: str, tensor, cost: dict[str, Any] | None = None) -> None:
         import torch
 
         buffer = io.BytesIO()
-        torch.save(tensor.detach().cpu().contiguous(), buffer)
+        torch.save({"maps": tensor.detach().cpu().contiguous(), **(cost or {})}, buffer)
         atomic_write_bytes(self._attribution_path(key), buffer.getvalue())
+
+    # plugins' own artefacts ------------------------------------------------------
+    def plugin_dir(self, name: str) -> Path:
+        """Where a plugin may keep expensive intermediate artefacts across runs (``FitContext.cache_dir``)."""
+        return self.root / "plugins" / name

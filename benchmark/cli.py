@@ -12,12 +12,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .errors import XbenchError
+from .errors import UsageError, XbenchError
+from .specs import SPEC_TYPES
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
-KIND_CHOICES = ("datasets", "models", "methods", "metrics", "executors")
+KIND_CHOICES = tuple(SPEC_TYPES)
 
 
 class _Group(click.Group):
@@ -181,8 +182,10 @@ def plan(config, as_json, datasets, models, methods, metrics, seeds):
 @click.argument("kind", required=False, type=click.Choice(KIND_CHOICES))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(kind, as_json):
-    """List installed datasets, models, methods, metrics and executors (or one KIND)."""
-    from .specs import resolve_tags
+    """List installed datasets, models, methods, metrics and executors (or one KIND), with their
+    params (type, default, allowed values), tags and descriptions."""
+    from .config import plugin_params
+    from .specs import defaults, resolve_tags
 
     registry = _registry()
     kinds = [kind] if kind else list(KIND_CHOICES)
@@ -194,31 +197,41 @@ def list_(kind, as_json):
             spec = entry.spec
             item = {"name": name, "version": entry.version, "plugin": entry.plugin.name,
                     "description": getattr(spec, "description", "")}
-            params = dict(getattr(spec, "params", {}) or {})
-            item["params"] = {key: value for key, value in params.items()}
+            params = plugin_params(k, spec) if hasattr(spec, "params") else {}
+            item["params"] = {key: p.describe() for key, p in params.items()}
             for tag in ("provides", "requires"):
                 if hasattr(spec, tag):
                     value = getattr(spec, tag)
-                    item[tag] = sorted(resolve_tags(value, params)) if value is not None else []
+                    item[tag] = sorted(resolve_tags(value, defaults(params))) if value is not None else []
             if k == "metrics":
                 item.update(category=spec.category, scope=spec.scope,
-                            values={v: hib for v, hib in spec.values.items()})
+                            values={v: (d.describe() if hasattr(d, "describe") else {"higher_is_better": d})
+                                    for v, d in spec.values.items()})
             if k == "methods":
-                item["baseline"] = spec.baseline
+                item.update(baseline=spec.baseline, stochastic=spec.stochastic)
             items.append(item)
         data[k] = items
     if as_json:
         click.echo(json.dumps(data if not kind else data[kind], indent=2, default=str))
         return
     for k, items in data.items():
-        table = Table(title=k, title_justify="left", show_lines=False)
-        for col in ("name", "version", "plugin", "description"):
-            table.add_column(col)
+        table = Table(title=k, title_justify="left", show_lines=True)
+        for col in ("name", "description", "params", "tags"):
+            table.add_column(col, overflow="fold")
         for item in items:
-            table.add_row(escape(item["name"]), escape(item["version"]), escape(item["plugin"]),
-                          escape(item["description"]))
+            params = "\n".join(_describe_param(key, p) for key, p in item["params"].items())
+            tags = "; ".join(f"{t}: {', '.join(item[t])}" for t in ("provides", "requires") if item.get(t))
+            table.add_row(escape(f"{item['name']} (v{item['version']})"), escape(item["description"]),
+                          escape(params), escape(tags))
         out.print(table)
     _report_broken(registry)
+
+
+def _describe_param(key: str, p: dict) -> str:
+    allowed = f" ∈ {{{', '.join(map(str, p['choices']))}}}" if "choices" in p else ""
+    bounds = ", ".join(f"{k.replace('ge', '≥').replace('gt', '>').replace('le', '≤')} {v}" for k, v in
+                       p.get("range", {}).items() if k != "min_items")
+    return f"{key} = {p['default']!r} ({p['type']}{allowed}{', ' + bounds if bounds else ''})"
 
 
 @main.command()
@@ -259,8 +272,7 @@ def _parse_params(kind: str, name: str, pairs, defaults) -> dict:
     """``k=v`` pairs from the command line; values are TOML (``64``, ``true``, ``"x"``), else strings."""
     import tomllib
 
-    from .config import _check_param
-    from .errors import UsageError
+    from .config import check_param
 
     params = {}
     for pair in pairs:
@@ -271,7 +283,7 @@ def _parse_params(kind: str, name: str, pairs, defaults) -> dict:
             value = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
             value = text
-        params[key.strip()] = _check_param("--param", kind, name, key.strip(), value, defaults)
+        params[key.strip()] = check_param("--param", kind, name, key.strip(), value, defaults)
     return params
 
 
@@ -288,10 +300,20 @@ def show(dataset, pairs, seed, split, out, per_class):
     from .checks import check_split
     from .show import show_dataset
 
+    from .config import plugin_params
+    from .specs import defaults
+
     registry = _registry()
     spec = registry.get("datasets", dataset).spec
-    params = _parse_params("datasets", dataset, pairs, dict(spec.params))
-    data = spec.load({**spec.params, **params}, seed)
+    table = plugin_params("datasets", spec)
+    params = _parse_params("datasets", dataset, pairs, table)
+    merged = {**defaults(table), **params}
+    if spec.validate is not None:
+        try:
+            spec.validate(merged)
+        except ValueError as exc:
+            raise UsageError(f"--param: {exc}") from None
+    data = spec.load(merged, seed)
     check_split(data.split(split), dataset, split, len(data.class_names))
     path = show_dataset(data, out or Path(f"{dataset}-{split}.png"), split=split, per_class=per_class,
                         params=params, seed=seed)

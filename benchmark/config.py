@@ -33,15 +33,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Annotated
 
-from .errors import UsageError, did_you_mean
+from .errors import UsageError, XbenchError, did_you_mean
 from .hashing import content_hash
 from .registry import Registry
+from .specs import PLUGIN_KINDS, Param, defaults, param_table
 
-KINDS = ("datasets", "models", "methods", "metrics")
+KINDS = PLUGIN_KINDS
 RESERVED = ("sweep", "label", "only")
-CORE_MODEL_PARAMS = {"untrained": False}
-REDUCTIONS = ("abs-luminance", "abs-sum", "abs-max", "sum", "positive-sum")
+CORE_MODEL_PARAMS = {"untrained": Param(False, doc="skip training: the model's null baseline (same architecture, "
+                                                   "initial weights)")}
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
 
 
 class RunOptions(BaseModel):
@@ -50,7 +53,8 @@ class RunOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("run", description="a title for the run, shown on the leaderboard")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1,
+                              description="one cell per dataset × model × seed; integers 0 ≤ seed < 2⁶³")
     device: str = "auto"
     executor: str = "local"
     scheduler: str = ""
@@ -65,6 +69,9 @@ class RunOptions(BaseModel):
     cache: str = ""
     leaderboard: bool = True
     gallery: int = Field(6, ge=0, description="test samples per cell whose images and maps are kept for figures")
+    seeding: Literal["variant", "paired"] = Field(
+        "variant", description="'paired': model variants that differ only in params outside their spec's "
+                               "architecture start from the same weights and see the same batches")
 
 
 class RawConfig(BaseModel):
@@ -250,11 +257,15 @@ def _is_glob(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?[")
 
 
+def plugin_params(kind: str, spec: Any) -> dict[str, Param]:
+    """Every param a plugin of ``kind`` takes (a model also takes the core's ``untrained``)."""
+    table = param_table(getattr(spec, "params", {}) or {})
+    return {**table, **CORE_MODEL_PARAMS} if kind == "models" else table
+
+
 def _expand(kind: str, name: str, pattern: str, entry: Mapping[str, Any], registry: Registry, source: str) -> list[Variant]:
     spec_entry = registry.get(kind, name)
-    defaults = dict(spec_entry.spec.params)
-    if kind == "models":
-        defaults.update(CORE_MODEL_PARAMS)
+    table = plugin_params(kind, spec_entry.spec)
     where = f"Config {source}: [{kind}.{_quote(pattern)}]"
     sweep = entry.get("sweep", {})
     label = entry.get("label")
@@ -265,17 +276,23 @@ def _expand(kind: str, name: str, pattern: str, entry: Mapping[str, Any], regist
     only = _parse_only(where, kind, entry.get("only", {}))
     fixed = {k: v for k, v in entry.items() if k not in RESERVED}
     for key, value in fixed.items():
-        fixed[key] = _check_param(where, kind, name, key, value, defaults)
+        fixed[key] = check_param(where, kind, name, key, value, table)
     grid: list[tuple[str, list[Any]]] = []
     for key, values in sweep.items():
         if key in fixed:
             raise UsageError(f"{where}: param {key!r} is both set and swept; keep one.")
         if not isinstance(values, list) or not values:
             raise UsageError(f"{where}: sweep.{key} must be a non-empty list of values, got {values!r}.")
-        grid.append((key, [_check_param(where, kind, name, key, v, defaults) for v in values]))
+        grid.append((key, [check_param(where, kind, name, key, v, table) for v in values]))
     variants = []
+    validate = getattr(spec_entry.spec, "validate", None)
     for combo in itertools.product(*(values for _, values in grid)) if grid else [()]:
-        params = {**defaults, **fixed, **dict(zip([k for k, _ in grid], combo))}
+        params = {**defaults(table), **fixed, **dict(zip([k for k, _ in grid], combo))}
+        if validate is not None:
+            try:
+                validate(params)
+            except (ValueError, XbenchError) as exc:
+                raise UsageError(f"{where}: {exc}") from None
         shown = {k: params[k] for k, _ in grid}
         if kind == "models" and params.get("untrained") and "untrained" not in shown:
             shown["untrained"] = True
@@ -325,14 +342,26 @@ def _matches(variant: Variant, pattern: str) -> bool:
         or fnmatch.fnmatchcase(variant.label, pattern)
 
 
-def _check_param(where: str, kind: str, name: str, key: str, value: Any, defaults: Mapping[str, Any]) -> Any:
-    if key not in defaults:
-        known = ", ".join(sorted(defaults)) or "none"
+def check_param(where: str, kind: str, name: str, key: str, value: Any, params: Mapping[str, Param]) -> Any:
+    """``value`` for param ``key`` of a plugin, checked against its :class:`Param` (type, choices,
+    bounds, own check); a :class:`UsageError` naming the plugin, the key, what is allowed and the
+    closest allowed value otherwise."""
+    if key not in params:
+        known = ", ".join(sorted(params)) or "none"
         raise UsageError(
-            f"{where}: {key!r} is not a parameter of {kind[:-1]} {name!r}{did_you_mean(key, defaults)}. "
+            f"{where}: {key!r} is not a parameter of {kind[:-1]} {name!r}{did_you_mean(key, params)}. "
             f"Its parameters are: {known}."
         )
-    default = defaults[key]
+    param = params[key]
+    value = _typed(where, kind, name, key, value, param.default)
+    problem = param_problem(param, value)
+    if problem:
+        doc = f" ({param.doc})" if param.doc else ""
+        raise UsageError(f"{where}: param {key!r} of {kind[:-1]} {name!r}{doc} {problem}.")
+    return value
+
+
+def _typed(where: str, kind: str, name: str, key: str, value: Any, default: Any) -> Any:
     ok = True
     if default is None:
         pass
@@ -355,6 +384,32 @@ def _check_param(where: str, kind: str, name: str, key: str, value: Any, default
             f"(default {default!r}), got {value!r} ({type(value).__name__})."
         )
     return value
+
+
+def param_problem(param: Param, value: Any) -> str | None:
+    """Why ``value`` (of the right type) is not allowed for ``param``, or None."""
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and param.min_items is not None and len(value) < param.min_items:
+        return f"must list at least {param.min_items} value{'s' if param.min_items != 1 else ''}, got {value!r}"
+    if param.choices is not None:
+        allowed = list(param.choices)
+        for item in items:
+            if item not in allowed:
+                shown = ", ".join(repr(c) for c in allowed)
+                what = f"{item!r} in {value!r}" if isinstance(value, list) else repr(item)
+                return f"must be one of {shown}; got {what}{did_you_mean(str(item), [str(c) for c in allowed])}"
+    for item in items:
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            for bound, ok, text in ((param.ge, lambda v, b: v >= b, "≥"), (param.gt, lambda v, b: v > b, ">"),
+                                    (param.le, lambda v, b: v <= b, "≤")):
+                if bound is not None and not ok(item, bound):
+                    what = f"{item!r} in {value!r}" if isinstance(value, list) else repr(item)
+                    return f"must be {text} {bound:g}; got {what}"
+    if param.check is not None:
+        message = param.check(value)
+        if message:
+            return f"{message} (got {value!r})"
+    return None
 
 
 def _filter(kind: str, variants: list[Variant], patterns: Iterable[str], source: str) -> list[Variant]:

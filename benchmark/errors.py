@@ -22,6 +22,11 @@ class PluginConflictError(UsageError):
     """Two plugins provide the same name."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C, SIGTERM): raised by the driver's signal handler, so a real
+    interruption is told apart from a plugin that raises ``KeyboardInterrupt`` itself."""
+
+
 class DataError(XbenchError):
     """Real data is missing or malformed: says which path, what layout was expected, and where to get it."""
 

@@ -4,6 +4,10 @@
 driver as soon as it exists. ``dask`` sends each cell to a Dask distributed cluster (an existing
 scheduler address, or a local cluster bound to 127.0.0.1 with one GPU per worker where there are
 GPUs); workers return rows, and the driver writes them, so workers need no shared disk.
+
+An executor owns the per-process state of the cells it runs: one :class:`xbench.obtain.Worker`
+(the plugin registry and the dataset cache) per process, passed to ``work(job, deliver, worker)``.
+In process that is the driver's registry (``options["registry"]``); a remote worker loads its own.
 """
 
 from __future__ import annotations
@@ -19,20 +23,40 @@ from .specs import ExecutorSpec
 
 class LocalExecutor:
     def __init__(self, options: Mapping[str, Any]):
+        from .obtain import Worker
+        from .registry import load_registry
+
         self.options = options
+        self.worker = Worker(options.get("registry") or load_registry())
 
     def run(self, jobs: list, work: Callable, deliver: Callable) -> None:
         for job in jobs:
-            work(job, deliver)
+            work(job, deliver, self.worker)
 
     def close(self) -> None:
         pass
 
 
+def _process_worker():
+    """This Dask worker process's xbench state, created on its first cell and kept on the Dask
+    worker object (so it lives exactly as long as the process that uses it)."""
+    from distributed import get_worker
+
+    host = get_worker()
+    state = getattr(host, "_xbench_worker", None)
+    if state is None:
+        from .obtain import Worker
+        from .registry import load_registry
+
+        state = Worker(load_registry())
+        host._xbench_worker = state
+    return state
+
+
 def _collect(work: Callable, job: Any) -> list:
     """Runs on a worker: the messages a cell produces, returned to the driver in one piece."""
     messages: list = []
-    work(job, messages.append)
+    work(job, messages.append, _process_worker())
     return messages
 
 
@@ -72,7 +96,8 @@ class DaskExecutor:
             try:
                 messages = future.result()
             except Exception as exc:  # the worker died or the task could not run at all
-                from .cell import UnitResult, _error
+                from .cell import _error
+                from .messages import UnitResult
 
                 messages = [UnitResult(t.key, error=_error(job, t, "executor", exc)) for t in job.units]
             for message in messages:

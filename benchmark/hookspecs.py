@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import pluggy
 
-from .specs import DatasetSpec, ExecutorSpec, MethodSpec, MetricSpec, ModelSpec
+from .specs import SPEC_TYPES, DatasetSpec, ExecutorSpec, MethodSpec, MetricSpec, ModelSpec
 
 PROJECT = "xbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -115,24 +115,23 @@ def xbench_executors() -> Iterable[ExecutorSpec]:
 
         from xbench import hookimpl, ExecutorSpec
 
+        from xbench.obtain import Worker
+
         class Serial:
+            def __init__(self, options):
+                self.worker = Worker(options["registry"])  # this process's registry and caches
             def run(self, jobs, work, deliver):
                 for job in jobs:
-                    work(job, deliver)
+                    work(job, deliver, self.worker)
             def close(self):
                 pass
 
         @hookimpl
         def xbench_executors():
-            yield ExecutorSpec(name="acme.serial", create=lambda options: Serial())
+            yield ExecutorSpec(name="acme.serial", create=Serial)
     """
     yield from ()
 
 
-HOOKS = {
-    "datasets": "xbench_datasets",
-    "models": "xbench_models",
-    "methods": "xbench_methods",
-    "metrics": "xbench_metrics",
-    "executors": "xbench_executors",
-}
+HOOKS = {kind: f"xbench_{kind}" for kind in SPEC_TYPES}
+"""The hook of each kind."""

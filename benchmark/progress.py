@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .cell import CellReport, UnitResult
+from .messages import CellReport, Status, UnitResult
 
 
 class RunProgress:
@@ -45,7 +45,8 @@ class RunProgress:
             self.progress.update(self.task, advance=1,
                                  description=f"units ([red]{self.failed} failed[/])" if self.failed else "units")
         elif kind == "status":
-            self.progress.update(self.task, status=escape(str(payload))[-80:])
+            text = payload.text if isinstance(payload, Status) else str(payload)
+            self.progress.update(self.task, status=escape(text)[-80:])
         elif kind == "cell":
             assert isinstance(payload, CellReport)
             seconds = payload.timings.get("total", 0.0)

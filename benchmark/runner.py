@@ -1,7 +1,10 @@
 """The driver of a run: plan, skip what is done, hand cells to an executor, write what comes back.
 
 Only the driver writes to the run directory, so every executor (in process or a cluster) gets the
-same resume guarantees: a unit's part exists whole or not at all, and exists at most once.
+same resume guarantees: a unit's part exists whole or not at all, and exists at most once. The
+manifest's ``status`` says truthfully how the run ended: ``complete`` (every planned unit has its
+part), ``failed units`` (the run went through, some units failed), ``interrupted`` (Ctrl-C or
+SIGTERM) or ``crashed`` (xbench itself failed), with the counts of what is done and missing.
 """
 
 from __future__ import annotations
@@ -9,19 +12,24 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .cell import CellJob, CellReport, GalleryItem, Status, UnitResult, UnitTask, use_registry, work
+from .cell import work
 from .config import Config
 from .devices import describe_device, resolve_device
+from .errors import RunInterrupted
+from .messages import CellJob, CellReport, GalleryItem, Status, UnitResult, UnitTask
 from .plan import Plan, make_plan
 from .registry import Registry
 from .store import RunStore
@@ -38,10 +46,13 @@ class RunSummary:
     wall_seconds: float = 0.0
     plugin_seconds: float = 0.0
     leaderboard: Path | None = None
+    status: str = "running"
+    missing: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.status != "complete" else 0
 
 
 def default_out(config: Config) -> Path:
@@ -51,6 +62,28 @@ def default_out(config: Config) -> Path:
     return Path("xbench-runs") / stem
 
 
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise :class:`RunInterrupted` (a ``KeyboardInterrupt``),
+    so the run records itself as interrupted; a plugin's own ``KeyboardInterrupt`` stays a unit's
+    failure. Outside the main thread (signals cannot be handled there) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise RunInterrupted(f"interrupted by {signal.Signals(signum).name}")
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def run(
     config: Config,
     registry: Registry,
@@ -58,34 +91,41 @@ def run(
     out: Path | None = None,
     on_event: Callable[[str, Any], None] = lambda kind, payload: None,
 ) -> RunSummary:
-    """Run every unit of the plan that has no part yet. ``on_event(kind, payload)`` reports
-    progress: ``start`` (units to compute), ``unit`` (a UnitResult), ``status`` (text), ``cell``."""
+    """Run every unit of the plan that has no valid part yet. ``on_event(kind, payload)`` reports
+    progress: ``start`` (units to compute), ``unit`` (a UnitResult), ``status`` (a Status), ``cell``."""
     started = time.perf_counter()
     out = Path(out or default_out(config))
     store = RunStore(out)
+    with store.lock():
+        return _run_locked(config, registry, store, started, on_event)
+
+
+def _run_locked(config: Config, registry: Registry, store: RunStore, started: float,
+                on_event: Callable[[str, Any], None]) -> RunSummary:
+    out = store.root
     store.prepare()
     plan = make_plan(config, registry)
     device = resolve_device(config.run.device)
     cache_dir = Path(config.run.cache) if config.run.cache else out / "cache"
-    done = store.done()
     planned_keys = [u.key for u in plan.all_units]
+    done = store.done(planned_keys)
     previous = store.read_manifest()
     manifest = _manifest(config, registry, plan, device, previous)
-    manifest["threads"] = config.run.threads or _torch_threads()
+    options = config.run.model_copy(update={"threads": config.run.threads or _torch_threads()})
+    manifest["threads"] = options.threads
     manifest["status"] = "running"
     store.write_manifest(manifest)
 
     executor_name = config.run.executor
     job_device = "cuda" if executor_name != "local" and device.type == "cuda" else str(device)
-    options = config.run.model_dump()
-    options["threads"] = config.run.threads or _torch_threads()
     jobs = []
     for cell in plan.cells:
         todo = tuple(UnitTask(u.key, u.method, u.metric) for u in plan.units[cell.key] if u.key not in done)
         if todo:
             jobs.append(CellJob(cell, todo, options, str(cache_dir), job_device))
     summary = RunSummary(out=out, planned=len(planned_keys), skipped_done=sum(k in done for k in planned_keys))
-    on_event("start", {"units": sum(len(j.units) for j in jobs), "cells": len(jobs), "done": summary.skipped_done})
+    on_event("start", {"units": sum(len(j.units) for j in jobs), "cells": len(jobs), "done": summary.skipped_done,
+                       "skipped": len(plan.skipped)})
 
     cells: dict[str, Any] = dict(previous.get("cells", {}))
     timings: dict[str, float] = defaultdict(float)
@@ -103,28 +143,41 @@ def run(
         elif isinstance(message, CellReport):
             cells[message.key] = {"title": message.title, "dataset_info": message.dataset_info, "fit": message.fit,
                                   "model_cached": message.model_cached, "timings": message.timings,
-                                  "device": message.device}
+                                  "device": message.device, "costs": message.costs}
+            summary.warnings += [f"{message.title}: {w}" for w in message.fit.get("warnings", [])]
             for name, seconds in message.timings.items():
                 timings[name] += seconds
             on_event("cell", message)
         elif isinstance(message, GalleryItem):
             store.write_gallery(message.cell_key, message.name, message.arrays, message.meta)
         elif isinstance(message, Status):
-            on_event("status", message.text)
+            on_event("status", message)
 
-    executor = registry.get("executors", executor_name).spec.create(
-        {"scheduler": config.run.scheduler, "workers": config.run.workers, "device": str(device)})
-    use_registry(registry)
+    status = "crashed"
+    executor = None
     try:
-        executor.run(jobs, work, deliver)
+        with interruptible():
+            executor = registry.get("executors", executor_name).spec.create(
+                {"scheduler": config.run.scheduler, "workers": config.run.workers, "device": str(device),
+                 "registry": registry})
+            executor.run(jobs, work, deliver)
+        status = "running"
+    except RunInterrupted:
+        status = "interrupted"
+        raise
     finally:
-        use_registry(None)
-        executor.close()
+        if executor is not None:
+            executor.close()
         summary.wall_seconds = time.perf_counter() - started
         plugin = sum(v for k, v in timings.items() if k != "total")
         summary.plugin_seconds = plugin
+        present = store.done(planned_keys)
+        summary.missing = sum(k not in present for k in planned_keys)
+        if status == "running":
+            status = "complete" if not summary.missing else "failed units"
+        summary.status = status
         manifest.update(
-            status="complete" if not summary.failed else "failed units",
+            status=status,
             finished=_now(),
             cells=cells,
             timings={"wall_seconds": summary.wall_seconds, "plugin_seconds": dict(timings),
@@ -132,8 +185,10 @@ def run(
                      "overhead_fraction": (summary.wall_seconds - plugin) / summary.wall_seconds
                      if summary.wall_seconds and jobs else None},
             failed=[{k: v for k, v in e.items() if k != "traceback"} for e in summary.failed],
+            warnings=summary.warnings,
             counts={"planned": summary.planned, "already_done": summary.skipped_done,
-                    "computed": summary.computed, "failed": len(summary.failed)},
+                    "computed": summary.computed, "failed": len(summary.failed), "missing": summary.missing,
+                    "skipped_combinations": len(plan.skipped)},
         )
         store.write_manifest(manifest)
     return summary
@@ -171,10 +226,13 @@ def _manifest(config: Config, registry: Registry, plan: Plan, device, previous: 
     for kind, variants in config.variants.items():
         for name in sorted({v.name for v in variants}):
             entry = registry.get(kind, name)
-            used[kind].append({"name": name, "version": entry.version, "plugin": entry.plugin.name,
-                               "distribution": entry.plugin.distribution,
-                               "distribution_version": entry.plugin.version,
-                               "description": getattr(entry.spec, "description", "")})
+            item = {"name": name, "version": entry.version, "plugin": entry.plugin.name,
+                    "distribution": entry.plugin.distribution,
+                    "distribution_version": entry.plugin.version,
+                    "description": getattr(entry.spec, "description", "")}
+            if kind == "metrics":
+                item["families"] = {v: d.describe() for v, d in entry.spec.values.items() if hasattr(d, "describe")}
+            used[kind].append(item)
     return {
         "xbench_version": __version__,
         "started": _now(),

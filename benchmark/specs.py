@@ -21,6 +21,101 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 Tags = Union[frozenset[str], Callable[[Mapping[str, Any]], Iterable[str]]]
 """Capability tags: a fixed set, or a function of the resolved params (e.g. a hybrid loss needs a mask)."""
 
+CATEGORIES = ("localisation", "faithfulness", "robustness", "classification", "sanity", "complexity")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A plugin parameter: its default, the values it may take, and one line that says what it does.
+
+    Why: the config is checked against these before anything runs, so a typo in a value
+    (``fill = "grey"``) is a usage error naming the plugin, the key, the allowed values and the
+    closest one, instead of a failure after the model has trained. ``choices`` and the bounds
+    ``ge``/``le``/``gt`` apply to a scalar, or to every item of a list param; ``min_items`` bounds a
+    list's length; ``check(value)`` returns a message for anything the rest cannot say (None = fine).
+    A plugin may give a bare default instead of a ``Param``: then only the type is checked.
+    """
+
+    default: Any
+    doc: str = ""
+    choices: tuple[Any, ...] | None = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    min_items: int | None = None
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def type_name(self) -> str:
+        return param_type(self.default)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``xbench list --json`` shows of the param."""
+        out: dict[str, Any] = {"type": self.type_name, "default": self.default, "doc": self.doc}
+        if self.choices is not None:
+            out["choices"] = list(self.choices)
+        bounds = {k: v for k, v in (("ge", self.ge), ("gt", self.gt), ("le", self.le), ("min_items", self.min_items))
+                  if v is not None}
+        if bounds:
+            out["range"] = bounds
+        return out
+
+
+def param_type(default: Any) -> str:
+    """The type a param's values must have, named as TOML users know it."""
+    if default is None:
+        return "any"
+    for kind, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), ((list, tuple), "list"),
+                       (Mapping, "table")):
+        if isinstance(default, kind):
+            return name
+    return type(default).__name__
+
+
+def param_table(params: Mapping[str, Any]) -> dict[str, Param]:
+    """A spec's params as :class:`Param` objects (a bare default becomes ``Param(default)``)."""
+    return {k: v if isinstance(v, Param) else Param(v) for k, v in params.items()}
+
+
+def defaults(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A spec's params as plain defaults, as plugins receive them when a config sets nothing."""
+    return {k: v.default if isinstance(v, Param) else v for k, v in params.items()}
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family of values that share one meaning and differ by their facets: a ``curve`` (a numeric
+    ``level`` only, e.g. the step k of a MoRF curve), ``categorical`` (a named ``facet`` only, e.g.
+    a region or a class) or a ``grid`` (both, e.g. corruption × severity).
+
+    A metric returns a family as a mapping from facet to per-sample values: ``{3: tensor}`` for a
+    curve, ``{"heart": tensor}`` for a categorical family, ``{("contrast", 3): tensor}`` for a grid.
+    Rows keep the facets in columns of their own (``family``, ``facet``, ``level``), so the
+    leaderboard never parses value names; ``value_name`` still reads ``rmse/contrast/3``.
+    ``facet`` and ``level`` name the facets (shown on the leaderboard: "severity", "region").
+    ``name`` is the family's name in the rows when it differs from its key in ``MetricSpec.values``,
+    so a summary value and its breakdown can share a name (``sensitivity`` and ``sensitivity/NOR``).
+    """
+
+    higher_is_better: bool | None = None
+    facet: str | None = None
+    level: str | None = None
+    name: str | None = None
+
+    def __post_init__(self):
+        if self.facet is None and self.level is None:
+            raise ValueError("a Family needs a named facet (facet=...), a numeric one (level=...), or both")
+
+    @property
+    def kind(self) -> str:
+        if self.facet is None:
+            return "curve"
+        return "categorical" if self.level is None else "grid"
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "facet": self.facet, "level": self.level, "higher_is_better": self.higher_is_better,
+                **({"name": self.name} if self.name else {})}
+
 
 def resolve_tags(tags: Tags, params: Mapping[str, Any]) -> frozenset[str]:
     """Tags of a spec for the given params."""
@@ -154,6 +249,10 @@ class DatasetSpec:
     data offers downstream: ``mask`` (ground truth of the class-relevant region), ``regions``,
     ``grayscale`` or ``rgb``. ``card`` is a short Markdown description: what it is, where it comes
     from, its licence, what the mask means and how to get the real data.
+
+    Every spec kind takes ``params`` (name → :class:`Param` or a bare default) and an optional
+    ``validate(params)`` for rules between params (raise ``ValueError`` with a one-line message);
+    both are checked when the config is read, before any data is loaded.
     """
 
     name: str
@@ -163,14 +262,17 @@ class DatasetSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     provides: Tags = frozenset()
     card: str = ""
+    validate: Callable[[Mapping[str, Any]], None] | None = None
 
 
 @dataclass
 class FitReport:
-    """What training tells the results: per-epoch history and final validation metrics."""
+    """What training tells the results: per-epoch history, final validation metrics, and warnings
+    (one sentence each) when training ended in a known trap (memorised, collapsed, never improved)."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -214,7 +316,13 @@ class ModelSpec:
     ``layers(module)`` names the target layers for CAM methods (default: every ``Conv2d``);
     ``explainer(module)`` returns the in-model explainer (default: ``module.explain`` if defined).
     Every model also accepts the param ``untrained`` (handled by xbench): skip ``fit``, for null
-    baselines.
+    baselines. ``provides`` defaults to what any differentiable ``nn.Module`` with convolutions
+    supports (gradients, CAM layers).
+
+    ``architecture`` names the params that decide the initial weights (e.g. ``width``): with the run
+    option ``seeding = "paired"``, variants that differ only in other params (the training
+    objective, say) start from the same weights and see the same batches, so they can be compared
+    pairwise over seeds. None means every param counts.
     """
 
     name: str
@@ -223,10 +331,12 @@ class ModelSpec:
     version: str = "1"
     description: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
-    provides: Tags = frozenset({"conv_layer"})
+    provides: Tags = frozenset({"conv_layer", "gradients"})
     requires: Tags = frozenset()
     layers: Callable[[nn.Module], dict[str, nn.Module]] | None = None
     explainer: Callable[[nn.Module], Callable[[Tensor], Tensor] | None] | None = None
+    validate: Callable[[Mapping[str, Any]], None] | None = None
+    architecture: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -237,19 +347,20 @@ class MethodSpec:
     returns ``(N, C, H, W)`` at input resolution or ``(N, h, w)`` / ``(N, 1, h, w)`` at a layer's
     resolution; xbench reduces it to ``(N, H, W)`` by the run's recorded rule before metrics see it.
     ``baseline=True`` marks a null baseline (random map, edge filter), shown as such on leaderboards.
+    ``stochastic=True``: the method draws random numbers, and ``explain`` gets a keyword
+    ``generator`` (a ``torch.Generator`` on the inputs' device, seeded per batch) to draw them from.
     """
 
     name: str
-    explain: Callable[[TrainedModel, Tensor, Tensor, Mapping[str, Any]], Tensor]
+    explain: Callable[..., Tensor]
     version: str = "1"
     description: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
     requires: Tags = frozenset()
     provides: Tags = frozenset()
     baseline: bool = False
-
-
-CATEGORIES = ("localisation", "faithfulness", "robustness", "classification", "sanity", "complexity")
+    stochastic: bool = False
+    validate: Callable[[Mapping[str, Any]], None] | None = None
 
 
 @dataclass
@@ -257,11 +368,16 @@ class MetricContext:
     """Everything a metric may look at for one batch (``scope="sample"``) or one test split
     (``scope="model"``). Tensors are on ``device``.
 
-    ``attribution`` is the reduced ``(N, H, W)`` map, ``raw_attribution`` what the method returned.
-    ``explain(x, targets=None)`` re-explains other inputs with the same method and reduction
-    (targets default to the run's target mode); ``explain_raw`` skips the reduction.
-    ``predict(x)`` returns logits, batched. ``flag(where, reason)`` records why some samples'
-    values are undefined (e.g. an empty mask); those rows get the reason in their ``note``.
+    ``attribution`` is the reduced ``(N, H, W)`` map, ``raw_attribution`` what the method returned;
+    both are finite: the core zeroes NaN/Inf, flags those samples, marks them in ``undefined`` and
+    reports every value of theirs as NaN, whatever the metric returns for them.
+    ``reduction`` is the run's rule that made one from the other.
+    ``explain(x, targets=None, model=None)`` re-explains other inputs with the same method and
+    reduction (targets default to the run's target mode; ``model`` another ``TrainedModel``, e.g. a
+    randomised copy); ``explain_raw`` skips the reduction. ``predict(x)`` returns logits, batched.
+    ``params`` holds every param of the metric, resolved (read ``ctx.params[key]``).
+    ``flag(where, reason)`` records why some samples' values are undefined (e.g. an empty mask);
+    those rows get the reason in their ``note``.
     """
 
     model: TrainedModel
@@ -281,6 +397,8 @@ class MetricContext:
     explain_raw: Callable[..., Tensor] | None = None
     dataset: Dataset | None = None
     method: str | None = None
+    reduction: str = "abs-luminance"
+    undefined: Tensor | None = None
     notes: list[tuple[Tensor, str]] = field(default_factory=list)
 
     @property
@@ -299,37 +417,45 @@ class MetricContext:
 class MetricSpec:
     """A metric plugin: a small pure function over a batch.
 
-    ``score(ctx) -> {value_name: Tensor}`` with one value per sample (``scope="sample"``, shape
-    ``(N,)``) or one per model (``scope="model"``, shape ``()``); every value name is declared in
-    ``values`` with whether higher is better (None where there is no direction, e.g. counts).
-    A declared name ending in ``/*`` covers a family of values whose facets follow in the name,
-    separated by ``/``: ``morf/*`` for ``morf/0 … morf/L`` (a curve), ``rmse/*`` for
-    ``rmse/<corruption>/<severity>``. ``requires`` names tags the dataset, model or method must
-    provide (e.g. ``mask``).
+    ``score(ctx) -> {name: Tensor}`` with one value per sample (``scope="sample"``, shape ``(N,)``)
+    or one per model (``scope="model"``, shape ``()``). Every name is declared in ``values``: a
+    plain value with whether higher is better (None where there is no direction, e.g. counts), or
+    a :class:`Family` whose members the metric returns as a mapping from facet to values (a MoRF
+    curve ``morf``, the RMSE grid ``rmse`` over corruption × severity). ``category`` is one of
+    ``CATEGORIES``. ``requires`` names tags the dataset, model or method must provide (e.g. ``mask``).
     """
 
     name: str
-    score: Callable[[MetricContext], Mapping[str, Tensor]]
-    values: Mapping[str, bool | None]
+    score: Callable[[MetricContext], Mapping[str, Any]]
+    values: Mapping[str, bool | None | Family]
     category: str
     version: str = "1"
     description: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
     requires: Tags = frozenset()
     scope: str = "sample"
+    validate: Callable[[Mapping[str, Any]], None] | None = None
 
-    def direction(self, value_name: str) -> bool | None:
-        """Whether higher is better for a returned value name; KeyError if it is not declared."""
-        if value_name in self.values:
-            return self.values[value_name]
-        for declared, higher in self.values.items():
-            if declared.endswith("/*") and value_name.startswith(declared[:-1]) and len(value_name) > len(declared) - 1:
-                return higher
-        raise KeyError(value_name)
+    def __post_init__(self):
+        if self.category not in CATEGORIES:
+            raise ValueError(f"metric {self.name!r}: category {self.category!r} is not one of {', '.join(CATEGORIES)}")
+        if self.scope not in ("sample", "model"):
+            raise ValueError(f"metric {self.name!r}: scope must be 'sample' or 'model', got {self.scope!r}")
+
+    def direction(self, name: str) -> bool | None:
+        """Whether higher is better for a declared value or family; KeyError if it is not declared."""
+        declared = self.values[name]
+        return declared.higher_is_better if isinstance(declared, Family) else declared
+
+    def family(self, name: str) -> Family | None:
+        declared = self.values[name]
+        return declared if isinstance(declared, Family) else None
 
 
 class Executor(Protocol):
-    """Runs cell jobs and delivers their unit results to the driver, which writes them."""
+    """Runs cell jobs and delivers their unit results to the driver, which writes them: calls
+    ``work(job, deliver, worker)`` for every job, with the :class:`xbench.obtain.Worker` of the process
+    that runs it."""
 
     def run(self, jobs: list, work: Callable, deliver: Callable) -> None: ...
 
@@ -340,9 +466,11 @@ class Executor(Protocol):
 class ExecutorSpec:
     """An executor plugin: ``create(options) -> Executor``.
 
-    ``options`` holds ``scheduler`` (an address or ""), ``workers`` and ``device``. An executor calls
-    ``work(job, deliver)`` for every job, in this process or elsewhere, and makes sure ``deliver``
-    runs in the driver process for every unit result.
+    ``options`` holds ``scheduler`` (an address or ""), ``workers``, ``device`` and ``registry`` (the
+    driver's, for cells run in this process). An executor calls ``work(job, deliver, worker)`` for
+    every job, in this process or elsewhere, with one :class:`xbench.obtain.Worker` per process (its
+    registry and dataset cache), and makes sure ``deliver`` runs in the driver process for every
+    message.
     """
 
     name: str
@@ -351,10 +479,8 @@ class ExecutorSpec:
     version: str = "1"
 
 
-SPEC_TYPES = {
-    "datasets": DatasetSpec,
-    "models": ModelSpec,
-    "methods": MethodSpec,
-    "metrics": MetricSpec,
-    "executors": ExecutorSpec,
-}
+PLUGIN_KINDS = ("datasets", "models", "methods", "metrics")
+"""The four kinds of benchmark plugin, in the order a combination joins them."""
+
+SPEC_TYPES = dict(zip((*PLUGIN_KINDS, "executors"), (DatasetSpec, ModelSpec, MethodSpec, MetricSpec, ExecutorSpec)))
+"""Every kind a plugin can provide (the four above, and executors), with its spec type."""

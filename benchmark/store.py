@@ -2,7 +2,7 @@
 
 Layout of a run directory::
 
-    manifest.json            resolved config, versions, plan, device, timings
+    manifest.json            resolved config, versions, plan, device, timings, status
     results/<unit>.parquet   one part per (cell, method, metric); the unit key names the file
     errors/<unit>.json       units that failed, with phase, error and traceback
     gallery/<cell>/*.npz     the first test samples of each cell and every method's maps on them
@@ -11,63 +11,40 @@ Layout of a run directory::
 
 A part is written to a temporary file in the same folder, flushed to disk and renamed over its
 final name, so a run killed at any point (SIGKILL included) leaves either a whole part or none,
-and never two parts for one unit. Resuming skips every unit whose part exists.
+and never two parts for one unit. Resuming skips every unit whose part is valid: readable, of the
+current results schema, with the row count it recorded; anything else is computed again. Files
+get the permissions the umask allows (a shared run directory stays readable by the team). What a
+row means is :mod:`xbench.results`; this module only persists it.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA = pa.schema(
-    [
-        ("unit", pa.string()),
-        ("dataset", pa.string()),
-        ("dataset_label", pa.string()),
-        ("dataset_version", pa.string()),
-        ("dataset_params", pa.string()),
-        ("model", pa.string()),
-        ("model_label", pa.string()),
-        ("model_version", pa.string()),
-        ("model_params", pa.string()),
-        ("seed", pa.int64()),
-        ("method", pa.string()),
-        ("method_label", pa.string()),
-        ("method_version", pa.string()),
-        ("method_params", pa.string()),
-        ("metric", pa.string()),
-        ("metric_label", pa.string()),
-        ("metric_version", pa.string()),
-        ("metric_params", pa.string()),
-        ("value_name", pa.string()),
-        ("category", pa.string()),
-        ("higher_is_better", pa.bool_()),
-        ("scope", pa.string()),
-        ("baseline", pa.bool_()),
-        ("target_mode", pa.string()),
-        ("reduction", pa.string()),
-        ("sample", pa.int64()),
-        ("label", pa.int64()),
-        ("prediction", pa.int64()),
-        ("correct", pa.bool_()),
-        ("target", pa.int64()),
-        ("value", pa.float64()),
-        ("note", pa.string()),
-    ]
-)
-"""One row per (cell, method, metric value, sample); model-level rows have null method and sample."""
+from .errors import UsageError
+from .results import RESULTS_SCHEMA, ROWS_KEY, SCHEMA, schema_version, stamp, upgrade
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never part."""
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never part.
+    The file gets mode 0666 less the umask, as an ordinary ``open`` would give it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -75,6 +52,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -83,6 +61,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
+
+
+def check_writable(root: Path) -> None:
+    """A usage error (exit 2) when ``root`` cannot be a run directory: it or a parent is a file,
+    or it cannot be created or written."""
+    root = Path(root)
+    for parent in [root, *root.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"The run directory {str(root)!r} cannot be created: {str(parent)!r} is a file, not a "
+                             "folder. Choose another --out (or run.out), or move that file away.")
+        if parent.exists():
+            break
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=root, prefix=".xbench-write-check.", delete=True)
+        probe.close()
+    except OSError as exc:
+        reason = "the file system is read-only" if exc.errno == errno.EROFS else exc.strerror or str(exc)
+        raise UsageError(f"Cannot write the run directory {str(root)!r}: {reason}. Choose a writable --out "
+                         "(or run.out).") from None
 
 
 class RunStore:
@@ -95,19 +93,48 @@ class RunStore:
         self.gallery = self.root / "gallery"
         self.manifest_path = self.root / "manifest.json"
 
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for one run: a second ``xbench run`` on it at the same time would
+        compute everything twice, so it is a usage error instead."""
+        import fcntl
+
+        check_writable(self.root)
+        handle = open(self.root / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise UsageError(f"Another xbench run is writing to {str(self.root)!r} right now. Wait for it to finish "
+                             "(it resumes the same units), or pass another --out.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
     def prepare(self) -> None:
         for folder in (self.results, self.errors):
             folder.mkdir(parents=True, exist_ok=True)
             for stale in folder.glob(".*.tmp"):  # left by a killed writer; never a result
                 stale.unlink(missing_ok=True)
 
-    def done(self) -> set[str]:
-        """Unit keys that already have a part."""
-        return {p.stem for p in self.results.glob("*.parquet")}
+    def done(self, units: Iterable[str] | None = None) -> set[str]:
+        """Unit keys (of ``units``, default all) whose part is valid: readable, of the current results
+        schema, and holding the row count it recorded. A damaged or outdated part does not count, so
+        a resumed run computes it again."""
+        wanted = None if units is None else set(units)
+        out = set()
+        for path in self.results.glob("*.parquet"):
+            if wanted is not None and path.stem not in wanted:
+                continue
+            if part_is_valid(path):
+                out.add(path.stem)
+        return out
 
     def write_part(self, unit: str, table: pa.Table) -> None:
         sink = pa.BufferOutputStream()
-        pq.write_table(table.cast(SCHEMA), sink, compression="zstd")
+        pq.write_table(stamp(table.cast(SCHEMA)), sink, compression="zstd")
         atomic_write_bytes(self.results / f"{unit}.parquet", sink.getvalue().to_pybytes())
         (self.errors / f"{unit}.json").unlink(missing_ok=True)
 
@@ -139,11 +166,36 @@ class RunStore:
         return json.loads(self.manifest_path.read_text())
 
 
+def part_is_valid(path: Path) -> bool:
+    """Whether a part can be read whole, was written by this results schema, and holds the rows its
+    metadata recorded."""
+    try:
+        meta = pq.read_metadata(path)
+    except Exception:  # noqa: BLE001 - any unreadable file is simply not a valid part
+        return False
+    kv = meta.metadata or {}
+    if schema_version(kv) != RESULTS_SCHEMA:
+        return False
+    try:
+        return ROWS_KEY in kv and int(kv[ROWS_KEY].decode()) == meta.num_rows
+    except ValueError:
+        return False
+
+
+def read_part(path: Path) -> pa.Table:
+    """A part in the current schema (parts of an older results schema are upgraded on reading)."""
+    table = pq.read_table(path)
+    if schema_version(table.schema.metadata) < RESULTS_SCHEMA:
+        return upgrade(table)
+    return table.select(SCHEMA.names).cast(SCHEMA).replace_schema_metadata(None)
+
+
 def load_results(run_dir: str | os.PathLike, *, current_only: bool = True):
-    """All result rows of a run as a pandas DataFrame.
+    """All result rows of a run as a pandas DataFrame (columns :data:`xbench.results.SCHEMA`).
 
     With ``current_only`` (default), rows of units that the run's latest plan no longer contains
-    (e.g. after a config change in the same directory) are left out.
+    (e.g. after a config change in the same directory) are left out. Runs written by an older
+    results schema are read and upgraded (resuming them recomputes their parts).
     """
     import pandas as pd
 
@@ -156,5 +208,5 @@ def load_results(run_dir: str | os.PathLike, *, current_only: bool = True):
             files = [f for f in files if f.stem in keep]
     if not files:
         return SCHEMA.empty_table().to_pandas()
-    table = pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files])
+    table = pa.concat_tables([read_part(f) for f in files])
     return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)

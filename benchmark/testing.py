@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .checks import check_dataset
-from .specs import Dataset, FitContext, MetricContext, MetricSpec, Split, TrainedModel
+from .specs import Dataset, FitContext, MetricContext, MetricSpec, Split, TrainedModel, defaults
 
 
 def planted_split(n: int, *, size: int = 32, channels: int = 1, seed: int = 0, patch: int = 8,
@@ -61,7 +61,7 @@ def train_small_cnn(dataset: Dataset, *, epochs: int = 8, seed: int = 0, width: 
 
     device = torch.device(device)
     torch.manual_seed(seed)
-    params = {**small_cnn.PARAMS, "width": width, "epochs": epochs, "lr": lr, "patience": epochs}
+    params = {**defaults(small_cnn.PARAMS), "width": width, "epochs": epochs, "lr": lr, "patience": epochs}
     module = small_cnn.build(dataset.describe(), params)
     report = small_cnn.fit(module, dataset, params, FitContext(seed=seed, device=device, cache_dir=""))
     module.eval()
@@ -71,9 +71,17 @@ def train_small_cnn(dataset: Dataset, *, epochs: int = 8, seed: int = 0, width: 
 
 def metric_context(model: TrainedModel, split: Split, *, attribution: torch.Tensor | None = None,
                    params: Mapping[str, Any] | None = None, n: int | None = None,
-                   explain=None, target: str = "label", seed: int = 0) -> MetricContext:
-    """A :class:`MetricContext` over the first ``n`` samples of ``split``, as the runner builds it."""
-    from .attribution import reduce_attribution
+                   explain=None, target: str = "label", seed: int = 0,
+                   reduction: str = "abs-luminance") -> MetricContext:
+    """The :class:`MetricContext` a run would score over the first ``n`` samples of ``split``.
+
+    ``attribution`` is what a method returned (``(N, C, H, W)`` at input resolution, or a CAM's
+    ``(N, h, w)`` at its layer's resolution); it is reduced by ``reduction`` exactly as a run
+    reduces it (by default ``abs-luminance``: pass ``reduction = "sum"`` to hand a metric a signed
+    map). ``explain(model, x, targets) -> raw maps`` lets the metric re-explain inputs; targets
+    follow ``target`` as in a run (``predicted``: each input's own predicted class). Built by
+    :func:`xbench.results.metric_context`, the factory the runner uses."""
+    from . import results
 
     n = len(split) if n is None else n
     device = next(model.module.parameters()).device
@@ -87,36 +95,31 @@ def metric_context(model: TrainedModel, split: Split, *, attribution: torch.Tens
         with torch.no_grad():
             return model.module(batch.to(device)).float()
 
-    explain_raw = None
-    explain_reduced = None
-    if explain is not None:
-        def explain_raw(inputs, targets_=None):
-            t = targets if targets_ is None else targets_
-            return explain(model, inputs, t)
-
-        def explain_reduced(inputs, targets_=None):
-            return reduce_attribution(explain_raw(inputs, targets_), tuple(inputs.shape[-2:]), "abs-luminance")
-    return MetricContext(
-        model=model, inputs=x, labels=labels, logits=logits, targets=targets, params=dict(params or {}),
-        generator=torch.Generator(device=device).manual_seed(seed), device=device, predict=predict,
-        attribution=None if attribution is None else attribution[:n].to(device).float(),
-        raw_attribution=None if attribution is None else attribution[:n].to(device).float(),
+    prepared = None
+    if attribution is not None:
+        prepared = results.prepare_attribution(attribution[:n].to(device), tuple(x.shape[-2:]), reduction)
+    return results.metric_context(
+        model=model, inputs=x, labels=labels, logits=logits, targets=targets, target_mode=target,
+        params=dict(params or {}), generator=torch.Generator(device=device).manual_seed(seed), predict=predict,
+        device=device, attribution=prepared, explainer=explain,
         mask=None if split.masks is None else split.masks[:n].to(device),
-        regions={k: v[:n].to(device) for k, v in split.regions.items()},
-        explain=explain_reduced, explain_raw=explain_raw,
+        regions={k: v[:n].to(device) for k, v in split.regions.items()}, reduction=reduction,
     )
 
 
 def score(spec: MetricSpec, ctx: MetricContext, **params: Any) -> dict[str, torch.Tensor]:
-    """Call a metric with its default params updated by ``params``."""
-    ctx.params = {**spec.params, **ctx.params, **params}
-    return dict(spec.score(ctx))
+    """Score ``ctx`` as a run scores it (its defaults updated by the context's and by ``params``;
+    the output validated; values of non-finite attributions NaN), as ``{value_name: values}``."""
+    from . import results
+
+    ctx.params = {**defaults(spec.params), **ctx.params, **params}
+    return {v.name: v.values for v in results.score(spec, ctx)}
 
 
 def check_dataset_spec(spec, params: Mapping[str, Any] | None = None, seed: int = 0) -> Dataset:
     """Load a dataset spec with its defaults updated by ``params`` and check the data contract;
     loading twice with the same seed must give identical tensors."""
-    merged = {**spec.params, **(params or {})}
+    merged = {**defaults(spec.params), **(params or {})}
     first, second = spec.load(merged, seed), spec.load(merged, seed)
     check_dataset(first, spec.name)
     for split in ("train", "val", "test"):

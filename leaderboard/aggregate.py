@@ -248,7 +248,7 @@ def _with_model_families(model: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
                .groupby(["dataset_label", "model_label", "metric_label", "value_name", "seed"], observed=True,
                         sort=False)
                .agg(value=("value", "mean"), higher_is_better=("higher_is_better", "first"),
-                    category=("category", "first"), baseline=("baseline", "first"),
+                    category=("category", "first"), method_baseline=("method_baseline", "first"),
                     method_label=("method_label", "first"), scope=("scope", "first"))
                .reset_index())
     out = pd.concat([model[~member].astype({"value_name": object}), summary], ignore_index=True)
@@ -269,7 +269,7 @@ def _series(rows: pd.DataFrame, views: dict[str, np.ndarray | None], resamples: 
     keys = {c: labels[j][srow[:, j]] for j, c in enumerate(KEYS)}
     hib = meta["higher_is_better"].to_numpy(object)
     category = meta["category"].astype(object).to_numpy()
-    baseline = _any_by(rows["baseline"].to_numpy(bool), sid, len(srow))
+    baseline = _any_by(rows["method_baseline"].fillna(False).to_numpy(bool), sid, len(srow))
     per_seed_out, series_out = [], []
     for view, weight in views.items():
         per_seed, series = _one_view(values, sid, seed_codes, seed_labels, len(srow), weight, resamples, seed,
@@ -328,11 +328,10 @@ def _any_by(flags: np.ndarray, groups: np.ndarray, size: int) -> np.ndarray:
 
 def _flag_baselines(series: pd.DataFrame, model_params: dict[str, dict]) -> pd.DataFrame:
     """A model column is a null baseline when its params say ``untrained``; a method row is one
-    when its rows are baselines on a trained model (the method's own ``baseline`` flag)."""
+    when the method is a null baseline (its rows' ``method_baseline`` flag)."""
     untrained = {k for k, v in model_params.items() if v.get("untrained")}
     model_baseline = series["model_label"].astype(object).isin(untrained).to_numpy()
-    method_baseline = series["row_baseline"].to_numpy(bool) & ~model_baseline
-    base_methods = set(series.loc[method_baseline, "method_label"].astype(object))
+    base_methods = set(series.loc[series["row_baseline"].to_numpy(bool), "method_label"].astype(object))
     return series.drop(columns="row_baseline").assign(
         model_baseline=model_baseline,
         method_baseline=series["method_label"].astype(object).isin(base_methods).to_numpy(),

@@ -19,10 +19,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..errors import DataError
-from ..store import SCHEMA, RunStore
+from ..results import SCHEMA
+from ..store import RunStore
 
-COLUMNS = ["dataset_label", "model_label", "model_params", "seed", "method_label", "method_params",
-           "metric_label", "value_name", "category", "higher_is_better", "scope", "baseline", "sample",
+COLUMNS = ["dataset_label", "model_label", "model_params", "model_untrained", "seed", "method_label", "method_params",
+           "method_baseline", "metric_label", "value_name", "category", "higher_is_better", "scope", "sample",
            "correct", "value"]
 TEXT = [c for c in COLUMNS if SCHEMA.field(c).type == pa.string()]
 

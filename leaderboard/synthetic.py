@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..hashing import content_hash
-from ..store import SCHEMA, RunStore
+from ..results import SCHEMA
+from ..store import RunStore
 
 DEFAULTS: dict[str, Any] = {
     "dataset_version": "1", "model_version": "1", "method_version": "1", "metric_version": "1",

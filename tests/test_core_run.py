@@ -174,8 +174,9 @@ def test_untrained_variant_is_a_null_baseline(tiny_config, tmp_path):
     df = load_results(tmp_path / "u")
     acc = df[df["value_name"] == "accuracy"].set_index("model_label")["value"]
     assert acc["small-cnn[untrained=false]"] > 0.8 > acc["small-cnn[untrained=true]"] - 0.2
-    flags = df[df["scope"] == "sample"].groupby("model_label")["baseline"].first()
+    flags = df[df["scope"] == "sample"].groupby("model_label")["model_untrained"].first()
     assert bool(flags["small-cnn[untrained=true]"]) and not bool(flags["small-cnn[untrained=false]"])
+    assert not df.loc[df["scope"] == "sample", "method_baseline"].any()  # saliency is not a baseline method
     tpr = df[df["value_name"] == "tpr"].groupby("model_label")["value"].mean()
     assert tpr["small-cnn[untrained=false]"] > tpr["small-cnn[untrained=true]"]
     assert not math.isnan(tpr.sum()) and np.isfinite(tpr).all()

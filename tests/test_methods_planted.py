@@ -138,9 +138,7 @@ def test_every_method_runs_through_the_runner_trained_and_untrained(tmp_path, re
         assert set(part.method) == expected
         assert (part.groupby("method_label").size() == 8).all()
         assert part.value.notna().all()
-        if is_untrained:  # the untrained architecture is a null baseline for every method
-            assert part.baseline.all()
-        else:
-            assert set(part[part.baseline].method) == {"random", "sobel", "laplace"}
+        assert (part.model_untrained == is_untrained).all()  # the untrained architecture: a null baseline model
+        assert set(part[part.method_baseline].method) == {"random", "sobel", "laplace"}
     labels = set(rows.method_label)
     assert {"grad-cam[layer=features.0]", "grad-cam[layer=#1]", "grad-cam[layer=features.6]"} <= labels

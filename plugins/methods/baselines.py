@@ -1,7 +1,7 @@
 """Null baselines: maps that know nothing about the model, shown beside real methods so every
 leaderboard has chance levels (seed-algorithms.md §2.7, §5.3). ``baseline=True`` marks them.
 
-- ``random``: i.i.d. uniform [0, 1) per pixel, from the runner's seeded RNG.
+- ``random``: i.i.d. uniform [0, 1) per pixel, drawn from the generator the runner seeds per batch.
 - ``sobel``: ``scipy.ndimage.sobel`` of each input image ``(C, H, W)``, default last axis: the
   derivative [-1, 0, 1] along that axis and the smoothing [1, 2, 1] along both other axes (the
   channel axis included), boundary mode ``reflect``. Signed, as in the source; the run's
@@ -48,8 +48,9 @@ def laplace_map(x: torch.Tensor) -> torch.Tensor:
     return sum(correlate1d(x, (1.0, -2.0, 1.0), d) for d in (-3, -2, -1))
 
 
-def random_map(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, params: Mapping[str, Any]):
-    return torch.rand(x.shape[0], 1, *x.shape[-2:], device=x.device)
+def random_map(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, params: Mapping[str, Any], *,
+               generator: torch.Generator):
+    return torch.rand(x.shape[0], 1, *x.shape[-2:], device=x.device, generator=generator)
 
 
 def sobel(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, params: Mapping[str, Any]):
@@ -64,7 +65,7 @@ def laplace(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, params: 
 
 @hookimpl
 def xbench_methods():
-    yield MethodSpec(name="random", explain=random_map, baseline=True,
+    yield MethodSpec(name="random", explain=random_map, baseline=True, stochastic=True,
                      description="Null baseline: uniform random map, seeded per batch.")
     yield MethodSpec(name="sobel", explain=sobel, baseline=True, params={"axis": -1, "legacy_laplace_copy": False},
                      description="Null baseline: Sobel edge map of the input (scipy.ndimage.sobel, last axis).")

@@ -9,12 +9,13 @@ classes (Oliveira's source swaps the two names; these are the correct ones, so i
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from xbench import MetricContext, MetricSpec, hookimpl
-
-from .localisation import value_facet
+from xbench import Family, MetricContext, MetricSpec, hookimpl
+from xbench.results import facet_text
 
 PER_CLASS = ("sensitivity", "specificity", "auroc", "auprc")
 
@@ -63,10 +64,10 @@ def per_class(labels: np.ndarray, prob: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def class_facets(ctx: MetricContext, k: int) -> list[str]:
-    """Value-name facets of the classes: the dataset's class names, else ``class-<index>``. A facet
-    is never a bare number, so the leaderboard reads the family as categorical, not as a curve."""
+    """The classes as facets: the dataset's class names, else ``class-<index>`` (a bare number is
+    prefixed, so a facet always reads as a class name)."""
     names = list(getattr(ctx.dataset, "class_names", ()) or ())
-    facets = [value_facet(n) for n in names] if len(names) == k else []
+    facets = [facet_text(n) for n in names] if len(names) == k else []
     if len(set(facets)) != k:
         facets = [str(c) for c in range(k)]
     return [f"class-{f}" if f.lstrip("-").replace(".", "", 1).isdigit() else f for f in facets]
@@ -88,10 +89,11 @@ def classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
         "sensitivity": _mean(per["sensitivity"][positives]),
         "specificity": _mean(per["specificity"][positives]),
     }
-    for facet, c in zip(class_facets(ctx, k), range(k)):
-        for name in PER_CLASS:
-            out[f"{name}/{facet}"] = float(per[name][c])
-    return {name: torch.tensor(value, dtype=torch.float64) for name, value in out.items()}
+    result: dict[str, Any] = {name: torch.tensor(value, dtype=torch.float64) for name, value in out.items()}
+    for name in PER_CLASS:
+        result[f"{name}_by_class"] = {facet: torch.tensor(float(per[name][c]), dtype=torch.float64)
+                                      for facet, c in zip(class_facets(ctx, k), range(k))}
+    return result
 
 
 @hookimpl
@@ -100,7 +102,7 @@ def xbench_metrics():
         name="classification", score=classification, category="classification", scope="model", version="2",
         values={"accuracy": True, "balanced_accuracy": True, "auroc": True, "auprc": True,
                 "sensitivity": True, "specificity": True,
-                **{f"{name}/*": True for name in PER_CLASS}},
+                **{f"{name}_by_class": Family(True, facet="class", name=name) for name in PER_CLASS}},
         description="Accuracy, balanced accuracy, macro AUROC/AUPRC, sensitivity and specificity (class 1 "
                     "positive for two classes, else macro one-vs-rest) on the test split, and one-vs-rest "
                     "values per class (<value>/<class>).",

@@ -32,10 +32,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from xbench import MetricContext, MetricSpec, hookimpl
+from xbench import Family, MetricContext, MetricSpec, Param, hookimpl
 from xbench.errors import UsageError
 
-from .localisation import constant_maps, finite_attribution, undefined_where
+from ._common import constant_maps, defined
 
 FILLS = {"black": 0.0, "white": 1.0, "gray": 0.5, "blur": None, "uniform": None}
 
@@ -112,7 +112,7 @@ def fill_source(ctx: MetricContext, fill: str, patch: int):
     x = ctx.inputs
     if fill == "uniform":
         return torch.rand(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
-    sigma = float(ctx.params.get("blur_sigma_patches", 0.5)) * patch
+    sigma = float(ctx.params["blur_sigma_patches"]) * patch
     if sigma <= 0:
         raise UsageError(f"AOPC param 'blur_sigma_patches' must be positive, got {sigma / patch!r}.")
     return gaussian_blur(x, sigma)
@@ -151,26 +151,32 @@ def morf_curve(ctx: MetricContext, a: torch.Tensor, *, patch: int, steps: int, f
 
 
 def aopc(ctx: MetricContext) -> dict[str, torch.Tensor]:
-    patch = int(ctx.params.get("patch", 8))
-    if patch < 1:
-        raise UsageError(f"AOPC param 'patch' must be a positive number of pixels, got {patch}.")
-    a, bad = finite_attribution(ctx)
-    curve = morf_curve(ctx, a, patch=patch, steps=int(ctx.params.get("steps", 100)),
-                       fill=str(ctx.params.get("fill", "black")), choice=ctx.params.get("class", "target"),
-                       chunk=int(ctx.params.get("chunk", 0)))
-    ctx.flag(constant_maps(a) & ~bad, "constant attribution: patch order is a seeded random permutation")
-    out = {"aopc": (curve[:, :1] - curve).mean(1)}
-    out.update({f"morf/{k}": curve[:, k] for k in range(curve.shape[1])})
-    return undefined_where(out, bad)
+    a = ctx.attribution.float()
+    p = ctx.params
+    curve = morf_curve(ctx, a, patch=int(p["patch"]), steps=int(p["steps"]), fill=p["fill"], choice=p["class"],
+                       chunk=int(p["chunk"]))
+    ctx.flag(constant_maps(a) & defined(ctx), "constant attribution: patch order is a seeded random permutation")
+    return {"aopc": (curve[:, :1] - curve).mean(1), "morf": {k: curve[:, k] for k in range(curve.shape[1])}}
+
+
+def _class_choice(value) -> str | None:
+    if value in ("target", "label", "predicted") or (isinstance(value, str) and value.isdigit()):
+        return None
+    return "must be 'target', 'label', 'predicted' or a class index as a string (e.g. \"1\")"
 
 
 @hookimpl
 def xbench_metrics():
     yield MetricSpec(
         name="aopc", score=aopc, category="faithfulness",
-        values={"aopc": True, "morf/*": None},
-        params={"patch": 8, "steps": 100, "fill": "black", "class": "target", "blur_sigma_patches": 0.5,
-                "chunk": 0},
+        values={"aopc": True, "morf": Family(None, level="step")},
+        params={"patch": Param(8, "side of the square patches removed at each step, in pixels", ge=1),
+                "steps": Param(100, "L, the most patches removed (at most the number of patches)", ge=1),
+                "fill": Param("black", "what replaces a removed patch", choices=tuple(FILLS)),
+                "class": Param("target", "whose softmax probability f is: the explained 'target', the 'label', "
+                                         "the clean 'predicted' class, or a fixed class index", check=_class_choice),
+                "blur_sigma_patches": Param(0.5, "σ of the blur fill, in patch sides", gt=0),
+                "chunk": Param(0, "perturbed images per forward pass; 0 = the batch size", ge=0)},
         description="Area over the MoRF perturbation curve (Samek et al.; Rio-Torto et al. 2020): s×s patches "
                     "by mean relevance, L = min(steps, patches) cumulative fills (black, white, gray, blur, "
                     "uniform), f = softmax probability of the chosen class; morf/<k> is the curve.",

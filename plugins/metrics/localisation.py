@@ -13,72 +13,15 @@ upsampled bilinearly to the image by the core's recorded reduction, so masks are
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import torch
 
-from xbench import MetricContext, MetricSpec, hookimpl
+from xbench import Family, MetricContext, MetricSpec, Param, hookimpl
 from xbench.errors import DataError, UsageError
 
-NONFINITE = "attribution contains NaN or Inf"  # the core's wording, so a row's note says it once
+from ._common import _names, checked_mask, constant_maps, defined
+
 TIES = ("split", "index", "random")
-
-
-# ----------------------------------------------------------------------------- shared checks
-
-def _names(ctx: MetricContext) -> tuple[str, str]:
-    dataset = getattr(ctx.dataset, "name", None) or "(unnamed dataset)"
-    return dataset, ctx.method or "(unnamed method)"
-
-
-def checked_mask(ctx: MetricContext, mask: torch.Tensor | None, what: str = "ground-truth mask") -> torch.Tensor:
-    """``mask`` as bool, or a :class:`DataError` naming the dataset and method when its shape is not
-    the attribution's ``(N, H, W)`` (a mask at another resolution would silently score nonsense)."""
-    dataset, method = _names(ctx)
-    expected = tuple(ctx.attribution.shape)
-    if mask is None:
-        raise DataError(f"Dataset {dataset!r} gives no {what} for method {method!r}, but this metric needs one; "
-                        "declare the 'mask'/'regions' tags only when the split carries them.")
-    if tuple(mask.shape) != expected:
-        raise DataError(
-            f"Dataset {dataset!r} gives a {what} of shape {tuple(mask.shape)}, but the attribution of method "
-            f"{method!r} is {expected} (N, H, W) at the images' resolution. Masks must be (N, H, W) bool at "
-            "image resolution, one per test image: fix the dataset's masks (or its image size) so they match.")
-    return mask.bool()
-
-
-def finite_attribution(ctx: MetricContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """The attribution with NaN/Inf replaced by 0, and which samples had them (flagged; their values
-    must be reported as NaN, as the runner does)."""
-    a = ctx.attribution.float()
-    bad = ~torch.isfinite(a).flatten(1).all(1)
-    if bad.any():
-        a = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-        ctx.flag(bad, NONFINITE)
-    return a, bad
-
-
-def undefined_where(values: dict[str, torch.Tensor], bad: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Set every value of the ``bad`` samples to NaN."""
-    if not bad.any():
-        return values
-    out = {}
-    for name, v in values.items():
-        v = v.double().clone()
-        v[bad.to(v.device)] = float("nan")
-        out[name] = v
-    return out
-
-
-def value_facet(name: str) -> str:
-    """A region or class name made safe as one ``/``-separated facet of a value name."""
-    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", str(name)).strip("-") or "_"
-
-
-def constant_maps(a: torch.Tensor) -> torch.Tensor:
-    flat = a.flatten(1)
-    return flat.amax(1) == flat.amin(1)
 
 
 # ----------------------------------------------------------------------------- top-k selection
@@ -139,11 +82,10 @@ def top_k_mask(attribution: torch.Tensor, k: torch.Tensor, ties: str = "index",
 
 def tpr_tnr(ctx: MetricContext) -> dict[str, torch.Tensor]:
     """TPR = TP/(TP+FN) (= precision@|GT|, since |M| = |GT|), TNR = TN/(TN+FP), and the counts."""
-    a, bad = finite_attribution(ctx)
+    a, ok = ctx.attribution.float(), defined(ctx)
     gt = checked_mask(ctx, ctx.mask)
     p = gt.flatten(1).sum(1)
-    m = top_k_weights(a, p, str(ctx.params.get("ties", "split")), ctx.generator,
-                      bool(ctx.params.get("legacy_strict_threshold", False))).double()
+    m = top_k_weights(a, p, ctx.params["ties"], ctx.generator, ctx.params["legacy_strict_threshold"]).double()
     g = gt.double()
     tp = (m * g).flatten(1).sum(1)
     fp = (m * (1 - g)).flatten(1).sum(1)
@@ -154,8 +96,8 @@ def tpr_tnr(ctx: MetricContext) -> dict[str, torch.Tensor]:
     tnr = torch.where(tn + fp > 0, tn / (tn + fp).clamp(min=1e-12), nan)
     ctx.flag(p == 0, "empty mask: TPR undefined")
     ctx.flag(p == gt[0].numel(), "mask covers the whole image: TNR undefined")
-    ctx.flag(constant_maps(a) & ~bad, "constant attribution: top pixels decided by the tie rule")
-    return undefined_where({"tpr": tpr, "tnr": tnr, "tp": tp, "fp": fp, "fn": fn, "tn": tn}, bad)
+    ctx.flag(constant_maps(a) & ok, "constant attribution: top pixels decided by the tie rule")
+    return {"tpr": tpr, "tnr": tnr, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
 def normalised_map(a: torch.Tensor, rule: str) -> torch.Tensor:
@@ -172,41 +114,40 @@ def normalised_map(a: torch.Tensor, rule: str) -> torch.Tensor:
 
 def pompom(ctx: MetricContext) -> dict[str, torch.Tensor]:
     """#{(1−z)·ẑ > ε} / (#{(1−z) > ε} + ε) on ẑ = the positive attribution scaled to [0, 1]."""
-    eps = float(ctx.params.get("epsilon", 1e-6))
-    a, bad = finite_attribution(ctx)
+    eps = float(ctx.params["epsilon"])
+    a, ok = ctx.attribution.float(), defined(ctx)
     z = checked_mask(ctx, ctx.mask).double()
-    z_hat = normalised_map(a.double(), str(ctx.params.get("normalise", "max")))
+    z_hat = normalised_map(a.double(), ctx.params["normalise"])
     outside = 1 - z
     meaningful = ((outside * z_hat) > eps).flatten(1).sum(1).double()
     value = meaningful / ((outside > eps).flatten(1).sum(1).double() + eps)
-    silent = (z_hat.flatten(1).amax(1) <= 0) & ~bad
+    silent = (z_hat.flatten(1).amax(1) <= 0) & ok
     ctx.flag(silent, "all-zero (or, with minmax, constant) attribution: no meaningful pixels, POMPOM undefined")
     ctx.flag(z.flatten(1).all(1), "mask covers the whole image: no pixel outside it, POMPOM is 0 by its ε")
     ctx.flag(~z.bool().flatten(1).any(1), "empty mask: POMPOM counts meaningful pixels over the whole image")
     value = torch.where(silent, torch.full_like(value, float("nan")), value)
-    return undefined_where({"pompom": value}, bad)
+    return {"pompom": value}
 
 
 def mass_in_region(ctx: MetricContext) -> dict[str, torch.Tensor]:
     """frac_R = Σ(h⁺·R)/Σh⁺ and area_R = |R|/|image| for every named region R of the dataset."""
-    a, bad = finite_attribution(ctx)
+    a, ok = ctx.attribution.float(), defined(ctx)
     if not ctx.regions:
         dataset, method = _names(ctx)
         raise DataError(f"Dataset {dataset!r} gives no named regions to score method {method!r} against; "
                         "the 'mass-in-region' metric needs a split with regions (tag 'regions').")
     h = a.double().clamp(min=0).flatten(1)
     total = h.sum(1)
-    silent = (total <= 0) & ~bad
+    silent = (total <= 0) & ok
     ctx.flag(silent, "no positive attribution: mass in regions undefined")
-    out = {}
+    mass, area = {}, {}
     for name, region in sorted(ctx.regions.items()):
         r = checked_mask(ctx, region, f"region {name!r}").flatten(1)
-        facet = value_facet(name)
-        mass = (h * r).sum(1) / total.clamp(min=torch.finfo(h.dtype).tiny)
-        out[f"mass/{facet}"] = torch.where(silent, torch.full_like(mass, float("nan")), mass)
-        out[f"area/{facet}"] = r.double().mean(1)
+        share = (h * r).sum(1) / total.clamp(min=torch.finfo(h.dtype).tiny)
+        mass[name] = torch.where(silent, torch.full_like(share, float("nan")), share)
+        area[name] = r.double().mean(1)
         ctx.flag(~r.any(1), f"region {name!r} is empty in this image (its mass is 0)")
-    return undefined_where(out, bad)
+    return {"mass": mass, "area": area}
 
 
 def earth_movers_distance(ctx: MetricContext) -> dict[str, torch.Tensor]:
@@ -219,22 +160,26 @@ def earth_movers_distance(ctx: MetricContext) -> dict[str, torch.Tensor]:
     """
     from scipy.optimize import linear_sum_assignment
 
-    a, bad = finite_attribution(ctx)
+    a, ok = ctx.attribution.float(), defined(ctx)
     gt = checked_mask(ctx, ctx.mask)
     p = gt.flatten(1).sum(1)
-    limit = int(ctx.params.get("max_points", 4096))
-    m = top_k_mask(a, p, str(ctx.params.get("ties", "random")), ctx.generator).cpu().numpy()
+    limit = int(ctx.params["max_points"])
+    m = top_k_mask(a, p, ctx.params["ties"], ctx.generator).cpu().numpy()
     g = gt.cpu().numpy()
     values = torch.full((len(p),), float("nan"), dtype=torch.float64)
-    for i in torch.nonzero((p > 0) & (p <= limit) & ~bad).flatten().tolist():
+    for i in torch.nonzero((p > 0) & (p <= limit) & ok).flatten().tolist():
         src, dst = np.argwhere(m[i]).astype(np.float64), np.argwhere(g[i]).astype(np.float64)
         cost = np.square(src[:, None, :] - dst[None, :, :]).sum(-1)
         rows, cols = linear_sum_assignment(cost)
         values[i] = float(cost[rows, cols].sum()) / len(rows)
     ctx.flag(p == 0, "empty mask: EMD undefined")
     ctx.flag(p > limit, f"mask larger than max_points = {limit}: EMD skipped (raise max_points; cost grows as p³)")
-    ctx.flag(constant_maps(a) & ~bad, "constant attribution: top pixels decided by the tie rule")
-    return undefined_where({"emd": values}, bad)
+    ctx.flag(constant_maps(a) & ok, "constant attribution: top pixels decided by the tie rule")
+    return {"emd": values}
+
+
+TIES_DOC = ("pixels tied at the |GT|-th value: 'split' shares the remaining places equally (deterministic; a "
+            "constant map scores chance), 'index' takes the lower index, 'random' a seeded order")
 
 
 @hookimpl
@@ -242,27 +187,34 @@ def xbench_metrics():
     yield MetricSpec(
         name="tpr-tnr", score=tpr_tnr, category="localisation", requires=frozenset({"mask"}), version="2",
         values={"tpr": True, "tnr": True, "tp": None, "fp": None, "fn": None, "tn": None},
-        params={"ties": "split", "legacy_strict_threshold": False},
+        params={"ties": Param("split", TIES_DOC, choices=TIES),
+                "legacy_strict_threshold": Param(False, "the source's rule: keep pixels strictly above the "
+                                                        "(|GT|+1)-th value, dropping every pixel tied there")},
         description="Top-|GT| pixels of the attribution against the ground truth: TPR (= precision@|GT|), "
                     "TNR and confusion counts (Oliveira et al. 2024). Ties at the |GT|-th value share the "
                     "remaining places ('split'), or go by 'index' or a seeded 'random' order.",
     )
     yield MetricSpec(
         name="pompom", score=pompom, category="localisation", requires=frozenset({"mask"}), version="2",
-        values={"pompom": False}, params={"epsilon": 1e-6, "normalise": "max"},
+        values={"pompom": False},
+        params={"epsilon": Param(1e-6, "a pixel is meaningful when its scaled relevance exceeds ε", gt=0),
+                "normalise": Param("max", "how the positive attribution is scaled to [0, 1]", choices=("max", "minmax"))},
         description="Percentage of meaningful pixels outside the mask, on the positive attribution scaled to "
                     "[0, 1] by its maximum (or min-max) (Rio-Torto et al. 2020). Lower is better.",
     )
     yield MetricSpec(
         name="mass-in-region", score=mass_in_region, category="localisation", requires=frozenset({"regions"}),
-        values={"mass/*": None, "area/*": None},
+        values={"mass": Family(None, facet="region"), "area": Family(None, facet="region")},
         description="Share of the positive attribution inside each named region (mass/<region>) and the "
                     "region's share of the image (area/<region>) (Callanan). Average per class, then over "
                     "classes, for the source's model-level score.",
     )
     yield MetricSpec(
         name="emd", score=earth_movers_distance, category="localisation", requires=frozenset({"mask"}),
-        values={"emd": False}, params={"ties": "random", "max_points": 4096},
+        values={"emd": False},
+        params={"ties": Param("random", "ties at the |GT|-th value: 'index' or a seeded 'random' order",
+                              choices=("index", "random")),
+                "max_points": Param(4096, "masks with more pixels are skipped (the exact solve grows as p³)", ge=1)},
         description="Exact earth mover's distance (squared Euclidean pixel cost, uniform masses) between the "
                     "top-|GT| pixels and the ground truth (Oliveira et al. 2024). Lower is better.",
     )

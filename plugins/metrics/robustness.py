@@ -24,17 +24,15 @@ import zlib
 import numpy as np
 import torch
 
-from xbench import MetricContext, MetricSpec, hookimpl
+from xbench import Family, MetricContext, MetricSpec, Param, hookimpl
 from xbench.attribution import reduce_attribution
+from xbench.datasets._corruptions import CORRUPTIONS, SEVERITIES
 from xbench.errors import UsageError
 
+from ._common import constant_maps, defined
 from .classification import auc_and_accuracy
-from .localisation import constant_maps, finite_attribution, undefined_where
 
-CORRUPTION_NAMES = ["gaussian_noise", "speckle_noise", "motion_blur", "contrast", "brightness"]
-SEVERITIES = [1, 2, 3, 4, 5]
 _PRIME = 2**31 - 1
-_WEIGHTS: dict[tuple[int, str], torch.Tensor] = {}
 
 
 def content_seeds(images: torch.Tensor, corruption: str, severity: int) -> torch.Tensor:
@@ -45,11 +43,7 @@ def content_seeds(images: torch.Tensor, corruption: str, severity: int) -> torch
     n = images.shape[0]
     q = (images.detach().clamp(0, 1) * 255).round().to(torch.int64).reshape(n, -1)
     d = q.shape[1]
-    key = (d, str(q.device))
-    if key not in _WEIGHTS:
-        g = torch.Generator().manual_seed(5)
-        _WEIGHTS[key] = torch.randint(0, _PRIME, (d,), generator=g, dtype=torch.int64).to(q.device)
-    w = _WEIGHTS[key]
+    w = torch.randint(0, _PRIME, (d,), generator=torch.Generator().manual_seed(5), dtype=torch.int64).to(q.device)
     h = torch.zeros(n, dtype=torch.int64, device=q.device)
     for start in range(0, d, 2**17):  # ≤ 2¹⁷ products < 2⁸·2³¹ each: the partial sum stays < 2⁵⁶
         h = (h + (q[:, start:start + 2**17] * w[start:start + 2**17]).sum(1)) % _PRIME
@@ -59,17 +53,7 @@ def content_seeds(images: torch.Tensor, corruption: str, severity: int) -> torch
 
 
 def _grid(ctx: MetricContext) -> tuple[list[str], list[int]]:
-    from xbench.datasets._corruptions import CORRUPTIONS
-
-    corruptions = [str(c) for c in ctx.params.get("corruptions", CORRUPTION_NAMES)]
-    severities = [int(s) for s in ctx.params.get("severities", SEVERITIES)]
-    unknown = [c for c in corruptions if c not in CORRUPTIONS]
-    if unknown or not corruptions:
-        raise UsageError(f"param 'corruptions' must be a non-empty list drawn from {', '.join(CORRUPTIONS)}; "
-                         f"got {corruptions!r}.")
-    if not severities or any(not 1 <= s <= 5 for s in severities):
-        raise UsageError(f"param 'severities' must be a non-empty list of integers 1..5, got {severities!r}.")
-    return corruptions, severities
+    return [str(c) for c in ctx.params["corruptions"]], [int(s) for s in ctx.params["severities"]]
 
 
 def scaled_255(maps: torch.Tensor, uint8: bool = False) -> torch.Tensor:
@@ -98,26 +82,21 @@ def saliency_rmse(ctx: MetricContext) -> dict[str, torch.Tensor]:
     if ctx.explain is None or ctx.explain_raw is None:
         raise UsageError("saliency-rmse re-explains corrupted inputs and needs ctx.explain / ctx.explain_raw.")
     corruptions, severities = _grid(ctx)
-    uint8 = bool(ctx.params.get("legacy_uint8", False))
+    uint8 = bool(ctx.params["legacy_uint8"])
     options = corruption_options(ctx.dataset)
     x = ctx.inputs
-    _, bad = finite_attribution(ctx)
     size = native_size(ctx)
-    # Until the core exposes the run's reduction rule on the context, layer maps use |A|: every rule
-    # gives the same for the non-negative one-channel maps that CAMs are.
-    rule = getattr(ctx, "reduction", None) or "abs-luminance"
 
     def as_maps(raw: torch.Tensor) -> torch.Tensor:
-        return reduce_attribution(raw, size, rule, ctx.method or "?")
+        return reduce_attribution(raw, size, ctx.reduction, ctx.method or "?")
 
     if size is None:
-        clean, explain = ctx.attribution, ctx.explain
+        clean, explain = ctx.attribution.float(), ctx.explain
     else:
-        clean, explain = as_maps(torch.nan_to_num(ctx.raw_attribution.float())), (lambda v: as_maps(ctx.explain_raw(v)))
-    clean = torch.nan_to_num(clean.float(), nan=0.0, posinf=0.0, neginf=0.0)
+        clean, explain = as_maps(ctx.raw_attribution.float()), (lambda v: as_maps(ctx.explain_raw(v)))
     reference = scaled_255(clean, uint8)
     flat_any = constant_maps(clean)
-    out: dict[str, torch.Tensor] = {}
+    out: dict[tuple[str, int], torch.Tensor] = {}
     for corruption in corruptions:
         for severity in severities:
             xc = corrupt(x, corruption, severity, content_seeds(x, corruption, severity), **options)
@@ -133,9 +112,9 @@ def saliency_rmse(ctx: MetricContext) -> dict[str, torch.Tensor]:
                 ctx.flag(broken, f"explanation of the corrupted input ({corruption}, severity {severity}) "
                                  "contains NaN or Inf: that RMSE is undefined")
                 rmse = torch.where(broken, torch.full_like(rmse, float("nan")), rmse)
-            out[f"rmse/{corruption}/{severity}"] = rmse
-    ctx.flag(flat_any & ~bad, "a constant saliency map (clean or corrupted) was scaled to all 0")
-    return undefined_where(out, bad)
+            out[corruption, severity] = rmse
+    ctx.flag(flat_any & defined(ctx), "a constant saliency map (clean or corrupted) was scaled to all 0")
+    return {"rmse": out}
 
 
 def corruption_classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
@@ -145,7 +124,7 @@ def corruption_classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
 
     corruptions, severities = _grid(ctx)
     options = corruption_options(ctx.dataset)
-    batch = max(1, int(ctx.params.get("batch_size", 256)))
+    batch = int(ctx.params["batch_size"])
     images = ctx.inputs
     n = len(images)
     labels = ctx.labels.cpu().numpy()
@@ -157,21 +136,35 @@ def corruption_classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
             with torch.no_grad():
                 probs[corruption, severity].append(ctx.predict(xc).float().softmax(1).double().cpu())
     auc0, acc0 = auc_and_accuracy(labels, ctx.logits.float().softmax(1).double().cpu().numpy())
-    out = {"auc": auc0, "acc": acc0}
-    for (corruption, severity), parts in probs.items():
+    grids: dict[str, dict[tuple[str, int], float]] = {"auc_grid": {}, "acc_grid": {}, "delta_auc": {}, "delta_acc": {}}
+    for key, parts in probs.items():
         auc, acc = auc_and_accuracy(labels, torch.cat(parts).numpy() if parts else np.zeros((0, 2)))
-        facet = f"{corruption}/{severity}"
-        out.update({f"auc/{facet}": auc, f"acc/{facet}": acc,
-                    f"delta_auc/{facet}": auc0 - auc, f"delta_acc/{facet}": acc0 - acc})
-    return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
+        grids["auc_grid"][key], grids["acc_grid"][key] = auc, acc
+        grids["delta_auc"][key], grids["delta_acc"][key] = auc0 - auc, acc0 - acc
+    tensor = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    return {"auc": tensor(auc0), "acc": tensor(acc0),
+            **{name: {key: tensor(v) for key, v in grid.items()} for name, grid in grids.items()}}
+
+
+def _grid_params(**extra) -> dict[str, Param]:
+    return {
+        "corruptions": Param(list(CORRUPTIONS), "which ImageNet-C corruptions to apply", choices=CORRUPTIONS, min_items=1),
+        "severities": Param(list(SEVERITIES), "which severities, 1 (mild) to 5", choices=SEVERITIES, min_items=1),
+        **extra,
+    }
+
+
+def _corruption_family(name: str | None = None, higher: bool | None = None) -> Family:
+    return Family(higher, facet="corruption", level="severity", name=name)
 
 
 @hookimpl
 def xbench_metrics():
     yield MetricSpec(
         name="saliency-rmse", score=saliency_rmse, category="robustness",
-        values={"rmse/*": False},
-        params={"corruptions": list(CORRUPTION_NAMES), "severities": list(SEVERITIES), "legacy_uint8": False},
+        values={"rmse": _corruption_family(higher=False)},
+        params=_grid_params(legacy_uint8=Param(False, "round the [0, 255] maps to integers, as the source's uint8 "
+                                                      "maps were")),
         description="RMSE between the clean and the corrupted input's saliency maps, each min-max scaled to "
                     "[0, 255], at the CAM's layer resolution or else at input resolution (Treyer), per "
                     "corruption and severity: rmse/<corruption>/<severity>. Lower is more robust.",
@@ -179,8 +172,10 @@ def xbench_metrics():
     yield MetricSpec(
         name="corruption-classification", score=corruption_classification, category="robustness",
         scope="model",
-        values={"auc": True, "acc": True, "auc/*": True, "acc/*": True, "delta_auc/*": False, "delta_acc/*": False},
-        params={"corruptions": list(CORRUPTION_NAMES), "severities": list(SEVERITIES), "batch_size": 256},
+        values={"auc": True, "acc": True, "auc_grid": _corruption_family("auc", True),
+                "acc_grid": _corruption_family("acc", True), "delta_auc": _corruption_family(higher=False),
+                "delta_acc": _corruption_family(higher=False)},
+        params=_grid_params(batch_size=Param(256, "test images corrupted and classified at once", ge=1)),
         description="AUC and ACC on the clean test split and under each corruption and severity, with "
                     "ΔAUC = AUC_clean − AUC_corrupt and ΔACC (Treyer; medmnist's definitions).",
     )
