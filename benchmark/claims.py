@@ -61,7 +61,8 @@ Sign convention: ``published`` numbers are stated with ``a`` first (d, diff and 
 when ``a`` is larger), so a ``greater`` claim cannot publish d < 0: state Callanan's d = −11.88
 (CCE first) as ``relation = "less"`` with ``a`` = the CCE model, exactly as his table reads.
 Keys of ``published``: ``a b diff d U r cles rho p n n_a n_b ci_low ci_high means`` (``means`` a
-table of per-position or per-competitor means), each checked against what is measured.
+table of per-position or per-competitor means), the names the measured numbers carry. They are
+shown beside the measured ones and never decide a verdict; the relation and the test do.
 
 Examples, one per relation
 --------------------------
@@ -201,7 +202,7 @@ Patterns = str | list[str]
 class Selector(BaseModel):
     """Which rows: every key given must match (a list of patterns matches when any does)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, protected_namespaces=())
 
     dataset: Patterns | None = None
     model: Patterns | None = None
@@ -224,7 +225,7 @@ SELECTOR_KEYS = tuple(Selector.model_fields)
 class AccuracyFloor(BaseModel):
     """Trained model instances count only with accuracy strictly above the floor."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, protected_namespaces=())
 
     above_chance: float | None = Field(None, ge=0, lt=1)
     absolute: float | None = Field(None, ge=0, le=1)

@@ -36,7 +36,8 @@ How a claim is evaluated
      (``U`` of a, ``p``, rank-biserial ``r``, ``cles``) and Cohen's ``d`` (pooled SD).
    - ``wilcoxon``: two-sided signed-rank test of a − b, paired per sample on (seed, sample) plus
      every one of dataset, model, method and value that both sides share (a side's several rows
-     for one key are averaged first). Model-level values cannot be paired per sample.
+     for one key are averaged first). Model-level values cannot be paired per sample. With
+     ``samples = "correct"`` the pairs are the samples that both sides classify correctly.
    - ``bootstrap``: percentile bootstrap of the difference of means over model instances: paired
      (per-instance differences) when both sides hold the same instances once the columns they
      differ in are ignored, else two independent resamplings. ``p`` = 2·min(P*(Δ ≤ 0), P*(Δ ≥ 0)),
