@@ -169,7 +169,7 @@ def corruption_classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
 @hookimpl
 def xbench_metrics():
     yield MetricSpec(
-        name="saliency-rmse", score=saliency_rmse, category="robustness",
+        name="saliency-rmse", score=saliency_rmse, category="robustness", version="2",
         values={"rmse/*": False},
         params={"corruptions": list(CORRUPTION_NAMES), "severities": list(SEVERITIES), "legacy_uint8": False},
         description="RMSE between the clean and the corrupted input's saliency maps, each min-max scaled to "
@@ -178,7 +178,7 @@ def xbench_metrics():
     )
     yield MetricSpec(
         name="corruption-classification", score=corruption_classification, category="robustness",
-        scope="model",
+        scope="model", version="2",
         values={"auc": True, "acc": True, "auc/*": True, "acc/*": True, "delta_auc/*": False, "delta_acc/*": False},
         params={"corruptions": list(CORRUPTION_NAMES), "severities": list(SEVERITIES), "batch_size": 256},
         description="AUC and ACC on the clean test split and under each corruption and severity, with "
