@@ -140,7 +140,8 @@ def saliency_rmse(ctx: MetricContext) -> dict[str, torch.Tensor]:
 
 def corruption_classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
     """AUC/ACC clean and under every corruption × severity, and their drops; the test split is read
-    once, in slices of ``batch_size`` (it may be a lazy array)."""
+    once, in slices of ``batch_size`` (it may be a lazy array). AUCs rank the logits' float64
+    log-odds, not float32 softmax scores, which tie at 1.0 for a confident model."""
     from xbench.datasets.corruptions import corrupt, corruption_options
 
     corruptions, severities = _grid(ctx)
@@ -149,16 +150,16 @@ def corruption_classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
     images = ctx.inputs
     n = len(images)
     labels = ctx.labels.cpu().numpy()
-    probs: dict[tuple[str, int], list[torch.Tensor]] = {(c, s): [] for c in corruptions for s in severities}
+    logits: dict[tuple[str, int], list[torch.Tensor]] = {(c, s): [] for c in corruptions for s in severities}
     for start in range(0, n, batch):
         xb = images[start:min(start + batch, n)].to(ctx.device)
-        for corruption, severity in probs:
+        for corruption, severity in logits:
             xc = corrupt(xb, corruption, severity, content_seeds(xb, corruption, severity), **options)
             with torch.no_grad():
-                probs[corruption, severity].append(ctx.predict(xc).float().softmax(1).double().cpu())
-    auc0, acc0 = auc_and_accuracy(labels, ctx.logits.float().softmax(1).double().cpu().numpy())
+                logits[corruption, severity].append(ctx.predict(xc).double().cpu())
+    auc0, acc0 = auc_and_accuracy(labels, ctx.logits.detach().double().cpu().numpy())
     out = {"auc": auc0, "acc": acc0}
-    for (corruption, severity), parts in probs.items():
+    for (corruption, severity), parts in logits.items():
         auc, acc = auc_and_accuracy(labels, torch.cat(parts).numpy() if parts else np.zeros((0, 2)))
         facet = f"{corruption}/{severity}"
         out.update({f"auc/{facet}": auc, f"acc/{facet}": acc,
@@ -178,7 +179,7 @@ def xbench_metrics():
     )
     yield MetricSpec(
         name="corruption-classification", score=corruption_classification, category="robustness",
-        scope="model", version="2",
+        scope="model", version="3",
         values={"auc": True, "acc": True, "auc/*": True, "acc/*": True, "delta_auc/*": False, "delta_acc/*": False},
         params={"corruptions": list(CORRUPTION_NAMES), "severities": list(SEVERITIES), "batch_size": 256},
         description="AUC and ACC on the clean test split and under each corruption and severity, with "
