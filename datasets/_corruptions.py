@@ -145,8 +145,11 @@ def motion_angles(seeds: torch.Tensor) -> torch.Tensor:
 
 
 def _motion_blur(x: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
-    """Shift-accumulate along each image's own angle: ``out(p) = Σ_i w_i · x(p − round(i·d))``
-    with ``d = (sin a, cos a)`` (rows, columns) and edge pixels replicated beyond the border.
+    """Shift-accumulate along each image's own angle as ImageNet-C's ``imagecorruptions`` does:
+    ``out(p) = Σ_i w_i · x(p + s_i)`` with ``s_i = ceil(i·d − 0.5)``, ``d = (sin a, cos a)`` (rows,
+    columns), edge pixels replicated beyond the border. Why this sign and rounding: they are the
+    source's (imgaug wraps ``imagecorruptions._motion_blur``), so a bright dot trails towards −d, and
+    halves round down (``ceil(v − 0.5)``), not to even; ``d`` is formed as it forms it (point/hypot).
 
     The loop runs over the (at most 41) taps, never over images: each tap is one batched gather.
     The source stops accumulating once a shift exceeds the image (its images are ≥ 32 px); here the
@@ -154,18 +157,21 @@ def _motion_blur(x: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.T
     """
     radius, sigma = MOTION_BLUR[severity - 1]
     n, c, h, w = x.shape
+    width = 2 * radius + 1
     weights = motion_kernel(radius, sigma).to(x.device, x.dtype)
     angle = torch.deg2rad(motion_angles(seeds).double())
-    taps = torch.arange(2 * radius + 1, device=x.device, dtype=torch.float64)
-    dy = torch.round(taps[None, :] * torch.sin(angle)[:, None]).long()  # (N, T)
-    dx = torch.round(taps[None, :] * torch.cos(angle)[:, None]).long()
+    point_y, point_x = width * torch.sin(angle), width * torch.cos(angle)
+    hypot = torch.hypot(point_y, point_x)
+    taps = torch.arange(width, device=x.device, dtype=torch.float64)
+    dy = torch.ceil(taps[None, :] * point_y[:, None] / hypot[:, None] - 0.5).long()  # (N, T)
+    dx = torch.ceil(taps[None, :] * point_x[:, None] / hypot[:, None] - 0.5).long()
     rows = torch.arange(h, device=x.device)
     cols = torch.arange(w, device=x.device)
     flat = x.reshape(n, c, h * w)
     out = torch.zeros_like(flat)
-    for i in range(len(taps)):
-        r = (rows[None, :] - dy[:, i:i + 1]).clamp_(0, h - 1)  # (N, H)
-        q = (cols[None, :] - dx[:, i:i + 1]).clamp_(0, w - 1)  # (N, W)
+    for i in range(width):
+        r = (rows[None, :] + dy[:, i:i + 1]).clamp_(0, h - 1)  # (N, H)
+        q = (cols[None, :] + dx[:, i:i + 1]).clamp_(0, w - 1)  # (N, W)
         index = (r[:, :, None] * w + q[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
         out.add_(flat.gather(2, index), alpha=float(weights[i]))
     out = out.view(n, c, h, w)

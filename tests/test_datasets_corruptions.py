@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -105,7 +107,7 @@ def test_output_range_dtype_and_8bit_steps(kind):
 
 
 def _motion_blur_reference(img: np.ndarray, angle_deg: float, radius: int, sigma: float) -> np.ndarray:
-    """The definition, one image at a time: Σ_i w_i · x(p − round(i·(sin a, cos a))), edges replicated."""
+    """The definition, one image at a time: Σ_i w_i · x(p + ceil(i·(sin a, cos a) − ½)), edges replicated."""
     taps = np.arange(2 * radius + 1)
     w = np.exp(-(taps**2) / (2 * sigma**2))
     w /= w.sum()
@@ -115,9 +117,64 @@ def _motion_blur_reference(img: np.ndarray, angle_deg: float, radius: int, sigma
     out = np.zeros_like(img, dtype=np.float64)
     a = np.deg2rad(angle_deg)
     for i in taps:
-        dy, dx = int(np.round(i * np.sin(a))), int(np.round(i * np.cos(a)))
-        out += w[i] * padded[:, pad - dy:pad - dy + h, pad - dx:pad - dx + wd]
+        dy, dx = math.ceil(i * np.sin(a) - 0.5), math.ceil(i * np.cos(a) - 0.5)
+        out += w[i] * padded[:, pad + dy:pad + dy + h, pad + dx:pad + dx + wd]
     return out
+
+
+def _dot(n: int, size: int = 48, row: int = 24, col: int = 24) -> torch.Tensor:
+    x = torch.zeros(n, 1, size, size)
+    x[:, :, row, col] = 1.0
+    return x
+
+
+def test_motion_blur_trails_a_dot_the_imagenet_c_way(monkeypatch):
+    """A bright dot at column 24, blurred at 0°: pixel p takes x(p + i), so the trail runs from the
+    dot towards column 4 with the taps' weights (the earlier p − i put it on columns 24–44)."""
+    monkeypatch.setattr(C, "motion_angles", lambda seeds: torch.zeros(len(seeds)))
+    w = C.motion_kernel(10, 3.0)  # severity 1: 21 taps
+    expected = torch.zeros(48, 48)
+    expected[24, 24 - torch.arange(21)] = w
+    got = C.corrupt(_dot(1), "motion_blur", 1, torch.arange(1), quantize=False)[0, 0]
+    torch.testing.assert_close(got, expected, atol=1e-7, rtol=0)
+    # in 8-bit, as the source sees it: 59 grey levels at the dot, 1 level still at 8 px (w_8·255 = 1.7)
+    levels = (C.corrupt(_dot(1), "motion_blur", 1, torch.arange(1))[0, 0] * 255).round().long()
+    assert torch.nonzero(levels[24]).flatten().tolist() == list(range(16, 25))
+    assert int(levels[24, 24]) == 59 and int(levels.sum(0)[25:].sum()) == 0 and int(levels.sum()) == int(levels[24].sum())
+
+
+def test_motion_blur_at_45_degrees(monkeypatch):
+    """At 45° the offset of tap i is ceil(i·0.7071 − ½) on both axes: 0, 1, 1, 2, 3, 4, 4, 5, 6, 6…
+    (taps that land on one pixel add up); the trail runs up and to the left of the dot."""
+    monkeypatch.setattr(C, "motion_angles", lambda seeds: torch.full((len(seeds),), 45.0))
+    w = C.motion_kernel(10, 3.0).double()
+    offsets = [0, 1, 1, 2, 3, 4, 4, 5, 6, 6, 7, 8, 8, 9, 10, 11, 11, 12, 13, 13, 14]  # by hand, i = 0..20
+    expected = torch.zeros(48, 48, dtype=torch.float64)
+    for i, s in enumerate(offsets):
+        expected[24 - s, 24 - s] += w[i]
+    got = C.corrupt(_dot(1), "motion_blur", 1, torch.arange(1), quantize=False)[0, 0].double()
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("severity", [1, 5])
+def test_motion_blur_matches_imagecorruptions(severity):
+    """Against ImageNet-C's own code (what imgaug's imgcorruptlike, and so Treyer, ran) at each image's
+    angle, on uint8 images: the blurred values agree to 1e-3 grey levels (float32 against float64);
+    after the cast to uint8, to ±1 level (both truncate, and float error decides at whole levels)."""
+    pytest.importorskip("imagecorruptions")
+    from imagecorruptions.corruptions import _motion_blur
+
+    x = torch.cat([_rectangles(3, size=48), _dot(1).expand(1, 3, 48, 48)])
+    seeds = C.corruption_seeds(torch.arange(4), "motion_blur", severity)
+    angles = C.motion_angles(seeds).double()
+    free = (C.corrupt(x, "motion_blur", severity, seeds, quantize=False) * 255).double().numpy()
+    levels = (C.corrupt(x, "motion_blur", severity, seeds) * 255).round().numpy()
+    radius, sigma = C.MOTION_BLUR[severity - 1]
+    for i in range(4):
+        img = np.round(x[i].permute(1, 2, 0).double().numpy() * 255).astype(np.uint8)
+        ref = np.clip(_motion_blur(img, radius, sigma, float(angles[i])), 0, 255)
+        np.testing.assert_allclose(free[i].transpose(1, 2, 0), ref, atol=1e-3, rtol=0)
+        assert np.abs(levels[i].transpose(1, 2, 0) - np.uint8(ref)).max() <= 1
 
 
 @pytest.mark.parametrize("severity", [1, 5])

@@ -62,6 +62,45 @@ def test_cams_match_their_closed_forms(registry):
     torch.testing.assert_close(run(registry, "grad-cam-pp", model, x, t), (pp - lo) / (hi - lo))
 
 
+def test_grad_cam_pp_legacy_torchcam_closed_form(registry):
+    """What torchcam returns, by hand on GapNet (g = W[t,k]/(h·w) = c_k everywhere): α = c² (its
+    division lands on a copy), w_k = h·w·c_k²·ReLU(c_k), then (cam − min)/(max − min + 1e-8). The
+    maps are ~1e-7 here, so torchcam's 1e-8 visibly lowers the maximum below 1."""
+    net = GapNet().eval()
+    model = TrainedModel(net, INFO, {"conv": net.conv})
+    x, t = torch.rand(3, 1, 16, 16), torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        a = net.conv(x)
+    c = (net.fc.weight[t] / (16 * 16)).detach()
+    w = 16 * 16 * c**2 * torch.relu(c)
+    pp = torch.relu((w[:, :, None, None] * a).sum(1))
+    lo, hi = pp.flatten(1).amin(1).view(-1, 1, 1), pp.flatten(1).amax(1).view(-1, 1, 1)
+    got = run(registry, "grad-cam-pp", model, x, t, legacy_torchcam=True)
+    torch.testing.assert_close(got, (pp - lo) / (hi - lo + 1e-8))
+    assert not torch.allclose(got, run(registry, "grad-cam-pp", model, x, t), atol=1e-3)  # the formula differs
+
+
+@pytest.mark.parametrize("layer", ["c1", "c2", "c3"])
+def test_grad_cam_pp_legacy_torchcam_matches_torchcam(registry, layer):
+    """Against torchcam itself (what Treyer ran): legacy_torchcam = true gives its maps; the default
+    (the formula torchcam's source writes) does not."""
+    methods = pytest.importorskip("torchcam.methods")
+    torch.manual_seed(0)
+    net = Deep().eval()
+    layers = {"c1": net.c1, "c2": net.c2, "c3": net.c3}
+    x, t = torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 1, 0])
+    extractor = methods.GradCAMpp(net, target_layer=layers[layer], input_shape=(1, 16, 16))
+    try:
+        expected = extractor(t.tolist(), net(x))[0].detach()
+    finally:
+        extractor.remove_hooks()
+    model = TrainedModel(net, INFO, layers)
+    got = run(registry, "grad-cam-pp", model, x, t, layer=layer, legacy_torchcam=True)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    formula = run(registry, "grad-cam-pp", model, x, t, layer=layer)
+    assert (formula - expected).abs().max() > 1e-2
+
+
 def test_cams_follow_the_target_class(registry):
     net = GapNet().eval()
     model = TrainedModel(net, INFO, {"conv": net.conv})

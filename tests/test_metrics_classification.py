@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -72,3 +74,64 @@ def test_class_names_are_made_safe_facets():
     assert "sensitivity/NOR-normal" in out and "auroc/DCM-dilated" in out
     numeric = SPEC.score(ctx_for([0, 1], [[0.6, 0.4], [0.3, 0.7]], ("0", "1")))
     assert "sensitivity/class-0" in numeric  # never a bare number: the leaderboard would read a curve
+
+
+def _confident(n: int = 400, k: int = 2, seed: int = 0):
+    """float32 logits of a confident, sometimes wrong model: the chosen class leads every other by
+    a margin of 20–40 (85 % of the time the true class), all logits shifted by a common offset."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, k, (n,), generator=g)
+    wrong = torch.rand(n, generator=g) < 0.15
+    chosen = torch.where(wrong, (labels + torch.randint(1, k, (n,), generator=g)) % k, labels)
+    logits = torch.randn(n, k, generator=g) * 3
+    logits[torch.arange(n), chosen] = logits.amax(1) + 20 + 20 * torch.rand(n, generator=g)
+    logits += 50 * torch.randn(n, 1, generator=g)
+    return labels, logits.float()
+
+
+def _exact_log_odds(logits: torch.Tensor) -> np.ndarray:
+    """log(p_c / (1 − p_c)) in float64, one class at a time: z_c − m − log Σ_{j≠c} exp(z_j − m)."""
+    z = logits.double().numpy()
+    out = np.empty_like(z)
+    for c in range(z.shape[1]):
+        rest = np.delete(z, c, axis=1)
+        m = rest.max(1)
+        out[:, c] = z[:, c] - m - np.log(np.exp(rest - m[:, None]).sum(1))
+    return out
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_confident_models_are_ranked_by_their_exact_scores(k):
+    """AUROC/AUPRC equal sklearn's on the exact (float64 log-odds) scores; float32 softmax scores,
+    which are 1.0 for every margin above ≈17, give other values (the defect this guards against)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    labels, logits = _confident(k=k)
+    y = labels.numpy()
+    ctx = MetricContext(model=None, inputs=torch.zeros(len(y), 1, 1, 1), labels=labels, logits=logits,
+                        targets=labels, params={}, generator=torch.Generator(), device=torch.device("cpu"),
+                        predict=None)
+    out = SPEC.score(ctx)
+    exact = _exact_log_odds(logits)
+    float32 = logits.softmax(1).numpy()
+    aurocs = [roc_auc_score(y == c, exact[:, c]) for c in range(k)]
+    auprcs = [average_precision_score(y == c, exact[:, c]) for c in range(k)]
+    auroc = aurocs[1] if k == 2 else np.mean(aurocs)
+    assert out["auroc"].item() == pytest.approx(auroc, abs=1e-12)
+    assert out["auprc"].item() == pytest.approx(np.mean(auprcs), abs=1e-12)
+    assert [out[f"auroc/class-{c}"].item() for c in range(k)] == pytest.approx(aurocs, abs=1e-12)
+    tied = [roc_auc_score(y == c, float32[:, c]) for c in range(k)]
+    assert abs((tied[1] if k == 2 else np.mean(tied)) - auroc) > 1e-3
+    assert (float32.max(1) == 1.0).mean() > 0.9  # the ties: nearly every top score is exactly 1.0
+    # accuracy, sensitivity and specificity are argmax counts, unchanged by the ranking scores
+    assert out["accuracy"].item() == pytest.approx(float(np.mean(float32.argmax(1) == y)))
+    assert out["accuracy"].item() == pytest.approx(float(np.mean(logits.argmax(1).numpy() == y)))
+
+
+def test_log_odds_are_monotone_in_the_softmax_and_exact_for_two_classes():
+    z = torch.tensor([[0.0, 3.0], [1.0, -2.0], [5.0, 5.0]], dtype=torch.float64)
+    lo = cm.log_odds(z.numpy())
+    np.testing.assert_array_equal(lo, torch.stack([z[:, 0] - z[:, 1], z[:, 1] - z[:, 0]], 1).numpy())
+    z3 = torch.randn(50, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    p = z3.softmax(1).numpy()
+    np.testing.assert_allclose(cm.log_odds(z3.numpy()), np.log(p / (1 - p)), rtol=1e-10, atol=1e-10)

@@ -161,3 +161,44 @@ def test_default_grid_is_every_corruption_and_severity():
     assert tuple(spec.params["corruptions"]) == CORRUPTIONS and spec.params["severities"] == [1, 2, 3, 4, 5]
     assert spec.direction("rmse/motion_blur/5") is False
     assert SPECS["corruption-classification"].direction("delta_auc/contrast/1") is False
+
+
+class Confident(torch.nn.Module):
+    """Logit margin z₁ − z₀ = 400·(mean(x) − ½): margins of 20–40 and more, where float32 softmax is 1.0."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(400.0))
+
+    def forward(self, x):
+        m = self.gain * (x.mean((1, 2, 3)) - 0.5)
+        return torch.stack([torch.zeros_like(m), m], 1)
+
+
+def test_classification_under_corruption_ranks_confident_models_exactly():
+    """AUC clean and corrupted (so ΔAUC) equal sklearn's on the exact margins, not on float32 softmax."""
+    from sklearn.metrics import roc_auc_score
+
+    from xbench import Split
+
+    g = torch.Generator().manual_seed(2)
+    labels = torch.randint(0, 2, (200,), generator=g)
+    offset = (2 * labels - 1) * 0.05 + 0.04 * torch.randn(200, generator=g)
+    images = (0.5 + offset[:, None, None, None] + 0.02 * torch.randn(200, 1, 16, 16, generator=g)).clamp(0, 1)
+    model = TrainedModel(module=Confident().eval(), info=None, target_layers={})
+    ctx = testing.metric_context(model, Split(images, labels))
+    grid = {"corruptions": ["gaussian_noise", "contrast"], "severities": [1]}
+    out = testing.score(SPECS["corruption-classification"], ctx, **grid)
+    y = labels.numpy()
+    with torch.no_grad():
+        z = model.module(images)
+    exact = roc_auc_score(y, (z[:, 1] - z[:, 0]).double().numpy())
+    assert out["auc"].item() == pytest.approx(exact, abs=1e-12)
+    assert abs(roc_auc_score(y, z.softmax(1)[:, 1].numpy()) - exact) > 1e-3  # what float32 ties gave
+    for c in grid["corruptions"]:
+        with torch.no_grad():
+            zc = model.module(corrupt(images, c, 1, rm.content_seeds(images, c, 1)))
+        auc = roc_auc_score(y, (zc[:, 1] - zc[:, 0]).double().numpy())
+        assert out[f"auc/{c}/1"].item() == pytest.approx(auc, abs=1e-12)
+        assert out[f"delta_auc/{c}/1"].item() == pytest.approx(exact - auc, abs=1e-12)
+        assert out[f"acc/{c}/1"].item() == pytest.approx(float(np.mean(zc.argmax(1).numpy() == y)))

@@ -3,6 +3,8 @@ compared with its cross-entropy baseline trained the same way; losses, tags and 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -101,6 +103,45 @@ def test_cce_on_sigmoid_matches_the_keras_definition():
     p = p / p.sum(1, keepdim=True)
     expected = torch.stack([-torch.log(p[0, 0]), -torch.log(p[1, 2])])
     assert torch.allclose(hl.cce_on_sigmoid(logits, y), expected)
+
+
+def _keras_cce_on_sigmoid(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The probability-space formula (Keras: renormalise, clip to [1e-7, 1 − 1e-7], −log)."""
+    p = torch.sigmoid(logits)
+    p = (p / p.sum(1, keepdim=True)).clamp(1e-7, 1 - 1e-7)
+    return -p.gather(1, y[:, None]).log()[:, 0]
+
+
+def test_cce_on_sigmoid_equals_the_probability_formula_where_that_is_finite():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.cat([3 * torch.randn(60, 4, generator=g),
+                        torch.tensor([[5.0, -20.0, -20.0, -20.0],    # q_y > 1 − 1e-7: clipped above
+                                      [-20.0, 5.0, 5.0, 5.0],        # q_y < 1e-7: clipped below
+                                      [-40.0, -41.0, -42.0, -60.0]])])  # far negative, still finite
+    y = torch.cat([torch.randint(0, 4, (60,), generator=g), torch.tensor([0, 0, 1])])
+    new, old = (logits.clone().requires_grad_(True) for _ in range(2))
+    got, ref = hl.cce_on_sigmoid(new, y), _keras_cce_on_sigmoid(old, y)
+    assert torch.isfinite(ref).all()
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    assert got[60].item() == pytest.approx(-math.log(1 - 1e-7), rel=0.2) and got[61].item() == pytest.approx(-math.log(1e-7))
+    got.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(new.grad, old.grad, rtol=1e-4, atol=1e-6)
+    assert new.grad[60:62].abs().max() == 0  # clipped: no gradient, as in Keras
+
+
+def test_cce_on_sigmoid_stays_finite_for_far_negative_logits():
+    """σ(−90)/Σσ is 0/0 in float32; in log space every class is equally likely: loss log 4."""
+    y = torch.tensor([0, 3, 1])
+    logits = torch.tensor([[-90.0] * 4, [-90.0] * 4, [-90.0, -300.0, -95.0, -1000.0]], requires_grad=True)
+    assert torch.isnan(_keras_cce_on_sigmoid(logits, y)[:2]).all()  # the old formula
+    loss = hl.cce_on_sigmoid(logits, y)
+    assert loss[:2].tolist() == pytest.approx([math.log(4)] * 2, abs=1e-5)  # float32 ulp at −88.6: 7.6e-6
+    # third sample: q_1 = σ(−300)/Σσ ≈ e^(−210), clipped to 1e-7
+    assert loss[2].item() == pytest.approx(-math.log(1e-7), rel=1e-6)
+    loss.sum().backward()
+    assert torch.isfinite(logits.grad).all()
+    torch.testing.assert_close(logits.grad[0], torch.tensor([-0.75, 0.25, 0.25, 0.25]))
 
 
 def test_outside_mask_is_resized_bilinearly():

@@ -5,8 +5,11 @@ With A the layer's activations ``(N, K, h, w)`` and g = ∂y_t/∂A for the targ
 
 - ``grad-cam``: ReLU(Σ_k mean_ij(g_k)·A_k), divided by its maximum (Callanan's analysis code).
 - ``hires-cam``: ReLU(mean_k(A_k ⊙ g_k)), divided by its maximum (Callanan's loss and analysis).
-- ``grad-cam-pp``: torchcam's Grad-CAM++ (Treyer): α = g² / (2g² + Σ_ab A_k(a,b)·g³) where g² > 0
-  (else 0), w_k = Σ_ij α·ReLU(g_k), ReLU(Σ_k w_k·A_k), then min-max to [0, 1].
+- ``grad-cam-pp``: Grad-CAM++ as torchcam's source writes it: α = g² / (2g² + Σ_ab A_k(a,b)·g³) where
+  g² > 0 (else 0), w_k = Σ_ij α·ReLU(g_k), ReLU(Σ_k w_k·A_k), then min-max to [0, 1].
+  ``legacy_torchcam = true`` gives what torchcam (0.5.0, checked) actually returns, which is what
+  Treyer's published numbers need: its in-place division lands on a copy (``alpha[mask].div_(…)``),
+  so α = g², and its min-max divides by (max − min + 1e-8).
 
 ``layer`` names the layer (one of the model's target layers), ``""`` the deepest, or ``"#k"`` a
 position among the target layers (``"#-1"`` = the deepest), which fits every model in one sweep.
@@ -84,7 +87,8 @@ def activations_and_gradients(model: TrainedModel, x: torch.Tensor, target: torc
     return a.detach(), g.detach()
 
 
-def _normalise(cam: torch.Tensor, how: str) -> torch.Tensor:
+def _normalise(cam: torch.Tensor, how: str, eps: float = 0.0) -> torch.Tensor:
+    """``eps`` is added to the min-max span (torchcam adds 1e-8); 0 divides by the span itself."""
     flat = cam.flatten(1)
     if how == "none":
         return cam
@@ -94,7 +98,7 @@ def _normalise(cam: torch.Tensor, how: str) -> torch.Tensor:
     if how == "minmax":
         lo, hi = flat.amin(1).view(-1, 1, 1), flat.amax(1).view(-1, 1, 1)
         span = hi - lo
-        return (cam - lo) / torch.where(span > 0, span, torch.ones_like(span))
+        return (cam - lo) / (torch.where(span > 0, span, torch.ones_like(span)) + eps)
     raise XbenchError(f"Unknown CAM normalisation {how!r}: use one of {', '.join(NORMALISATIONS)}.")
 
 
@@ -113,11 +117,15 @@ def hires_cam(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, params
 def grad_cam_pp(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
     a, g = activations_and_gradients(model, x, target, str(params["layer"]))
     g2 = g * g
-    denom = 2 * g2 + (a * g2 * g).sum(dim=(2, 3), keepdim=True)
-    alpha = torch.where(g2 > 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2))
+    legacy = bool(params["legacy_torchcam"])
+    if legacy:  # torchcam's alpha[mask].div_(denom[mask]) divides a copy: alpha stays g²
+        alpha = g2
+    else:
+        denom = 2 * g2 + (a * g2 * g).sum(dim=(2, 3), keepdim=True)
+        alpha = torch.where(g2 > 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2))
     weights = (alpha * torch.relu(g)).sum(dim=(2, 3), keepdim=True)
     cam = torch.relu((weights * a).sum(1))
-    return _normalise(cam, str(params["normalise"]))
+    return _normalise(cam, str(params["normalise"]), eps=1e-8 if legacy else 0.0)
 
 
 @hookimpl
@@ -133,7 +141,8 @@ def xbench_methods():
         requires=CONV,
     )
     yield MethodSpec(
-        name="grad-cam-pp", explain=grad_cam_pp, params={"layer": "", "normalise": "minmax"},
-        description="Grad-CAM++ (Chattopadhyay et al.) as torchcam computes it, min-max to [0, 1] (Treyer).",
+        name="grad-cam-pp", explain=grad_cam_pp, params={"layer": "", "normalise": "minmax", "legacy_torchcam": False},
+        description="Grad-CAM++ (Chattopadhyay et al.) with torchcam's formula, min-max to [0, 1] (Treyer); "
+                    "legacy_torchcam = true reproduces torchcam's actual output (alpha = g², as Treyer's numbers).",
         requires=CONV,
     )

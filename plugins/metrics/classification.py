@@ -1,6 +1,11 @@
 """Model-level classification metrics on the test split (seed-algorithms.md §5.4.8): accuracy,
-balanced accuracy, AUROC and AUPRC (macro, one-vs-rest, from softmax scores), sensitivity and
+balanced accuracy, AUROC and AUPRC (macro, one-vs-rest, ranking the softmax scores), sensitivity and
 specificity, and the same per class as value families (``sensitivity/<class>`` …).
+
+Rankings use each class's log-odds ``log(p_c/(1 − p_c)) = z_c − logsumexp_{j≠c} z_j`` in float64
+(:func:`log_odds`), which orders samples exactly as the softmax probability does: a float32 p_c is
+exactly 1.0 once a margin passes ≈17 (and even a float64 ``log_softmax`` is 0 past ≈37), so a
+confident model's distinct scores would tie and AUROC/AUPRC would drift.
 
 Sensitivity = TP/(TP+FN) and specificity = TN/(TN+FP) with class 1 as the positive class for two
 classes (Oliveira's source swaps the two names; these are the correct ones, so its published
@@ -32,25 +37,38 @@ def _mean(values) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
-def auc_and_accuracy(labels: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
+def log_odds(logits: np.ndarray) -> np.ndarray:
+    """``(N, K)`` float64 one-vs-rest log-odds of the softmax, ``z_c − logsumexp_{j≠c} z_j``: the
+    ranking score of every AUROC/AUPRC here, monotone in ``p_c`` but never saturating (module docstring).
+    Log-probabilities are logits too, so they may be passed instead."""
+    z = np.asarray(logits, dtype=np.float64)
+    others = np.where(np.eye(z.shape[1], dtype=bool)[None], -np.inf, z[:, None, :])
+    return z - np.logaddexp.reduce(others, axis=2)
+
+
+def auc_and_accuracy(labels: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
     """§5.4.7: AUC = ROC-AUC on the positive-class score (two classes) or the mean one-vs-rest AUC;
-    ACC = argmax accuracy (for two classes the same as thresholding the positive score at 0.5)."""
+    ACC = argmax accuracy (for two classes the same as thresholding the positive score at 0.5).
+    ``logits`` ``(N, K)``; scores are ranked by their :func:`log_odds`."""
     from sklearn.metrics import roc_auc_score
 
     if len(labels) == 0:
         return float("nan"), float("nan")
-    acc = float(np.mean(prob.argmax(1) == labels))
-    if prob.shape[1] == 2:
-        return _binary_score(roc_auc_score, labels == 1, prob[:, 1]), acc
-    return _mean([_binary_score(roc_auc_score, labels == c, prob[:, c]) for c in range(prob.shape[1])]), acc
+    acc = float(np.mean(np.asarray(logits).argmax(1) == labels))
+    score = log_odds(logits)
+    if score.shape[1] == 2:
+        return _binary_score(roc_auc_score, labels == 1, score[:, 1]), acc
+    return _mean([_binary_score(roc_auc_score, labels == c, score[:, c]) for c in range(score.shape[1])]), acc
 
 
-def per_class(labels: np.ndarray, prob: np.ndarray) -> dict[str, np.ndarray]:
-    """One-vs-rest sensitivity, specificity, AUROC and AUPRC of every class (NaN where undefined)."""
+def per_class(labels: np.ndarray, logits: np.ndarray) -> dict[str, np.ndarray]:
+    """One-vs-rest sensitivity, specificity, AUROC and AUPRC of every class (NaN where undefined),
+    from ``(N, K)`` logits (rankings by :func:`log_odds`)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    k = prob.shape[1]
-    pred = prob.argmax(1)
+    k = logits.shape[1]
+    pred = np.asarray(logits).argmax(1)
+    score = log_odds(logits)
     truth = labels[:, None] == np.arange(k)[None]
     chosen = pred[:, None] == np.arange(k)[None]
     tp, fn = (chosen & truth).sum(0), (~chosen & truth).sum(0)
@@ -58,8 +76,8 @@ def per_class(labels: np.ndarray, prob: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         sens = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), np.nan)
         spec = np.where(tn + fp > 0, tn / np.maximum(tn + fp, 1), np.nan)
-    auroc = np.array([_binary_score(roc_auc_score, truth[:, c], prob[:, c]) for c in range(k)])
-    auprc = np.array([_binary_score(average_precision_score, truth[:, c], prob[:, c]) for c in range(k)])
+    auroc = np.array([_binary_score(roc_auc_score, truth[:, c], score[:, c]) for c in range(k)])
+    auprc = np.array([_binary_score(average_precision_score, truth[:, c], score[:, c]) for c in range(k)])
     return {"sensitivity": sens, "specificity": spec, "auroc": auroc, "auprc": auprc}
 
 
@@ -75,12 +93,12 @@ def class_facets(ctx: MetricContext, k: int) -> list[str]:
 
 def classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
     y = ctx.labels.cpu().numpy()
-    prob = ctx.probabilities.double().cpu().numpy()
-    k = prob.shape[1]
-    auroc, accuracy = auc_and_accuracy(y, prob)
-    per = per_class(y, prob)
+    logits = ctx.logits.detach().double().cpu().numpy()
+    k = logits.shape[1]
+    auroc, accuracy = auc_and_accuracy(y, logits)
+    per = per_class(y, logits)
     positives = [1] if k == 2 else list(range(k))
-    recalls = [np.mean(prob.argmax(1)[y == c] == c) for c in range(k) if np.any(y == c)]
+    recalls = [np.mean(logits.argmax(1)[y == c] == c) for c in range(k) if np.any(y == c)]
     out = {
         "accuracy": accuracy,
         "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
@@ -99,7 +117,7 @@ def classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
 @hookimpl
 def xbench_metrics():
     yield MetricSpec(
-        name="classification", score=classification, category="classification", scope="model", version="2",
+        name="classification", score=classification, category="classification", scope="model", version="3",
         values={"accuracy": True, "balanced_accuracy": True, "auroc": True, "auprc": True,
                 "sensitivity": True, "specificity": True,
                 **{f"{name}_by_class": Family(True, facet="class", name=name) for name in PER_CLASS}},

@@ -119,7 +119,8 @@ def saliency_rmse(ctx: MetricContext) -> dict[str, torch.Tensor]:
 
 def corruption_classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
     """AUC/ACC clean and under every corruption × severity, and their drops; the test split is read
-    once, in slices of ``batch_size`` (it may be a lazy array)."""
+    once, in slices of ``batch_size`` (it may be a lazy array). AUCs rank the logits' float64
+    log-odds, not float32 softmax scores, which tie at 1.0 for a confident model."""
     from xbench.datasets._corruptions import corrupt, corruption_options
 
     corruptions, severities = _grid(ctx)
@@ -128,16 +129,16 @@ def corruption_classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
     images = ctx.inputs
     n = len(images)
     labels = ctx.labels.cpu().numpy()
-    probs: dict[tuple[str, int], list[torch.Tensor]] = {(c, s): [] for c in corruptions for s in severities}
+    logits: dict[tuple[str, int], list[torch.Tensor]] = {(c, s): [] for c in corruptions for s in severities}
     for start in range(0, n, batch):
         xb = images[start:min(start + batch, n)].to(ctx.device)
-        for corruption, severity in probs:
+        for corruption, severity in logits:
             xc = corrupt(xb, corruption, severity, content_seeds(xb, corruption, severity), **options)
             with torch.no_grad():
-                probs[corruption, severity].append(ctx.predict(xc).float().softmax(1).double().cpu())
-    auc0, acc0 = auc_and_accuracy(labels, ctx.logits.float().softmax(1).double().cpu().numpy())
+                logits[corruption, severity].append(ctx.predict(xc).double().cpu())
+    auc0, acc0 = auc_and_accuracy(labels, ctx.logits.detach().double().cpu().numpy())
     grids: dict[str, dict[tuple[str, int], float]] = {"auc_grid": {}, "acc_grid": {}, "delta_auc": {}, "delta_acc": {}}
-    for key, parts in probs.items():
+    for key, parts in logits.items():
         auc, acc = auc_and_accuracy(labels, torch.cat(parts).numpy() if parts else np.zeros((0, 2)))
         grids["auc_grid"][key], grids["acc_grid"][key] = auc, acc
         grids["delta_auc"][key], grids["delta_acc"][key] = auc0 - auc, acc0 - acc
@@ -161,7 +162,7 @@ def _corruption_family(name: str | None = None, higher: bool | None = None) -> F
 @hookimpl
 def xbench_metrics():
     yield MetricSpec(
-        name="saliency-rmse", score=saliency_rmse, category="robustness",
+        name="saliency-rmse", score=saliency_rmse, category="robustness", version="2",
         values={"rmse": _corruption_family(higher=False)},
         params=_grid_params(legacy_uint8=Param(False, "round the [0, 255] maps to integers, as the source's uint8 "
                                                       "maps were")),
@@ -171,7 +172,7 @@ def xbench_metrics():
     )
     yield MetricSpec(
         name="corruption-classification", score=corruption_classification, category="robustness",
-        scope="model",
+        scope="model", version="3",
         values={"auc": True, "acc": True, "auc_grid": _corruption_family("auc", True),
                 "acc_grid": _corruption_family("acc", True), "delta_auc": _corruption_family(higher=False),
                 "delta_acc": _corruption_family(higher=False)},

@@ -105,10 +105,17 @@ def region_of(batch: Mapping[str, Any], region: str) -> torch.Tensor:
 
 
 def cce_on_sigmoid(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Keras ``categorical_crossentropy`` on sigmoid outputs: renormalised to sum 1, clipped, summed over classes."""
-    p = torch.sigmoid(logits)
-    p = (p / p.sum(1, keepdim=True)).clamp(KERAS_EPSILON, 1 - KERAS_EPSILON)
-    return -p.gather(1, y[:, None]).log()[:, 0]
+    """Keras ``categorical_crossentropy`` on sigmoid outputs: renormalised to sum 1, clipped to
+    [1e-7, 1 − 1e-7], −log of the true class.
+
+    Computed in log space, log q_y = logσ(z_y) − logsumexp_j logσ(z_j), and clipped there (the clip is
+    monotone, so the value is Keras' to float rounding): σ(z)/Σσ(z) is 0/0 once every logit of a
+    sample is far below zero, which made the loss NaN and the run report a divergence it did not have.
+    """
+    log_p = F.logsigmoid(logits)
+    log_q = log_p.gather(1, y[:, None])[:, 0] - torch.logsumexp(log_p, dim=1)
+    lo, hi = torch.tensor([KERAS_EPSILON, 1 - KERAS_EPSILON], dtype=log_q.dtype).log().tolist()
+    return -log_q.clamp(lo, hi)
 
 
 def objective(module: HeatmapVGG, batch: Mapping[str, Any], params: Mapping[str, Any], *,
@@ -204,7 +211,7 @@ def xbench_models():
         name="heatmap-loss",
         build=build,
         fit=fit,
-        version="1",
+        version="2",
         description="VGG16-based classifier trained with a HiResCAM-outside-the-heart loss term, or its "
                     "cross-entropy baseline trained the same way (Callanan).",
         params=PARAMS,
