@@ -108,11 +108,20 @@ def metric_context(model: TrainedModel, split: Split, *, attribution: torch.Tens
 
 
 def score(spec: MetricSpec, ctx: MetricContext, **params: Any) -> dict[str, torch.Tensor]:
-    """Score ``ctx`` as a run scores it (its defaults updated by the context's and by ``params``;
-    the output validated; values of non-finite attributions NaN), as ``{value_name: values}``."""
+    """Score ``ctx`` as a run scores it, as ``{value_name: values}``: the spec's defaults updated by
+    the context's params and by ``params``, every value checked as a config's would be (a
+    ``UsageError`` for a value the spec does not allow), the output validated, and the values of
+    samples with non-finite attributions NaN."""
     from . import results
+    from .config import check_param, plugin_params
 
-    ctx.params = {**defaults(spec.params), **ctx.params, **params}
+    table = plugin_params("metrics", spec)
+    given = {**ctx.params, **params}
+    for key, value in given.items():
+        given[key] = check_param(f"testing.score({spec.name})", "metrics", spec.name, key, value, table)
+    ctx.params = {**defaults(table), **given}
+    if spec.validate is not None:
+        spec.validate(ctx.params)
     return {v.name: v.values for v in results.score(spec, ctx)}
 
 

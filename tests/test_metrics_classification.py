@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from xbench import Dataset, MetricContext
+from xbench import Dataset, MetricContext, testing
 from xbench.plugins.metrics import classification as cm
 
 SPEC = next(iter(cm.xbench_metrics()))
@@ -30,7 +30,7 @@ def test_binary_hand_computed_with_correct_names():
     # class 1 positive: TP 2, FN 1, TN 1, FP 1 → sensitivity 2/3, specificity 1/2, accuracy 3/5
     # AUROC: positives {.9,.8,.3} vs negatives {.6,.2}: pairs won 2+2+1 = 5 of 6
     p1 = torch.tensor([0.9, 0.8, 0.3, 0.6, 0.2], dtype=torch.float64)
-    out = SPEC.score(ctx_for([1, 1, 1, 0, 0], torch.stack([1 - p1, p1], 1), ("round", "not-round")))
+    out = testing.score(SPEC, ctx_for([1, 1, 1, 0, 0], torch.stack([1 - p1, p1], 1), ("round", "not-round")))
     assert out["accuracy"].item() == pytest.approx(3 / 5)
     assert out["sensitivity"].item() == pytest.approx(2 / 3)
     assert out["specificity"].item() == pytest.approx(1 / 2)
@@ -46,13 +46,13 @@ def test_binary_hand_computed_with_correct_names():
     assert out["specificity/round"].item() == pytest.approx(2 / 3)
     assert out["auprc/not-round"].item() == pytest.approx(ap1)
     assert out["auroc/round"].item() == pytest.approx(5 / 6)
-    assert all(SPEC.direction(name) is True for name in out)
+    assert all(SPEC.direction(name) is True for name in SPEC.values)  # every value and family: higher is better
 
 
 def test_multiclass_macro_and_per_class():
     labels = [0, 1, 2, 2]
     probs = [[0.7, 0.2, 0.1], [0.3, 0.4, 0.3], [0.1, 0.5, 0.4], [0.2, 0.2, 0.6]]
-    out = SPEC.score(ctx_for(labels, probs))
+    out = testing.score(SPEC, ctx_for(labels, probs))
     # predictions 0, 1, 1, 2; per class sensitivity 1, 1, 1/2; specificity 1, 2/3, 1
     assert [out[f"sensitivity/class-{c}"].item() for c in range(3)] == pytest.approx([1, 1, 0.5])
     assert [out[f"specificity/class-{c}"].item() for c in range(3)] == pytest.approx([1, 2 / 3, 1])
@@ -64,15 +64,15 @@ def test_multiclass_macro_and_per_class():
 
 
 def test_degenerate_split_gives_nan_not_a_crash():
-    out = SPEC.score(ctx_for([1, 1], [[0.2, 0.8], [0.6, 0.4]]))
+    out = testing.score(SPEC, ctx_for([1, 1], [[0.2, 0.8], [0.6, 0.4]]))
     assert math.isnan(out["auroc"]) and math.isnan(out["specificity"]) and out["sensitivity"] == 0.5
     assert math.isnan(out["auroc/class-0"]) and math.isnan(out["sensitivity/class-0"])
 
 
 def test_class_names_are_made_safe_facets():
-    out = SPEC.score(ctx_for([0, 1], [[0.6, 0.4], [0.3, 0.7]], ("NOR/normal", "DCM dilated")))
+    out = testing.score(SPEC, ctx_for([0, 1], [[0.6, 0.4], [0.3, 0.7]], ("NOR/normal", "DCM dilated")))
     assert "sensitivity/NOR-normal" in out and "auroc/DCM-dilated" in out
-    numeric = SPEC.score(ctx_for([0, 1], [[0.6, 0.4], [0.3, 0.7]], ("0", "1")))
+    numeric = testing.score(SPEC, ctx_for([0, 1], [[0.6, 0.4], [0.3, 0.7]], ("0", "1")))
     assert "sensitivity/class-0" in numeric  # never a bare number: the leaderboard would read a curve
 
 
@@ -111,7 +111,7 @@ def test_confident_models_are_ranked_by_their_exact_scores(k):
     ctx = MetricContext(model=None, inputs=torch.zeros(len(y), 1, 1, 1), labels=labels, logits=logits,
                         targets=labels, params={}, generator=torch.Generator(), device=torch.device("cpu"),
                         predict=None)
-    out = SPEC.score(ctx)
+    out = testing.score(SPEC, ctx)
     exact = _exact_log_odds(logits)
     float32 = logits.softmax(1).numpy()
     aurocs = [roc_auc_score(y == c, exact[:, c]) for c in range(k)]

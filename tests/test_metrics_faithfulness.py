@@ -12,7 +12,8 @@ from torch import nn
 
 from xbench import MetricContext, TrainedModel, testing
 from xbench.plugins.metrics import faithfulness as fm
-from xbench.plugins.metrics.localisation import NONFINITE
+from xbench import results
+from xbench.results import NONFINITE
 
 SPEC = next(iter(fm.xbench_metrics()))
 
@@ -38,10 +39,12 @@ def make_ctx(module, x, attribution, labels=None, seed=0):
     if hasattr(module, "seen"):
         module.seen.clear()
     labels = torch.ones(n, dtype=torch.long) if labels is None else labels
-    return MetricContext(
+    a = attribution.float()
+    return results.metric_context(
         model=TrainedModel(module=module, info=None, target_layers={}), inputs=x, labels=labels, logits=logits,
-        targets=labels, params={}, generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"),
-        predict=lambda v: module(v), attribution=attribution.float(), raw_attribution=attribution.float(),
+        targets=labels, target_mode="label", params={}, generator=torch.Generator().manual_seed(seed),
+        predict=lambda v: module(v), attribution=results.prepare_attribution(a, tuple(a.shape[-2:]), "sum"),
+        reduction="sum",
     )
 
 

@@ -12,19 +12,22 @@ import torch
 from xbench import Dataset, MetricContext, testing
 from xbench.errors import DataError
 from xbench.plugins.metrics import localisation as lm
+from xbench import results
+from xbench.results import NONFINITE
 
 SPECS = {s.name: s for s in lm.xbench_metrics()}
 
 
 def ctx_for(attribution, mask=None, regions=None, params=None, seed=0, method="m", dataset=None):
-    """A context over hand-made maps (no model needed by these metrics)."""
+    """A context over hand-made maps (no model needed by these metrics), built by the factory the
+    runner uses; the ``sum`` reduction leaves a one-channel map as it is."""
     a = torch.as_tensor(attribution, dtype=torch.float32)
     n = a.shape[0]
     dummy = torch.zeros(n, dtype=torch.long)
-    return MetricContext(
+    return results.metric_context(
         model=None, inputs=torch.zeros(n, 1, *a.shape[1:]), labels=dummy, logits=torch.zeros(n, 2), targets=dummy,
-        params=dict(params or {}), generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"),
-        predict=None, attribution=a, raw_attribution=a,
+        target_mode="label", params=dict(params or {}), generator=torch.Generator().manual_seed(seed), predict=None,
+        attribution=results.prepare_attribution(a, tuple(a.shape[1:]), "sum"), reduction="sum",
         mask=None if mask is None else torch.as_tensor(mask, dtype=torch.bool),
         regions={k: torch.as_tensor(v, dtype=torch.bool) for k, v in (regions or {}).items()},
         method=method, dataset=dataset,
@@ -104,7 +107,7 @@ def test_tpr_edge_cases_are_defined_and_flagged():
     assert out["tpr"][1] == 1 and math.isnan(out["tnr"][1])  # whole-image mask
     assert flags["mask covers the whole image: TNR undefined"] == [False, True, False]
     assert all(math.isnan(out[k][2]) for k in out)  # NaN in the map
-    assert flags[lm.NONFINITE] == [False, False, True]
+    assert flags[NONFINITE] == [False, False, True]
 
 
 def test_wrong_mask_shape_is_a_clear_error_naming_dataset_and_method():

@@ -15,6 +15,7 @@ from xbench.datasets._corruptions import CORRUPTIONS, corrupt
 from xbench.errors import UsageError
 from xbench.plugins.metrics import robustness as rm
 from xbench.plugins.models.small_cnn import SmallCNN
+from xbench.specs import defaults
 
 SPECS = {s.name: s for s in rm.xbench_metrics()}
 GRID = {"corruptions": ["gaussian_noise", "contrast"], "severities": [1, 4]}
@@ -121,10 +122,10 @@ def test_nonfinite_maps_and_bad_params(setup):
     ctx = testing.metric_context(model, split, attribution=clean, explain=identity, n=3)
     out = testing.score(SPECS["saliency-rmse"], ctx, corruptions=["contrast"], severities=[1])["rmse/contrast/1"]
     assert math.isnan(out[1]) and math.isfinite(out[0]) and math.isfinite(out[2])
-    with pytest.raises(UsageError, match="drawn from gaussian_noise"):
+    with pytest.raises(UsageError, match="must be one of 'gaussian_noise'.*got 'fog'"):
         testing.score(SPECS["saliency-rmse"], testing.metric_context(model, split, attribution=clean, n=3,
                                                                      explain=identity), corruptions=["fog"])
-    with pytest.raises(UsageError, match="integers 1..5"):
+    with pytest.raises(UsageError, match="must be one of 1, 2, 3, 4, 5; got 0"):
         testing.score(SPECS["saliency-rmse"], testing.metric_context(model, split, attribution=clean, n=3,
                                                                      explain=identity), severities=[0])
 
@@ -158,9 +159,10 @@ def test_classification_under_corruption(setup):
 
 def test_default_grid_is_every_corruption_and_severity():
     spec = SPECS["saliency-rmse"]
-    assert tuple(spec.params["corruptions"]) == CORRUPTIONS and spec.params["severities"] == [1, 2, 3, 4, 5]
-    assert spec.direction("rmse/motion_blur/5") is False
-    assert SPECS["corruption-classification"].direction("delta_auc/contrast/1") is False
+    grid = defaults(spec.params)
+    assert tuple(grid["corruptions"]) == CORRUPTIONS and grid["severities"] == [1, 2, 3, 4, 5]
+    assert spec.direction("rmse") is False and spec.family("rmse").kind == "grid"
+    assert SPECS["corruption-classification"].direction("delta_auc") is False
 
 
 class Confident(torch.nn.Module):
