@@ -30,6 +30,10 @@ class _Group(click.Group):
         except XbenchError as exc:
             err.print(f"[bold red]Error:[/] {escape(str(exc))}")
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:
+            err.print(f"[yellow]Interrupted[/] ({escape(str(exc) or 'Ctrl-C')}). Whole results so far are kept and "
+                      "the manifest says the run was interrupted; run the same command again to compute the rest.")
+            sys.exit(130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,16 +87,25 @@ def _config(config, registry, *, seeds=None, filters=None, **overrides):
     return load_config(config, registry, overrides=overrides, filters=filters)
 
 
-@main.command()
+PRESET_HELP = ("Presets: quick (the default: every method and metric on generated cardiac data, two studies' "
+               "claims at miniature scale, minutes on a laptop CPU); callanan, oliveira, riotorto, treyer (each "
+               "source study end to end with its published claims, ≤ 15 min on 2 CPU cores); paper (the four "
+               "studies at the sources' scale, for a GPU machine).")
+
+
+@main.command(epilog=PRESET_HELP)
 @click.argument("config", required=False)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default from the config).")
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default from the config).")
 @click.option("--device", help="auto, cpu, cuda or cuda:N (default: auto).")
 @click.option("--executor", help="local, dask, or an executor from a plugin.")
-@click.option("--scheduler", help="Address of a running Dask scheduler (dask executor).")
+@click.option("--scheduler", help="Address of a running Dask scheduler (dask executor), e.g. tcp://host:8786.")
 @click.option("--workers", type=click.IntRange(min=1), help="Workers of a local Dask cluster.")
 @click.option("--no-leaderboard", is_flag=True, help="Do not build the leaderboard at the end.")
+@click.option("-v", "--verbose", "verbose", count=True, help="Print every progress line (when not on a terminal).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only warnings, failures and the summary.")
 @_with_filters
-def run(config, out, device, executor, scheduler, workers, no_leaderboard, datasets, models, methods, metrics, seeds):
+def run(config, out, device, executor, scheduler, workers, no_leaderboard, verbose, quiet, datasets, models, methods,
+        metrics, seeds):
     """Run every valid combination of CONFIG (a TOML file or a preset; default: quick).
 
     Re-running the same output directory computes only what is missing.
@@ -108,7 +121,8 @@ def run(config, out, device, executor, scheduler, workers, no_leaderboard, datas
                                             "metrics": metrics})
     out_dir = Path(out) if out else default_out(cfg)
     err.print(f"xbench {__version__}: running [bold]{escape(cfg.source)}[/] into {escape(str(out_dir))}")
-    with RunProgress(err) as progress:
+    _warn_oversubscription(cfg)
+    with RunProgress(err, verbosity=0 if quiet else 1 + verbose) as progress:
         summary = run_plan(cfg, registry, out=out_dir, on_event=progress.event)
     board = None
     if cfg.run.leaderboard and not no_leaderboard:
@@ -116,17 +130,38 @@ def run(config, out, device, executor, scheduler, workers, no_leaderboard, datas
 
         board = build_leaderboard(out_dir)
     _print_summary(summary, board, registry)
-    sys.exit(1 if (summary.failed or registry.problems) else 0)
+    sys.exit(1 if (summary.exit_code or registry.problems) else 0)
+
+
+def _warn_oversubscription(cfg) -> None:
+    """Processes × threads above the cores makes torch 15–23× slower here: say so before it happens."""
+    import os
+
+    cores = os.cpu_count() or 1
+    processes = cfg.run.workers if cfg.run.executor == "dask" and not cfg.run.scheduler else 1
+    threads = cfg.run.threads or (1 if processes > 1 else 0)
+    if threads and processes * threads > cores:
+        err.print(f"[yellow]Warning:[/] {processes} worker process(es) × threads = {threads} is "
+                  f"{processes * threads} CPU threads on {cores} core(s): oversubscribed torch runs many times "
+                  "slower. Lower run.threads (or --workers) so that workers × threads ≤ cores.")
 
 
 def _print_summary(summary, board, registry) -> None:
     out.print()
+    state = "" if summary.status == "complete" else f" [yellow](status: {escape(summary.status)}, " \
+                                                    f"{summary.missing} unit(s) without results)[/]"
     out.print(f"[bold]Done[/] in {summary.wall_seconds:.1f} s: {summary.computed} units computed, "
-              f"{summary.skipped_done} already done, {len(summary.failed)} failed, {summary.rows} rows written.")
+              f"{summary.skipped_done} already done, {len(summary.failed)} failed, {summary.rows} rows written."
+              + state)
+    if summary.skipped_combinations:
+        out.print(f"  {summary.skipped_combinations} combination(s) skipped (a missing capability or an `only`); "
+                  "`xbench plan` lists each with its reason.")
     out.print(f"  results:     {summary.out / 'results'}  (read with xbench.load_results('{summary.out}'))")
     out.print(f"  manifest:    {summary.out / 'manifest.json'}")
     if board is not None:
         out.print(f"  leaderboard: {board / 'index.html'}  and  {board / 'leaderboard.md'}")
+    for warning in summary.warnings:
+        out.print(f"[yellow]training warning:[/] {escape(warning)}")
     if summary.failed:
         out.print(f"[red]{len(summary.failed)} unit(s) failed[/]; details in {summary.out / 'errors'}:")
         shown = {}
@@ -134,7 +169,7 @@ def _print_summary(summary, board, registry) -> None:
             shown.setdefault((e["phase"], e["error"]), []).append(e)
         for (phase, error), items in list(shown.items())[:10]:
             first = items[0]
-            where = " × ".join(x for x in (first["dataset"], first["model"], first["method"], first["metric"]) if x)
+            where = " × ".join(str(x) for x in (first["dataset"], first["model"], first["method"], first["metric"]) if x)
             more = f" (+{len(items) - 1} more)" if len(items) > 1 else ""
             out.print(f"  - {escape(phase)}: {escape(where)}: {escape(error)}{more}")
     if registry.problems:

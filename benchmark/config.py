@@ -35,6 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing import Annotated
 
+from .claims import parse_claims
 from .errors import UsageError, XbenchError, did_you_mean
 from .hashing import content_hash
 from .registry import Registry
@@ -83,6 +84,7 @@ class RawConfig(BaseModel):
     models: dict[str, dict[str, Any] | list[dict[str, Any]]]
     methods: dict[str, dict[str, Any] | list[dict[str, Any]]] = Field(default_factory=lambda: {"*": {}})
     metrics: dict[str, dict[str, Any] | list[dict[str, Any]]] = Field(default_factory=lambda: {"*": {}})
+    claims: list[Any] = Field(default_factory=list, description="the findings this config tests ([[claims]])")
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class Config:
     variants: dict[str, list[Variant]]
     source: str
     raw: dict[str, Any] = field(default_factory=dict)
+    claims: list[Any] = field(default_factory=list)  # xbench.claims.Claim
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +131,7 @@ class Config:
             **{kind: [{"name": v.name, "version": v.version, "label": v.label, "params": dict(v.params),
                        **({"only": {k: list(p) for k, p in v.only}} if v.only else {})}
                       for v in self.variants[kind]] for kind in KINDS},
+            "claims": [c.to_dict() for c in self.claims],
         }
 
 
@@ -143,12 +147,23 @@ def read_config(name_or_path: str | None) -> tuple[dict[str, Any], str]:
     target = name_or_path or "quick"
     path = Path(target)
     if path.suffix == ".toml" or path.exists() or "/" in target or "\\" in target:
+        if path.is_dir():
+            raise UsageError(f"Config {str(path)!r} is a directory, not a file. Pass the path of a TOML run config "
+                             f"(e.g. {str(path / 'study.toml')!r}), or the name of a built-in preset "
+                             f"({', '.join(PRESETS)}).")
         if not path.is_file():
             raise UsageError(
                 f"Config file {str(path)!r} does not exist. Pass the path of a TOML run config, or the name "
                 f"of a built-in preset ({', '.join(PRESETS)}); `xbench run` alone runs the quick preset."
             )
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        try:
+            text = path.read_bytes().decode("utf-8-sig")  # a UTF-8 byte-order mark is not part of the TOML
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"Config {str(path)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}). TOML files "
+                             "must be UTF-8: re-save it as UTF-8 and run again.") from None
+        except OSError as exc:
+            raise UsageError(f"Cannot read config {str(path)!r}: {exc.strerror or exc}.") from None
+        source = str(path)
     elif target in PRESETS:
         text = resources.files("xbench").joinpath("presets", f"{target}.toml").read_text(encoding="utf-8")
         source = f"preset:{target}"
@@ -174,6 +189,9 @@ def load_config(
     ``filters`` keep only plugins matching one of the given names or globs, per kind."""
     data, source = read_config(name_or_path)
     data = dict(data)
+    if not isinstance(data.get("run", {}), Mapping):
+        raise UsageError(f"Config {source}: [run] must be one table (`[run]`), not {type(data['run']).__name__} "
+                         "(`[[run]]` makes an array of tables). Write `[run]` once, with every run option under it.")
     run = dict(data.get("run", {}))
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -191,13 +209,34 @@ def load_config(
     for kind in KINDS:
         if not variants[kind]:
             raise UsageError(f"Config {source} selects no {kind}. Add a [{kind}.<name or glob>] table.")
+    claims = parse_claims(raw.claims, source)
+    _check_claims(claims, variants, source)
     if raw.run.executor not in registry.entries["executors"]:
         raise UsageError(
             f"Config {source}: run.executor {raw.run.executor!r} is not an installed executor"
             f"{did_you_mean(raw.run.executor, registry.names('executors'))}. "
             f"Installed: {', '.join(registry.names('executors'))}."
         )
-    return Config(run=raw.run, variants=variants, source=source, raw=data)
+    return Config(run=raw.run, variants=variants, source=source, raw=data, claims=claims)
+
+
+def _check_claims(claims: list, variants: Mapping[str, list[Variant]], source: str) -> None:
+    """A claim's metric (and dataset, model, method) patterns must match what the config selects:
+    a typo would make the claim silently inconclusive after the whole run."""
+    from .plan import MODEL_FIT
+
+    for claim in claims:
+        for kind, pattern in (("metrics", claim.metric), ("datasets", claim.dataset), ("models", claim.model),
+                              ("methods", claim.method)):
+            patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
+            for p in patterns:
+                if kind == "metrics" and fnmatch.fnmatchcase(MODEL_FIT, p):
+                    continue
+                if not any(_matches(v, p) for v in variants[kind]):
+                    names = sorted({x for v in variants[kind] for x in (v.name, v.label)})
+                    raise UsageError(
+                        f"Config {source}: claim {claim.id!r}: {kind[:-1]} {p!r} matches none of the {kind} this config "
+                        f"selects{did_you_mean(p, names)}. Selected: {', '.join(names)}.")
 
 
 def _explain_validation(exc: ValidationError, source: str) -> str:

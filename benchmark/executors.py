@@ -75,7 +75,7 @@ class DaskExecutor:
         if scheduler:
             try:
                 self.client = Client(scheduler, timeout="10s")
-            except OSError as exc:
+            except (OSError, ValueError, TypeError) as exc:
                 raise UsageError(f"Could not reach the Dask scheduler at {scheduler!r}: {exc}. "
                                  "Check the address, or leave --scheduler out to start a local cluster.") from None
         else:

@@ -2,7 +2,9 @@
 
 A combination runs only where every ``requires`` tag is provided upstream (dataset → model →
 method → metric) and every variant's ``only`` restriction admits it; the rest are skipped with the
-reason. Planning computes nothing.
+reason. Every cell also records its model's fit (the metric ``model-fit``: test and validation
+accuracy against chance), whatever the config selects, so every result can be read against whether
+its model learned. Planning computes nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from dataclasses import dataclass, field
 from .config import Config, Variant
 from .hashing import content_hash
 from .registry import Registry
-from .specs import resolve_tags
+from .specs import defaults, resolve_tags
+
+MODEL_FIT = "model-fit"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Plan:
     cells: list[Cell] = field(default_factory=list)
     units: dict[str, list[Unit]] = field(default_factory=dict)
     skipped: list[Skip] = field(default_factory=list)
+    implicit: list[Variant] = field(default_factory=list)  # variants the core adds (model-fit)
 
     @property
     def all_units(self) -> list[Unit]:
@@ -97,9 +102,22 @@ def _barred(variant: Variant, *upstream: Variant) -> str | None:
     return None
 
 
+def model_fit_variant(config: Config, registry: Registry) -> Variant | None:
+    """The ``model-fit`` variant every cell gets: the config's own, else the installed default."""
+    chosen = [m for m in config.variants["metrics"] if m.name == MODEL_FIT]
+    if chosen or MODEL_FIT not in registry.entries["metrics"]:
+        return None
+    entry = registry.get("metrics", MODEL_FIT)
+    return Variant("metrics", MODEL_FIT, entry.version, defaults(entry.spec.params), MODEL_FIT)
+
+
 def make_plan(config: Config, registry: Registry) -> Plan:
     plan = Plan(config)
-    v = config.variants
+    v = dict(config.variants)
+    fit = model_fit_variant(config, registry)
+    if fit is not None:
+        v["metrics"] = [*v["metrics"], fit]
+        plan.implicit.append(fit)
     for ds in v["datasets"]:
         ds_tags = resolve_tags(registry.get("datasets", ds.name).spec.provides, ds.params)
         for model in v["models"]:

@@ -319,8 +319,8 @@ def score(spec: MetricSpec, ctx: MetricContext) -> list[Value]:
         unexplained &= ~flagged
         if unexplained.any():
             ctx.flag(unexplained, f"metric {spec.name} returned NaN or Inf without a reason")
-    elif any(not math.isfinite(float(v.values)) for v in values):
-        ctx.notes.append((torch.ones(1, dtype=torch.bool), f"metric {spec.name} returned NaN or Inf"))
+    elif not ctx.notes and any(not math.isfinite(float(v.values)) for v in values):
+        ctx.notes.append((torch.ones(1, dtype=torch.bool), f"metric {spec.name} returned NaN or Inf without a reason"))
     return values
 
 

@@ -48,6 +48,7 @@ class RunSummary:
     leaderboard: Path | None = None
     status: str = "running"
     missing: int = 0
+    skipped_combinations: int = 0
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -123,7 +124,8 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
         todo = tuple(UnitTask(u.key, u.method, u.metric) for u in plan.units[cell.key] if u.key not in done)
         if todo:
             jobs.append(CellJob(cell, todo, options, str(cache_dir), job_device))
-    summary = RunSummary(out=out, planned=len(planned_keys), skipped_done=sum(k in done for k in planned_keys))
+    summary = RunSummary(out=out, planned=len(planned_keys), skipped_done=sum(k in done for k in planned_keys),
+                         skipped_combinations=len(plan.skipped))
     on_event("start", {"units": sum(len(j.units) for j in jobs), "cells": len(jobs), "done": summary.skipped_done,
                        "skipped": len(plan.skipped)})
 
@@ -162,7 +164,7 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
                  "registry": registry})
             executor.run(jobs, work, deliver)
         status = "running"
-    except RunInterrupted:
+    except KeyboardInterrupt:  # RunInterrupted (Ctrl-C, SIGTERM) or one the signal handler could not see
         status = "interrupted"
         raise
     finally:
@@ -223,7 +225,10 @@ def _manifest(config: Config, registry: Registry, plan: Plan, device, previous: 
     from . import __version__
 
     used = defaultdict(list)
-    for kind, variants in config.variants.items():
+    chosen = {kind: list(variants) for kind, variants in config.variants.items()}
+    for extra in plan.implicit:
+        chosen[extra.kind].append(extra)
+    for kind, variants in chosen.items():
         for name in sorted({v.name for v in variants}):
             entry = registry.get(kind, name)
             item = {"name": name, "version": entry.version, "plugin": entry.plugin.name,
@@ -249,5 +254,6 @@ def _manifest(config: Config, registry: Registry, plan: Plan, device, previous: 
         "host": platform.node() if os.environ.get("XBENCH_RECORD_HOST") else None,
         "units": [u.key for u in plan.all_units],
         "skipped": [s.__dict__ for s in plan.skipped],
+        "claims": [c.to_dict() for c in config.claims],
         "cells": previous.get("cells", {}),
     }

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xbench import Dataset, DatasetSpec, LazyArray, Split, hookimpl
+from xbench import Dataset, DatasetSpec, LazyArray, Param, Split, hookimpl
 
 from ._realdata import data_error, resolve_root
 
@@ -32,7 +32,15 @@ ENV = "XBENCH_IMAGENET_HVZ_DIR"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 MASK_SUFFIXES = (".png", ".PNG", ".JPEG", ".jpeg", ".jpg", ".JPG")
 
-PARAMS = {"root": "", "size": 224, "test_size": 0.149, "val_size": 0.2, "split_seed": 6}
+PARAMS = {
+    "root": Param("", "folder in the source layout (data.csv, images/, masks/) or ImageNet synset folders with "
+                      "box XML; '' = $XBENCH_IMAGENET_HVZ_DIR"),
+    "size": Param(224, "image side after resizing, in pixels", ge=8),
+    "test_size": Param(0.149, "share of images in the stratified test split (the source's 0.149: 100 images)",
+                       gt=0, le=0.9),
+    "val_size": Param(0.2, "share of the rest in the validation split", gt=0, le=0.9),
+    "split_seed": Param(6, "scikit-learn random_state of the splits (the source's 6)", ge=0),
+}
 
 LAYOUT = ("either the source layout <root>/data.csv (columns imageID,label with label horse or zebra), "
           "<root>/images/<label>/<imageID>, <root>/masks/<label>/<imageID without .JPEG>_mask.png (or .JPEG); "

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xbench import Dataset, DatasetSpec, LazyArray, Split, hookimpl
+from xbench import Dataset, DatasetSpec, LazyArray, Param, Split, hookimpl
 from xbench.errors import XbenchError, did_you_mean
 
 from ._realdata import data_error, resolve_root
@@ -51,14 +51,23 @@ FLAGS: dict[str, tuple[int, tuple[str, ...], str]] = {
 }
 MULTI_LABEL = ("chestmnist",)
 
+def _flag_problem(flag: str) -> str | None:
+    flag = str(flag).lower()
+    if flag in MULTI_LABEL:
+        return f"names a multi-label set; xbench datasets have one label per image (2-D flags: {', '.join(FLAGS)})"
+    if flag not in FLAGS:
+        return f"is not a 2-D MedMNIST flag{did_you_mean(flag, FLAGS)} (flags: {', '.join(FLAGS)})"
+    return None
+
+
 PARAMS = {
-    "root": "",
-    "flag": "breastmnist",
-    "size": 64,
-    "n_train": 0,
-    "n_val": 0,
-    "n_test": 0,
-    "legacy_normalisation": False,
+    "root": Param("", f"folder of <flag>_<size>.npz files; '' = ${ENV}"),
+    "flag": Param("breastmnist", "which MedMNIST set", check=_flag_problem),
+    "size": Param(64, "image side in pixels (MedMNIST+ sizes)", choices=SIZES),
+    "n_train": Param(0, "use at most this many training images (a stratified subset); 0 = all", ge=0),
+    "n_val": Param(0, "at most this many validation images; 0 = all", ge=0),
+    "n_test": Param(0, "at most this many test images; 0 = all", ge=0),
+    "legacy_normalisation": Param(False, "the source's [-1, 1] clean images (and min-max corruptions), Treyer's bug"),
 }
 
 SOURCE = ("Get the files with the medmnist package on a machine with internet access (e.g. "
@@ -207,12 +216,9 @@ def _split(path: Path, flag: str, size: int, split: str, keep: int, seed: int, l
 
 def _check(params: Mapping[str, Any]) -> tuple[str, int]:
     flag, size = str(params["flag"]).lower(), int(params["size"])
-    if flag in MULTI_LABEL:
-        raise XbenchError(f"medmnist: {flag} is multi-label; xbench datasets have one label per image. "
-                          f"Use one of: {', '.join(FLAGS)}.")
-    if flag not in FLAGS:
-        raise XbenchError(f"medmnist: unknown flag {params['flag']!r}{did_you_mean(flag, FLAGS)}. "
-                          f"2-D flags: {', '.join(FLAGS)}.")
+    problem = _flag_problem(flag)
+    if problem:
+        raise XbenchError(f"medmnist: flag {params['flag']!r} {problem}.")
     if size not in SIZES:
         raise XbenchError(f"medmnist: size must be one of {SIZES}, got {size}.")
     return flag, size

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xbench import Dataset, DatasetSpec, Split, hookimpl
+from xbench import Dataset, DatasetSpec, Param, Split, hookimpl
 
 H, W = 105, 135
 CLASSES = ("NOR", "HCM", "DCM", "RV")
@@ -32,12 +32,15 @@ MODES = ("sex_size", "sex_marker", "class_marker")
 SEG = {"lv_cavity": 11, "rv_cavity": 12, "lv_myocardium": 13, "rv_myocardium": 14, "fat": 15, "marker": 16}
 
 PARAMS = {
-    "mode": "sex_size",
-    "n_train": 10000,
-    "n_val": 3000,
-    "n_test": 2000,
-    "channels": 3,
-    "legacy_variability": False,
+    "mode": Param("sex_size", "Callanan's experiment: sex_size (Exp. 1: sex-dependent heart and body size), "
+                              "sex_marker (Exp. 2: same size, a 9×9 box marks males), class_marker (a box per class)",
+                  choices=MODES),
+    "n_train": Param(10000, "training images (balanced over the four classes)", ge=1),
+    "n_val": Param(3000, "validation images", ge=1),
+    "n_test": Param(2000, "test images", ge=1),
+    "channels": Param(3, "image channels (the grey slice repeated, as the source fed VGG16)", choices=(1, 3)),
+    "legacy_variability": Param(False, "the source's measurement quirk, m + N(m, 0.02m), which about doubles "
+                                       "every size"),
 }
 
 CARD = """\

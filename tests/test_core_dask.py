@@ -30,7 +30,7 @@ def test_dask_local_cluster_matches_local_executor(tmp_path, use_sites):
     assert not local.failed and not dask.failed
     # the nanny's OMP_NUM_THREADS=1 did not stay in the driver (later subprocesses would use 1 thread)
     assert {k: os.environ.get(k) for k in threads} == threads
-    assert dask.computed == local.computed == 10
+    assert dask.computed == local.computed == 12  # 2 cells × (5 selected units + model-fit)
     a = load_results(tmp_path / "local").sort_values(ORDER).reset_index(drop=True)
     b = load_results(tmp_path / "dask").sort_values(ORDER).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)

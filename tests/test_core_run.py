@@ -63,7 +63,7 @@ def test_manifest_records_provenance(tiny_run):
     assert {p["name"] for p in manifest["plugins"]} >= {"acme", "xbench.plugins.models.small_cnn"}
     acme = next(s for s in manifest["specs"]["datasets"] if s["name"] == "acme.planted")
     assert acme["distribution"] == "xbench-acme" and acme["distribution_version"] == "0.1.0"
-    assert len(manifest["units"]) == summary.planned == 5
+    assert len(manifest["units"]) == summary.planned == 6  # 5 selected + the model-fit every cell records
     cell = next(iter(manifest["cells"].values()))
     assert cell["fit"]["history"] and cell["timings"]["fit"] > 0
     assert manifest["timings"]["wall_seconds"] >= manifest["timings"]["plugin_total_seconds"] > 0
@@ -73,7 +73,7 @@ def test_rerun_computes_nothing_and_new_metric_reuses_model_and_attributions(tin
     summary, out, registry = tiny_run
     before = load_results(out)
     again = run(load_config(str(tiny_config()), registry), registry, out=out)
-    assert (again.computed, again.skipped_done) == (0, 5)
+    assert (again.computed, again.skipped_done) == (0, 6)
     pd.testing.assert_frame_equal(load_results(out), before)
 
     # a new metric: only its units run, the model comes from the cache and so do the attributions
@@ -94,10 +94,10 @@ def test_rerun_computes_nothing_and_new_metric_reuses_model_and_attributions(tin
     registry = load_registry()  # the hooks read the patched functions when they build the specs
     config = load_config(str(tiny_config("[metrics.pompom]\n")), registry)
     third = run(config, registry, out=out)
-    assert (third.computed, third.skipped_done) == (2, 5)
+    assert (third.computed, third.skipped_done) == (2, 6)
     assert calls == {"fit": 0, "explain": 0}
     df = load_results(out)
-    assert set(df["metric"]) == {"tpr-tnr", "acme.mass", "classification", "pompom"}
+    assert set(df["metric"]) == {"tpr-tnr", "acme.mass", "classification", "pompom", "model-fit"}
     assert not df.duplicated(["unit", "value_name", "sample"]).any()
 
     # positive control: a new seed means a new model and new attributions, so both run

@@ -11,6 +11,7 @@ from xbench.datasets import medmnist as M
 from xbench.datasets._corruptions import corrupt, corruption_options
 from xbench.errors import DataError, XbenchError
 from xbench.specs import resolve_tags
+from xbench.specs import defaults
 
 COUNTS = {"train": 20, "val": 6, "test": 10}
 
@@ -26,7 +27,7 @@ def _arrays(size: int, channels: int, classes: int, seed: int = 0) -> dict[str, 
 
 
 def _params(root, **kw):
-    return {**M.PARAMS, "root": str(root), **kw}
+    return {**defaults(defaults(M.PARAMS)), "root": str(root), **kw}
 
 
 def test_grayscale_file_is_memory_mapped_and_read_exactly(tmp_path):
@@ -60,7 +61,7 @@ def test_rgb_compressed_file_channels_first(tmp_path):
 def test_subsets_environment_and_legacy_normalisation(tmp_path, monkeypatch):
     np.savez(tmp_path / "pneumoniamnist_128.npz", **_arrays(128, 1, 2))
     monkeypatch.setenv("XBENCH_MEDMNIST_DIR", str(tmp_path))
-    params = {**M.PARAMS, "flag": "pneumoniamnist", "size": 128, "n_test": 4}
+    params = {**defaults(defaults(M.PARAMS)), "flag": "pneumoniamnist", "size": 128, "n_test": 4}
     a, b = M.load(params, 0).test, M.load(params, 0).test
     assert len(a) == 4 and torch.equal(a.meta["index"], b.meta["index"])
     assert bool(torch.all(a.meta["index"][1:] > a.meta["index"][:-1]))
@@ -77,7 +78,7 @@ def test_subsets_environment_and_legacy_normalisation(tmp_path, monkeypatch):
 def test_missing_and_corrupt_files_are_explained(tmp_path, monkeypatch):
     monkeypatch.delenv("XBENCH_MEDMNIST_DIR", raising=False)
     with pytest.raises(DataError, match=r"no MedMNIST folder is set.*breastmnist_64\.npz.*zenodo"):
-        M.load(M.PARAMS, 0)
+        M.load(defaults(M.PARAMS), 0)
     np.savez(tmp_path / "breastmnist.npz", **_arrays(28, 1, 2))
     with pytest.raises(DataError, match=r"does not exist \(the folder holds breastmnist\.npz\).*breastmnist_64"):
         M.load(_params(tmp_path), 0)
@@ -109,8 +110,8 @@ def test_missing_and_corrupt_files_are_explained(tmp_path, monkeypatch):
 
 def test_bad_flags_and_sizes():
     with pytest.raises(XbenchError, match='did you mean "dermamnist"'):
-        M.load({**M.PARAMS, "flag": "dermamnst"}, 0)
+        M.load({**defaults(defaults(M.PARAMS)), "flag": "dermamnst"}, 0)
     with pytest.raises(XbenchError, match="multi-label"):
-        M.load({**M.PARAMS, "flag": "chestmnist"}, 0)
+        M.load({**defaults(defaults(M.PARAMS)), "flag": "chestmnist"}, 0)
     with pytest.raises(XbenchError, match=r"size must be one of \(28, 64, 128, 224\)"):
-        M.load({**M.PARAMS, "size": 32}, 0)
+        M.load({**defaults(defaults(M.PARAMS)), "size": 32}, 0)

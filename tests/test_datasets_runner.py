@@ -60,10 +60,10 @@ def test_run_with_lazy_generated_and_real_format_data(tmp_path):
     assert result.exit_code == 0, result.output
     rows = load_results(tmp_path / "out")
     hcp = rows[rows["dataset"] == "hcp-lesions"]
-    assert set(hcp["metric"]) == {"tpr-tnr", "corruption-classification"}
+    assert set(hcp["metric"]) == {"tpr-tnr", "corruption-classification", "model-fit"}
     assert len(hcp[(hcp["metric"] == "tpr-tnr") & (hcp["value_name"] == "tpr")]) == 8
     mm = rows[rows["dataset"] == "medmnist"]
-    assert set(mm["metric"]) == {"corruption-classification"}  # no mask: TPR is skipped
+    assert set(mm["metric"]) == {"corruption-classification", "model-fit"}  # no mask: TPR is skipped
     assert any(v.startswith("auc/gaussian_noise/5") for v in mm["value_name"])
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     infos = {c["title"].split(" ×")[0]: c["dataset_info"] for c in manifest["cells"].values()}

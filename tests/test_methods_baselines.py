@@ -10,6 +10,7 @@ from xbench import DatasetInfo, TrainedModel
 from xbench.attribution import run_method
 from xbench.errors import XbenchError
 from xbench.registry import load_registry
+from xbench.specs import defaults
 
 INFO = DatasetInfo("toy", 3, 12, 10, ("a", "b"))
 
@@ -22,7 +23,7 @@ def registry():
 def run(registry, name, x, model=None, **params):
     spec = registry.get("methods", name).spec
     model = model or TrainedModel(nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 2)), INFO, {})
-    return run_method(spec, model, x, torch.zeros(len(x), dtype=torch.long), {**spec.params, **params})
+    return run_method(spec, model, x, torch.zeros(len(x), dtype=torch.long), {**defaults(spec.params), **params})
 
 
 @pytest.mark.parametrize("channels", [1, 3])

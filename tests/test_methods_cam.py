@@ -9,6 +9,7 @@ from xbench import DatasetInfo, TrainedModel
 from xbench.attribution import run_method
 from xbench.errors import XbenchError
 from xbench.registry import load_registry
+from xbench.specs import defaults
 
 INFO = DatasetInfo("toy", 1, 16, 16, ("a", "b"))
 CAMS = ["grad-cam", "hires-cam", "grad-cam-pp"]
@@ -35,7 +36,7 @@ class GapNet(nn.Module):
 
 def run(registry, name, model, x, t, **params):
     spec = registry.get("methods", name).spec
-    return run_method(spec, model, x, t, {**spec.params, **params})
+    return run_method(spec, model, x, t, {**defaults(spec.params), **params})
 
 
 def test_cams_match_their_closed_forms(registry):

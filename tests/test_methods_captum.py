@@ -8,6 +8,7 @@ from torch import nn
 from xbench import DatasetInfo, TrainedModel
 from xbench.attribution import run_method
 from xbench.registry import load_registry
+from xbench.specs import defaults
 
 INFO = DatasetInfo("toy", 2, 8, 8, ("a", "b", "c"))
 
@@ -20,7 +21,7 @@ def registry():
 def explain(registry, name, module, x, t, layers=None, **params):
     spec = registry.get("methods", name).spec
     model = TrainedModel(module.eval(), INFO, layers or {})
-    return run_method(spec, model, x, t, {**spec.params, **params})
+    return run_method(spec, model, x, t, {**defaults(spec.params), **params})
 
 
 def test_input_x_gradient_of_a_linear_model_is_w_times_x_exactly(registry):

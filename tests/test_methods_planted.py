@@ -12,6 +12,7 @@ from xbench.plan import make_plan
 from xbench.registry import load_registry
 from xbench.runner import run as run_benchmark
 from xbench.store import load_results
+from xbench.specs import defaults
 
 MODULES = ("captum", "zennit", "cam", "in_model", "baselines")
 GRADIENT_METHODS = ["saliency", "input-x-gradient", "integrated-gradients", "gradient-shap", "deeplift",
@@ -51,7 +52,7 @@ def masses(registry, ours, planted):
             continue
         spec = registry.get("methods", name).spec
         torch.manual_seed(0)
-        raw = run_method(spec, model, x, y, dict(spec.params))
+        raw = run_method(spec, model, x, y, defaults(spec.params))
         reduced = reduce_attribution(raw, (32, 32), "abs-luminance", name)
         out[name] = raw, (reduced * mask).flatten(1).sum(1) / reduced.flatten(1).sum(1).clamp(min=1e-12)
     return out

@@ -10,6 +10,7 @@ from xbench import DatasetInfo, TrainedModel
 from xbench.attribution import run_method
 from xbench.registry import load_registry
 from xbench.plugins.methods._surgery import attribution_ready, give_each_call_its_module
+from xbench.specs import defaults
 
 INFO = DatasetInfo("toy", 3, 16, 16, ("a", "b"))
 
@@ -70,13 +71,13 @@ def test_methods_work_on_inplace_relus_and_nn_flatten_and_leave_no_trace(method)
     before = fingerprint(model)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x, t = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 1, 0])
-    first = run_method(spec, trained_model(model), x, t, dict(spec.params))
+    first = run_method(spec, trained_model(model), x, t, defaults(spec.params))
     assert torch.isfinite(first).all() and first.abs().sum() > 0
     assert fingerprint(model) == before
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
     # a second call gives the same answer: nothing leaked from the first
-    second = run_method(spec, trained_model(model), x, t, dict(spec.params))
+    second = run_method(spec, trained_model(model), x, t, defaults(spec.params))
     torch.testing.assert_close(first, second)
 
 

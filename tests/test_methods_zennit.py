@@ -13,6 +13,7 @@ from xbench import DatasetInfo, TrainedModel
 from xbench.attribution import run_method
 from xbench.plugins.methods.zennit import choose_canonizer
 from xbench.registry import load_registry
+from xbench.specs import defaults
 
 INFO = DatasetInfo("toy", 3, 16, 16, ("a", "b", "c"))
 COMPOSITES = ["lrp-epsilon-plus-flat", "lrp-epsilon-gamma-box", "lrp-epsilon-alpha2-beta1", "lrp-alpha1-beta0"]
@@ -25,7 +26,7 @@ def registry():
 
 def run(registry, name, module, x, t, **params):
     spec = registry.get("methods", name).spec
-    return run_method(spec, TrainedModel(module.eval(), INFO, {}), x, t, {**spec.params, **params})
+    return run_method(spec, TrainedModel(module.eval(), INFO, {}), x, t, {**defaults(spec.params), **params})
 
 
 def chain(bias: bool = True, batchnorm: bool = False) -> nn.Sequential:

@@ -13,6 +13,7 @@ from xbench import Dataset, FitContext, Split
 from xbench.datasets.synthetic_cardiac import CLASSES, generate
 from xbench.errors import XbenchError
 from xbench.plugins.models import heatmap_loss as hl
+from xbench.specs import defaults
 
 CPU = torch.device("cpu")
 
@@ -36,7 +37,7 @@ def cardiac():
 def trained(cardiac):
     models = {}
     for loss in ("cce", "heatmap"):
-        params = {**hl.PARAMS, "loss": loss, "width": 0.125, "pretrain": "none", "lr": 1e-3, "epochs": 8,
+        params = {**defaults(defaults(hl.PARAMS)), "loss": loss, "width": 0.125, "pretrain": "none", "lr": 1e-3, "epochs": 8,
                   "batch_size": 32, "patience": 8}
         torch.manual_seed(0)
         model = hl.build(cardiac.describe(), params)
@@ -66,7 +67,7 @@ def test_both_variants_train_every_layer_unless_legacy_frozen_base(cardiac, trai
     total = sum(p.numel() for p in trained["cce"][0].parameters())
     assert trained["cce"][1].metrics["trainable_parameters"] == total
     assert trained["heatmap"][1].metrics["trainable_parameters"] == total
-    params = {**hl.PARAMS, "loss": "cce", "width": 0.0625, "pretrain": "none", "lr": 1e-3, "epochs": 1,
+    params = {**defaults(defaults(hl.PARAMS)), "loss": "cce", "width": 0.0625, "pretrain": "none", "lr": 1e-3, "epochs": 1,
               "batch_size": 50, "legacy_frozen_base": True}
     small = Dataset("tiny", CLASSES, {k: Split(s.images[:50], s.labels[:50], s.masks[:50]) for k, s in
                                       (("train", cardiac.train), ("val", cardiac.val), ("test", cardiac.test))})

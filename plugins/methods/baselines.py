@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from xbench import MethodSpec, TrainedModel, hookimpl
+from xbench import MethodSpec, Param, TrainedModel, hookimpl
 from xbench.errors import XbenchError
 
 
@@ -67,7 +67,9 @@ def laplace(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, params: 
 def xbench_methods():
     yield MethodSpec(name="random", explain=random_map, baseline=True, stochastic=True,
                      description="Null baseline: uniform random map, seeded per batch.")
-    yield MethodSpec(name="sobel", explain=sobel, baseline=True, params={"axis": -1, "legacy_laplace_copy": False},
+    yield MethodSpec(name="sobel", explain=sobel, baseline=True, params={"axis": Param(-1, "the image axis of the derivative: -1 width, -2 height, -3 channels",
+                                       choices=(-1, -2, -3)),
+                             "legacy_laplace_copy": Param(False, "report Laplace as Sobel, as the source's pickles did")},
                      description="Null baseline: Sobel edge map of the input (scipy.ndimage.sobel, last axis).")
     yield MethodSpec(name="laplace", explain=laplace, baseline=True,
                      description="Null baseline: Laplace edge map of the input (scipy.ndimage.laplace, all axes).")

@@ -26,13 +26,31 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbench import MethodSpec, TrainedModel, hookimpl
+from xbench import MethodSpec, Param, TrainedModel, hookimpl
 from xbench.errors import XbenchError
 
 from ._surgery import attribution_ready
 
 CONV = frozenset({"gradients", "conv_layer"})
 NORMALISATIONS = ("max", "minmax", "none")
+
+
+def _layer_problem(name: str) -> str | None:
+    if name.startswith("#"):
+        try:
+            int(name[1:])
+        except ValueError:
+            return "is not a layer position: write \"#k\" with an integer k (\"#-1\" = the deepest)"
+    return None
+
+
+LAYER_PARAM = Param("", "the target layer: a name among the model's target layers, \"#k\" the k-th of them "
+                        "(\"#-1\" the deepest), or \"\" for the deepest", check=_layer_problem)
+
+
+def _normalise_param(default: str) -> Param:
+    return Param(default, "how the map is scaled: by its maximum, min-max to [0, 1], or not at all",
+                 choices=NORMALISATIONS)
 
 
 def resolve_layer(model: TrainedModel, name: str) -> nn.Module:
@@ -131,17 +149,19 @@ def grad_cam_pp(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, para
 @hookimpl
 def xbench_methods():
     yield MethodSpec(
-        name="grad-cam", explain=grad_cam, params={"layer": "", "normalise": "max"},
+        name="grad-cam", explain=grad_cam, params={"layer": LAYER_PARAM, "normalise": _normalise_param("max")},
         description="Grad-CAM (Selvaraju et al.) at a named conv layer, at its resolution; / max (Callanan).",
         requires=CONV,
     )
     yield MethodSpec(
-        name="hires-cam", explain=hires_cam, params={"layer": "", "normalise": "max"},
+        name="hires-cam", explain=hires_cam, params={"layer": LAYER_PARAM, "normalise": _normalise_param("max")},
         description="HiResCAM (Draelos & Carin): channel mean of A ⊙ ∂y/∂A, ReLU, / max (Callanan).",
         requires=CONV,
     )
     yield MethodSpec(
-        name="grad-cam-pp", explain=grad_cam_pp, params={"layer": "", "normalise": "minmax", "legacy_torchcam": False},
+        name="grad-cam-pp", explain=grad_cam_pp,
+        params={"layer": LAYER_PARAM, "normalise": _normalise_param("minmax"),
+                "legacy_torchcam": Param(False, "torchcam 0.5.0's actual output (α = g²), which Treyer's numbers need")},
         description="Grad-CAM++ (Chattopadhyay et al.) with torchcam's formula, min-max to [0, 1] (Treyer); "
                     "legacy_torchcam = true reproduces torchcam's actual output (alpha = g², as Treyer's numbers).",
         requires=CONV,

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbench import MethodSpec, TrainedModel, hookimpl
+from xbench import MethodSpec, Param, TrainedModel, hookimpl
 
-from .cam import resolve_layer
+from .cam import LAYER_PARAM, resolve_layer
 from ._surgery import attribution_ready, give_each_call_its_module
 
 GRADIENTS = frozenset({"gradients"})
@@ -129,7 +129,7 @@ def occlusion(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, params
 @hookimpl
 def xbench_methods():
     yield MethodSpec(
-        name="saliency", explain=saliency, params={"abs": True},
+        name="saliency", explain=saliency, params={"abs": Param(True, "absolute gradients (Captum's abs=True)")},
         description="|∂y_t/∂x| (Simonyan et al.), Captum Saliency.", requires=GRADIENTS,
     )
     yield MethodSpec(
@@ -138,18 +138,26 @@ def xbench_methods():
     )
     yield MethodSpec(
         name="integrated-gradients", explain=integrated_gradients,
-        params={"steps": 50, "baseline": 0.0, "method": "gausslegendre", "internal_batch_size": 256},
+        params={"steps": Param(50, "points on the path from the baseline to the input", ge=1),
+                "baseline": Param(0.0, "the constant baseline image"),
+                "method": Param("gausslegendre", "Captum's integration rule",
+                                choices=("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right",
+                                         "riemann_middle")),
+                "internal_batch_size": Param(256, "path points evaluated at once (bounds memory); 0 = all", ge=0)},
         description="Integrated Gradients (Sundararajan et al.), constant baseline, Captum; "
                     "internal batching bounds memory.",
         requires=GRADIENTS,
     )
     yield MethodSpec(
-        name="gradient-shap", explain=gradient_shap, params={"samples": 5, "stdevs": 0.0, "baseline": 0.0},
+        name="gradient-shap", explain=gradient_shap,
+        params={"samples": Param(5, "random points on the path per input", ge=1),
+                "stdevs": Param(0.0, "σ of the noise added to each sample (Oliveira: 0)", ge=0),
+                "baseline": Param(0.0, "the constant baseline image")},
         description="GradientSHAP (Lundberg & Lee), Captum; one constant baseline, as Oliveira et al.",
         requires=GRADIENTS,
     )
     yield MethodSpec(
-        name="deeplift", explain=deeplift, params={"baseline": 0.0},
+        name="deeplift", explain=deeplift, params={"baseline": Param(0.0, "the constant reference image")},
         description="DeepLIFT, Rescale rule (Shrikumar et al.), constant baseline, Captum.", requires=GRADIENTS,
     )
     yield MethodSpec(
@@ -161,16 +169,20 @@ def xbench_methods():
         description="Deconvolution (Zeiler & Fergus), Captum.", requires=GRADIENTS,
     )
     yield MethodSpec(
-        name="lrp-epsilon", explain=lrp_epsilon, params={"epsilon": 1e-9},
+        name="lrp-epsilon", explain=lrp_epsilon,
+        params={"epsilon": Param(1e-9, "the ε-rule's stabiliser (Captum's default)", ge=0)},
         description="LRP with the ε-rule on every layer (Bach et al.), Captum's default rules.", requires=LRP,
     )
     yield MethodSpec(
-        name="guided-grad-cam", explain=guided_grad_cam, params={"layer": ""},
+        name="guided-grad-cam", explain=guided_grad_cam, params={"layer": LAYER_PARAM},
         description="Guided Grad-CAM (Selvaraju et al.), Captum; layer as for grad-cam ('' = the deepest).",
         requires=CONV,
     )
     yield MethodSpec(
         name="occlusion", explain=occlusion,
-        params={"window": 16, "stride": 8, "baseline": 0.0, "perturbations_per_eval": 16},
+        params={"window": Param(16, "side of the occluding square, in pixels", ge=1),
+                "stride": Param(8, "step between occlusions, in pixels", ge=1),
+                "baseline": Param(0.0, "the value an occluded patch gets"),
+                "perturbations_per_eval": Param(16, "occluded copies per forward pass", ge=1)},
         description="Occlusion (Zeiler & Fergus), Captum: logit drop when a square patch is set to the baseline.",
     )

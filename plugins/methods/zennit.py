@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbench import MethodSpec, TrainedModel, hookimpl
+from xbench import MethodSpec, Param, TrainedModel, hookimpl
 from xbench.errors import XbenchError
 
 from ._surgery import attribution_ready
@@ -78,7 +78,7 @@ def _composite(name: str, x: torch.Tensor, params: Mapping[str, Any], canonizers
     from zennit.rules import AlphaBeta
     from zennit.types import Convolution
 
-    eps, stab = params.get("epsilon", 1e-6), float(params["stabilizer"])
+    eps, stab = params.get("epsilon", 0.0), float(params["stabilizer"])  # α1β0 has no ε
     if name == "epsilon-plus-flat":
         return EpsilonPlusFlat(epsilon=float(eps), stabilizer=stab, canonizers=canonizers)
     if name == "epsilon-gamma-box":
@@ -117,22 +117,34 @@ def _method(composite_name: str):
     return explain
 
 
+def _box_bounds(params) -> None:
+    if not float(params["low"]) < float(params["high"]):
+        raise ValueError(f"lrp-epsilon-gamma-box needs low < high (the data range), got low = {params['low']} and "
+                         f"high = {params['high']}")
+
+
 @hookimpl
 def xbench_methods():
-    common = {"stabilizer": 1e-6, "canonizer": "auto"}
+    common = {"stabilizer": Param(1e-6, "added to denominators so no rule divides by zero", gt=0),
+              "canonizer": Param("auto", "how the model is rewritten for the rules first: auto picks resnet, "
+                                         "merge-batchnorm or vgg from the model", choices=CANONIZERS)}
+    epsilon = Param(1e-6, "the ε-rule's stabiliser on dense layers", ge=0)
     yield MethodSpec(
-        name="lrp-epsilon-plus-flat", explain=_method("epsilon-plus-flat"), params={"epsilon": 1e-6, **common},
+        name="lrp-epsilon-plus-flat", explain=_method("epsilon-plus-flat"), params={"epsilon": epsilon, **common},
         description="LRP, Zennit EpsilonPlusFlat: flat first layer, z⁺ convolutions, ε dense layers.", requires=LRP,
     )
     yield MethodSpec(
         name="lrp-epsilon-gamma-box", explain=_method("epsilon-gamma-box"),
-        params={"epsilon": 1e-6, "gamma": 0.25, "low": 0.0, "high": 1.0, **common},
+        params={"epsilon": epsilon, "gamma": Param(0.25, "the γ-rule's weight on positive contributions", ge=0),
+                "low": Param(0.0, "the z^B rule's lower bound: the smallest input value"),
+                "high": Param(1.0, "the z^B rule's upper bound: the largest input value"), **common},
+        validate=_box_bounds,
         description="LRP, Zennit EpsilonGammaBox: z^B first convolution over [low, high], γ convolutions, "
                     "ε dense layers.",
         requires=LRP,
     )
     yield MethodSpec(
-        name="lrp-epsilon-alpha2-beta1", explain=_method("epsilon-alpha2-beta1"), params={"epsilon": 1e-6, **common},
+        name="lrp-epsilon-alpha2-beta1", explain=_method("epsilon-alpha2-beta1"), params={"epsilon": epsilon, **common},
         description="LRP, Zennit EpsilonAlpha2Beta1: α2β1 convolutions, ε dense layers.", requires=LRP,
     )
     yield MethodSpec(

@@ -114,8 +114,30 @@ def classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
     return result
 
 
+def model_fit(ctx: MetricContext) -> dict[str, torch.Tensor]:
+    """Did the model learn? Its test accuracy against chance (the share of the most frequent test
+    class: what always answering that class scores), and the validation accuracy its training kept."""
+    y = ctx.labels.cpu()
+    n = max(len(y), 1)
+    test = float((ctx.logits.argmax(1).cpu() == y).double().mean()) if len(y) else float("nan")
+    chance = float(torch.bincount(y).max()) / n if len(y) else float("nan")
+    val = float(ctx.model.report.metrics.get("val_accuracy", float("nan")))
+    if not ctx.model.report.history:
+        ctx.flag(torch.ones(1, dtype=torch.bool), "no training history (an untrained or pre-built model): "
+                                                   "no validation accuracy")
+    return {name: torch.tensor(v, dtype=torch.float64) for name, v in
+            (("test_accuracy", test), ("val_accuracy", val), ("chance", chance), ("above_chance", test - chance))}
+
+
 @hookimpl
 def xbench_metrics():
+    yield MetricSpec(
+        name="model-fit", score=model_fit, category="classification", scope="model",
+        values={"test_accuracy": True, "val_accuracy": True, "chance": None, "above_chance": True},
+        description="Whether the model learned: test accuracy, the validation accuracy its training kept, and "
+                    "chance (the most frequent test class's share). Recorded for every cell, so claims and "
+                    "readers can set an accuracy floor.",
+    )
     yield MetricSpec(
         name="classification", score=classification, category="classification", scope="model", version="3",
         values={"accuracy": True, "balanced_accuracy": True, "auroc": True, "auprc": True,

@@ -20,6 +20,7 @@ from xbench import DatasetInfo, TrainedModel
 from xbench.attribution import run_method
 from xbench.plugins.models import small_cnn
 from xbench.registry import load_registry
+from xbench.specs import defaults
 
 BATCH, SIZE = 16, 64
 INFO = DatasetInfo("bench", 3, SIZE, SIZE, ("a", "b", "c", "d"))
@@ -33,7 +34,7 @@ def registry():
 @pytest.fixture(scope="module")
 def fixed():
     torch.manual_seed(0)
-    module = small_cnn.build(INFO, small_cnn.PARAMS).eval()
+    module = small_cnn.build(INFO, defaults(small_cnn.PARAMS)).eval()
     layers = {n: m for n, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)}
     model = TrainedModel(module, INFO, layers)
     x = torch.rand(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
@@ -49,7 +50,7 @@ def method_names():
 def test_throughput(benchmark, registry, fixed, name):
     model, x, t = fixed
     spec = registry.get("methods", name).spec
-    params = dict(spec.params)
+    params = defaults(spec.params)
     benchmark.pedantic(run_method, args=(spec, model, x, t, params), rounds=5, warmup_rounds=1)
     benchmark.extra_info["images_per_second"] = BATCH / benchmark.stats.stats.median
     benchmark.extra_info["batch"] = f"{BATCH}x3x{SIZE}x{SIZE}, small-cnn width {small_cnn.PARAMS['width']}"
@@ -107,7 +108,7 @@ def one_thread():
 def test_wrapper_overhead(benchmark, registry, fixed, one_thread, name):
     model, x, t = fixed
     spec = registry.get("methods", name).spec
-    params = dict(spec.params)
+    params = defaults(spec.params)
     calls = {"wrapper": lambda: spec.explain(model, x.clone(), t, params),
              "direct": lambda: DIRECT[name](name, model.module, x.clone(), t, params)}
     ratios: list[float] = []
