@@ -44,7 +44,7 @@ from .specs import PLUGIN_KINDS, Param, defaults, param_table
 KINDS = PLUGIN_KINDS
 RESERVED = ("sweep", "label", "only")
 CORE_MODEL_PARAMS = {"untrained": Param(False, doc="skip training: the model's null baseline (same architecture, "
-                                                   "initial weights)")}
+                                                   "initial weights)", label=True)}
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
 
 
@@ -278,8 +278,13 @@ def _resolve_kind(kind: str, table: Mapping[str, Any], registry: Registry, sourc
     for name in sorted(chosen):
         pattern, entries = chosen[name]
         made: dict[str, Variant] = {}
-        for entry in entries if isinstance(entries, list) else [entries]:
-            for variant in _expand(kind, name, pattern, entry, registry, source):
+        entry_list = entries if isinstance(entries, list) else [entries]
+        # params fixed to different values in the entries of an array of tables tell its variants apart
+        fixed = [{k: v for k, v in e.items() if k not in RESERVED} for e in entry_list if isinstance(e, Mapping)]
+        differing = {k for k in set().union(*fixed) if len({canonical_json(f.get(k)) for f in fixed}) > 1} \
+            if len(fixed) > 1 else set()
+        for entry in entry_list:
+            for variant in _expand(kind, name, pattern, entry, registry, source, differing):
                 other = made.get(variant.label)
                 if other is not None:
                     what = "the same variant twice" if other.key == variant.key else "two variants with one label"
@@ -302,7 +307,12 @@ def plugin_params(kind: str, spec: Any) -> dict[str, Param]:
     return {**table, **CORE_MODEL_PARAMS} if kind == "models" else table
 
 
-def _expand(kind: str, name: str, pattern: str, entry: Mapping[str, Any], registry: Registry, source: str) -> list[Variant]:
+def _expand(kind: str, name: str, pattern: str, entry: Mapping[str, Any], registry: Registry, source: str,
+            differing: Iterable[str] = ()) -> list[Variant]:
+    """The variants of one config entry. A variant's label names the plugin and, in brackets, its
+    swept params, the params that differ between the entries of an array of tables, and every
+    param its spec marks ``label=True`` (what a variant *is*, e.g. the pre-training) that differs
+    from the default, so that no label reads as the defaults when it is not."""
     spec_entry = registry.get(kind, name)
     table = plugin_params(kind, spec_entry.spec)
     where = f"Config {source}: [{kind}.{_quote(pattern)}]"
@@ -332,9 +342,11 @@ def _expand(kind: str, name: str, pattern: str, entry: Mapping[str, Any], regist
                 validate(params)
             except (ValueError, XbenchError) as exc:
                 raise UsageError(f"{where}: {exc}") from None
+        base = defaults(table)
         shown = {k: params[k] for k, _ in grid}
-        if kind == "models" and params.get("untrained") and "untrained" not in shown:
-            shown["untrained"] = True
+        for k in table:
+            if k not in shown and params.get(k) != base.get(k) and (table[k].label or k in differing):
+                shown[k] = params[k]
         text = label or (name + ("[" + ",".join(f"{k}={_fmt(v)}" for k, v in shown.items()) + "]" if shown else ""))
         variants.append(Variant(kind, name, spec_entry.version, params, text, only))
     return variants

@@ -53,11 +53,44 @@ def _process_worker():
     return state
 
 
-def _collect(work: Callable, job: Any) -> list:
-    """Runs on a worker: the messages a cell produces, returned to the driver in one piece."""
-    messages: list = []
-    work(job, messages.append, _process_worker())
-    return messages
+def _local_cache(job: Any, deliver: Callable) -> Any:
+    """The job with a cache this worker can write: the driver's folder when it is reachable and
+    writable here (a shared disk), else a folder in this machine's temporary directory (models trained
+    here are then cached on this worker only, and the driver's cache does not grow)."""
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    from .hashing import content_hash
+    from .messages import Status
+
+    folder = Path(job.cache_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=folder, prefix=".xbench-write-check.").close()
+        return job
+    except OSError:
+        local = Path(tempfile.gettempdir()) / "xbench-cache" / content_hash(str(folder))
+        deliver(Status(f"{job.cell.title}: warning: the run's cache {str(folder)!r} is not writable on this worker; "
+                       f"caching in {str(local)!r} on the worker instead", "warning"))
+        return dataclasses.replace(job, cache_dir=str(local))
+
+
+def _stream(work: Callable, job: Any, queue_name: str) -> int:
+    """Runs on a worker: sends every message to the driver as soon as the cell produces it, so the
+    units a cell finished reach the driver (and are written) even if the worker dies later."""
+    from distributed import Queue
+
+    queue = Queue(queue_name)
+    sent = 0
+
+    def deliver(message: Any) -> None:
+        nonlocal sent
+        queue.put((job.cell.key, message))
+        sent += 1
+
+    work(_local_cache(job, deliver), deliver, _process_worker())
+    return sent
 
 
 class DaskExecutor:
@@ -87,22 +120,69 @@ class DaskExecutor:
             self.client = Client(self.cluster)
 
     def run(self, jobs: list, work: Callable, deliver: Callable) -> None:
-        from distributed import as_completed
+        import uuid
 
-        futures = {self.client.submit(_collect, work, job, key=f"xbench-cell-{job.cell.key}", pure=False): job
-                   for job in jobs}
-        for future in as_completed(futures):
-            job = futures[future]
+        from distributed import Queue, as_completed
+
+        from .messages import Status, UnitResult
+
+        name = f"xbench-messages-{uuid.uuid4().hex}"
+        queue = Queue(name, client=self.client)
+        by_key = {job.cell.key: job for job in jobs}
+        delivered: dict[str, set[str]] = {key: set() for key in by_key}
+        doing: dict[str, Status] = {}
+
+        def drain(timeout: float | None = None) -> None:
+            while True:
+                try:
+                    items = queue.get(timeout=timeout, batch=True) if timeout else queue.get(batch=True)
+                except TimeoutError:
+                    return
+                if not items:
+                    return
+                for key, message in items:
+                    if isinstance(message, UnitResult):
+                        delivered[key].add(message.key)
+                    elif isinstance(message, Status) and message.phase != "warning":
+                        doing[key] = message
+                    deliver(message)
+                timeout = None
+
+        futures = [self.client.submit(_stream, work, job, name, key=f"xbench-cell-{job.cell.key}", pure=False)
+                   for job in jobs]
+        job_of = {f.key: by_key[f.key.removeprefix("xbench-cell-")] for f in futures}
+        pending = as_completed(futures)
+        for future in pending:
+            drain()
+            job = job_of[future.key]
             try:
-                messages = future.result()
+                future.result()
             except Exception as exc:  # the worker died or the task could not run at all
-                from .cell import _error
-                from .messages import UnitResult
-
-                messages = [UnitResult(t.key, error=_error(job, t, "executor", exc)) for t in job.units]
-            for message in messages:
-                deliver(message)
+                drain(timeout=1.0)
+                self._report_crash(job, exc, delivered[job.cell.key], doing.get(job.cell.key), deliver)
             future.release()
+        drain()
+
+    @staticmethod
+    def _report_crash(job, exc: BaseException, done: set[str], doing, deliver: Callable) -> None:
+        """Every unit of a crashed cell that did not reach the driver fails: the units of the method
+        (or the phase) the cell was in when it died with that phase, the rest as not started."""
+        from .cell import _error
+        from .messages import UnitResult
+
+        where = doing.text if doing is not None else "before its first step"
+        phase = doing.phase if doing is not None and doing.phase else "executor"
+        in_progress = {t.key for t in job.units if phase in ("load", "fit")
+                       or (t.method is not None and doing is not None and f": {t.method.label} " in doing.text)}
+        for task in job.units:
+            if task.key in done:
+                continue
+            if task.key in in_progress:
+                error = _error(job, task, phase, RuntimeError(f"the worker died while {where}: {exc}"))
+            else:
+                error = _error(job, task, "executor", RuntimeError(
+                    f"not computed: the worker died in this cell (while {where}) before this unit: {exc}"))
+            deliver(UnitResult(task.key, error=error))
 
     def close(self) -> None:
         self.client.close()

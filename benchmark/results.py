@@ -91,6 +91,10 @@ value and its named and numeric facets (null for plain values). ``explain_second
 ``explain_peak_bytes``: what explaining cost, per sample, and the peak memory while explaining
 (device memory on a GPU, resident memory on a CPU); null on model-level rows."""
 
+MEASUREMENTS = ("explain_seconds", "explain_peak_bytes")
+"""Columns that measure the run (time, memory) rather than the results: they differ between two
+runs of the same config; every other column is reproducible."""
+
 NONFINITE = "attribution contains NaN or Inf"
 
 

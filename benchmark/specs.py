@@ -33,7 +33,9 @@ class Param:
     closest one, instead of a failure after the model has trained. ``choices`` and the bounds
     ``ge``/``le``/``gt`` apply to a scalar, or to every item of a list param; ``min_items`` bounds a
     list's length; ``check(value)`` returns a message for anything the rest cannot say (None = fine).
-    A plugin may give a bare default instead of a ``Param``: then only the type is checked.
+    ``label=True`` marks a param that says what a variant *is* (a pre-training source, a loss, a
+    fill): variant labels show it whenever it differs from its default. A plugin may give a bare
+    default instead of a ``Param``: then only the type is checked.
     """
 
     default: Any
@@ -44,6 +46,7 @@ class Param:
     le: float | None = None
     min_items: int | None = None
     check: Callable[[Any], str | None] | None = None
+    label: bool = False
 
     @property
     def type_name(self) -> str:

@@ -62,8 +62,8 @@ def _flag_problem(flag: str) -> str | None:
 
 PARAMS = {
     "root": Param("", f"folder of <flag>_<size>.npz files; '' = ${ENV}"),
-    "flag": Param("breastmnist", "which MedMNIST set", check=_flag_problem),
-    "size": Param(64, "image side in pixels (MedMNIST+ sizes)", choices=SIZES),
+    "flag": Param("breastmnist", "which MedMNIST set", check=_flag_problem, label=True),
+    "size": Param(64, "image side in pixels (MedMNIST+ sizes)", choices=SIZES, label=True),
     "n_train": Param(0, "use at most this many training images (a stratified subset); 0 = all", ge=0),
     "n_val": Param(0, "at most this many validation images; 0 = all", ge=0),
     "n_test": Param(0, "at most this many test images; 0 = all", ge=0),

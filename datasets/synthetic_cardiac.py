@@ -34,7 +34,7 @@ SEG = {"lv_cavity": 11, "rv_cavity": 12, "lv_myocardium": 13, "rv_myocardium": 1
 PARAMS = {
     "mode": Param("sex_size", "Callanan's experiment: sex_size (Exp. 1: sex-dependent heart and body size), "
                               "sex_marker (Exp. 2: same size, a 9×9 box marks males), class_marker (a box per class)",
-                  choices=MODES),
+                  choices=MODES, label=True),
     "n_train": Param(10000, "training images (balanced over the four classes)", ge=1),
     "n_val": Param(3000, "validation images", ge=1),
     "n_test": Param(2000, "test images", ge=1),

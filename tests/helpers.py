@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 THIRDPARTY = Path(__file__).parent / "thirdparty"
-SITES = {name: THIRDPARTY / f"{name}_site" for name in ("acme", "faulty", "clash")}
+SITES = {name: THIRDPARTY / f"{name}_site" for name in ("acme", "faulty", "clash", "hostile")}
 
 
 def write_config(path: Path, body: str) -> Path:

@@ -48,6 +48,8 @@ def test_every_phase_fails_in_isolation(tmp_path, use_sites):
         by_phase.setdefault(e["phase"], set()).add((e["dataset"], e["model"], e["method"], e["metric"]))
     assert by_phase["load"] == {
         ("faulty.data", "small-cnn", None, "classification"),
+        ("faulty.data", "small-cnn", None, "model-fit"),
+        ("faulty.data", "faulty.model", None, "model-fit"),
         ("faulty.data", "small-cnn", "saliency", "faulty.metric"),
         ("faulty.data", "small-cnn", "faulty.method", "faulty.metric"),
         ("faulty.data", "faulty.model", None, "classification"),
@@ -55,6 +57,7 @@ def test_every_phase_fails_in_isolation(tmp_path, use_sites):
     }  # faulty.data has no mask, so acme.mass is planned only for acme.planted
     assert by_phase["fit"] == {
         ("acme.planted", "faulty.model", None, "classification"),
+        ("acme.planted", "faulty.model", None, "model-fit"),
         ("acme.planted", "faulty.model", "faulty.method", "acme.mass"),
         ("acme.planted", "faulty.model", "faulty.method", "faulty.metric"),
     }  # faulty.model lacks the gradients tag, so saliency is skipped for it
@@ -68,7 +71,8 @@ def test_every_phase_fails_in_isolation(tmp_path, use_sites):
     # everything else completed
     df = load_results(out)
     done = set(zip(df["model"], df["method"].fillna("-"), df["metric"]))
-    assert done == {("small-cnn", "saliency", "acme.mass"), ("small-cnn", "-", "classification")}
+    assert done == {("small-cnn", "saliency", "acme.mass"), ("small-cnn", "-", "classification"),
+                    ("small-cnn", "-", "model-fit")}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed units" and manifest["counts"]["failed"] == len(errors)
     assert next(p for p in manifest["plugins"] if p["name"] == "broken")["status"] == "error"

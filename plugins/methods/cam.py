@@ -45,7 +45,7 @@ def _layer_problem(name: str) -> str | None:
 
 
 LAYER_PARAM = Param("", "the target layer: a name among the model's target layers, \"#k\" the k-th of them "
-                        "(\"#-1\" the deepest), or \"\" for the deepest", check=_layer_problem)
+                        "(\"#-1\" the deepest), or \"\" for the deepest", check=_layer_problem, label=True)
 
 
 def _normalise_param(default: str) -> Param:

@@ -172,7 +172,7 @@ def xbench_metrics():
         values={"aopc": True, "morf": Family(None, level="step")},
         params={"patch": Param(8, "side of the square patches removed at each step, in pixels", ge=1),
                 "steps": Param(100, "L, the most patches removed (at most the number of patches)", ge=1),
-                "fill": Param("black", "what replaces a removed patch", choices=tuple(FILLS)),
+                "fill": Param("black", "what replaces a removed patch", choices=tuple(FILLS), label=True),
                 "class": Param("target", "whose softmax probability f is: the explained 'target', the 'label', "
                                          "the clean 'predicted' class, or a fixed class index", check=_class_choice),
                 "blur_sigma_patches": Param(0.5, "σ of the blur fill, in patch sides", gt=0),
