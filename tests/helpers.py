@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
 
 THIRDPARTY = Path(__file__).parent / "thirdparty"
@@ -49,3 +50,17 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     cmd = [sys.executable, "-m", "xbench.cli", *args]
     return subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@contextmanager
+def torch_threads(n: int = 1):
+    """Train with ``n`` torch threads inside the block (then restore): a test that trains a model gets
+    the same numbers whatever OMP_NUM_THREADS the caller set, so its thresholds cannot flip."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -13,7 +13,7 @@ from xbench.datasets import hcp_lesions as H
 from xbench.errors import DataError
 from xbench.specs import defaults
 
-SMALL = {**defaults(defaults(H.PARAMS)), "size": 64, "canvas": 128, "lesion_upscale": 1, "n_train": 24, "n_val": 8, "n_test": 40}
+SMALL = {**defaults(H.PARAMS), "size": 64, "canvas": 128, "lesion_upscale": 1, "n_train": 24, "n_val": 8, "n_test": 40}
 
 
 @pytest.fixture(scope="module")

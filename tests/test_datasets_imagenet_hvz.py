@@ -78,7 +78,7 @@ def test_source_layout_reads_images_masks_and_splits(tmp_path):
 def test_images_are_resized_like_cv2(tmp_path):
     cv2 = pytest.importorskip("cv2")
     _source_layout(tmp_path)
-    data = I.load({**defaults(defaults(I.PARAMS)), "root": str(tmp_path), "size": 48}, 0)
+    data = I.load({**defaults(I.PARAMS), "root": str(tmp_path), "size": 48}, 0)
     path = data.test.meta["file"][0]
     reference = cv2.resize(np.asarray(Image.open(path).convert("RGB")), (48, 48), interpolation=cv2.INTER_LINEAR)
     ours = (data.test.images[0] * 255).round().permute(1, 2, 0).numpy()
@@ -87,7 +87,7 @@ def test_images_are_resized_like_cv2(tmp_path):
 
 def test_jpeg_masks_survive_their_artefacts(tmp_path):
     _source_layout(tmp_path, mask_ext=".JPEG")
-    data = I.load({**defaults(defaults(I.PARAMS)), "root": str(tmp_path), "size": 60}, 0)
+    data = I.load({**defaults(I.PARAMS), "root": str(tmp_path), "size": 60}, 0)
     m = data.train.masks[torch.arange(len(data.train))]  # rows 10:30 of 40 -> 15:45 of 60; cols 15+k:45
     assert not bool(m[:, :14].any()) and not bool(m[:, 46:].any()) and not bool(m[:, :, 46:].any())
     assert bool(m[:, 17:43, 23:43].all())
@@ -95,7 +95,7 @@ def test_jpeg_masks_survive_their_artefacts(tmp_path):
 
 def test_synset_layout_draws_the_boxes_exactly(tmp_path):
     boxes = _synset_layout(tmp_path)
-    data = I.load({**defaults(defaults(I.PARAMS)), "root": str(tmp_path), "size": 50}, 0)
+    data = I.load({**defaults(I.PARAMS), "root": str(tmp_path), "size": 50}, 0)
     assert data.info["images"] == 16 and data.info["layout"].startswith("imagenet")
     for name in ("train", "val", "test"):
         split = data.split(name)
@@ -127,21 +127,21 @@ def test_missing_and_broken_data_is_explained(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="the folder does not exist.*nowhere"):
         I.load(defaults(I.PARAMS), 0)
     with pytest.raises(DataError, match="found neither data.csv nor the synset folders"):
-        I.load({**defaults(defaults(I.PARAMS)), "root": str(tmp_path)}, 0)
+        I.load({**defaults(I.PARAMS), "root": str(tmp_path)}, 0)
     root = tmp_path / "src"
     root.mkdir()
     _source_layout(root)
     (root / "masks" / "zebra" / "n02391049_3_mask.png").unlink()
     with pytest.raises(DataError, match=r"missing: the mask of n02391049_3\.JPEG"):
-        I.load({**defaults(defaults(I.PARAMS)), "root": str(root)}, 0)
+        I.load({**defaults(I.PARAMS), "root": str(root)}, 0)
     (root / "data.csv").write_text("image,class\nx.JPEG,horse\n")
     with pytest.raises(DataError, match="needs the columns imageID and label"):
-        I.load({**defaults(defaults(I.PARAMS)), "root": str(root)}, 0)
+        I.load({**defaults(I.PARAMS), "root": str(root)}, 0)
     broken = tmp_path / "broken"
     broken.mkdir()
     _source_layout(broken)
     (broken / "images" / "horse" / "n02389026_0.JPEG").write_bytes(b"\xff\xd8 truncated jpeg")
-    data = I.load({**defaults(defaults(I.PARAMS)), "root": str(broken)}, 0)
+    data = I.load({**defaults(I.PARAMS), "root": str(broken)}, 0)
     with pytest.raises(DataError, match=r"cannot decode this image.*n02389026_0\.JPEG"):
         for name in ("train", "val", "test"):
             split = data.split(name)
@@ -150,7 +150,7 @@ def test_missing_and_broken_data_is_explained(tmp_path, monkeypatch):
     syn.mkdir()
     _synset_layout(syn)
     (syn / "Annotation" / "n02389026" / "n02389026_1.xml").write_text("<annotation><size>")
-    data = I.load({**defaults(defaults(I.PARAMS)), "root": str(syn)}, 0)
+    data = I.load({**defaults(I.PARAMS), "root": str(syn)}, 0)
     with pytest.raises(DataError, match=r"cannot read this bounding-box XML.*n02389026_1\.xml"):
         for name in ("train", "val", "test"):
             split = data.split(name)

@@ -27,7 +27,7 @@ def _arrays(size: int, channels: int, classes: int, seed: int = 0) -> dict[str, 
 
 
 def _params(root, **kw):
-    return {**defaults(defaults(M.PARAMS)), "root": str(root), **kw}
+    return {**defaults(M.PARAMS), "root": str(root), **kw}
 
 
 def test_grayscale_file_is_memory_mapped_and_read_exactly(tmp_path):
@@ -61,7 +61,7 @@ def test_rgb_compressed_file_channels_first(tmp_path):
 def test_subsets_environment_and_legacy_normalisation(tmp_path, monkeypatch):
     np.savez(tmp_path / "pneumoniamnist_128.npz", **_arrays(128, 1, 2))
     monkeypatch.setenv("XBENCH_MEDMNIST_DIR", str(tmp_path))
-    params = {**defaults(defaults(M.PARAMS)), "flag": "pneumoniamnist", "size": 128, "n_test": 4}
+    params = {**defaults(M.PARAMS), "flag": "pneumoniamnist", "size": 128, "n_test": 4}
     a, b = M.load(params, 0).test, M.load(params, 0).test
     assert len(a) == 4 and torch.equal(a.meta["index"], b.meta["index"])
     assert bool(torch.all(a.meta["index"][1:] > a.meta["index"][:-1]))
@@ -110,8 +110,8 @@ def test_missing_and_corrupt_files_are_explained(tmp_path, monkeypatch):
 
 def test_bad_flags_and_sizes():
     with pytest.raises(XbenchError, match='did you mean "dermamnist"'):
-        M.load({**defaults(defaults(M.PARAMS)), "flag": "dermamnst"}, 0)
+        M.load({**defaults(M.PARAMS), "flag": "dermamnst"}, 0)
     with pytest.raises(XbenchError, match="multi-label"):
-        M.load({**defaults(defaults(M.PARAMS)), "flag": "chestmnist"}, 0)
+        M.load({**defaults(M.PARAMS), "flag": "chestmnist"}, 0)
     with pytest.raises(XbenchError, match=r"size must be one of \(28, 64, 128, 224\)"):
-        M.load({**defaults(defaults(M.PARAMS)), "size": 32}, 0)
+        M.load({**defaults(M.PARAMS), "size": 32}, 0)

@@ -12,7 +12,7 @@ from xbench.datasets import polygons as P
 from xbench.errors import XbenchError
 from xbench.specs import defaults
 
-SMALL = {**defaults(defaults(P.PARAMS)), "size": 96, "rad_min": 6, "rad_max": 14, "n_train": 16, "n_val": 8, "n_test": 48}
+SMALL = {**defaults(P.PARAMS), "size": 96, "rad_min": 6, "rad_max": 14, "n_train": 16, "n_val": 8, "n_test": 48}
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def test_contract_determinism_and_balance():
     assert data.test.images.shape == (20, 3, 105, 135) and data.class_names == ("NOR", "HCM", "DCM", "RV")
     assert data.train.labels.bincount().tolist() == [10, 10, 10, 10]
     assert set(data.test.regions) == {"heart", "fat", "marker"} and torch.equal(data.test.masks, data.test.regions["heart"])
-    other = S.load({**defaults(defaults(S.PARAMS)), "n_train": 40, "n_val": 20, "n_test": 20}, 2)
+    other = S.load({**defaults(S.PARAMS), "n_train": 40, "n_val": 20, "n_test": 20}, 2)
     assert not torch.equal(other.test.images, data.test.images)
 
 

@@ -60,7 +60,7 @@ def test_every_relu_module_runs_once_per_forward_so_hook_methods_work():
 
 def test_trains_from_scratch_and_beats_chance():
     data = testing.planted_dataset(n_train=384, n_val=96, n_test=96, size=24)
-    params = {**defaults(defaults(cifar_resnet.PARAMS)), "width": 8, "epochs": 4, "lr": 0.05, "batch_size": 32}
+    params = {**defaults(cifar_resnet.PARAMS), "width": 8, "epochs": 4, "lr": 0.05, "batch_size": 32}
     torch.manual_seed(0)
     model = cifar_resnet.build(data.describe(), params)
     report = cifar_resnet.fit(model, data, params, FitContext(0, CPU, ""))
@@ -73,7 +73,7 @@ def test_trains_from_scratch_and_beats_chance():
 
 def test_legacy_train_as_val_monitors_the_training_set():
     data = testing.planted_dataset(n_train=64, n_val=32, n_test=32, size=16)
-    params = {**defaults(defaults(cifar_resnet.PARAMS)), "width": 4, "epochs": 1, "batch_size": 64, "legacy_train_as_val": True}
+    params = {**defaults(cifar_resnet.PARAMS), "width": 4, "epochs": 1, "batch_size": 64, "legacy_train_as_val": True}
     torch.manual_seed(0)
     model = cifar_resnet.build(data.describe(), params)
     report = cifar_resnet.fit(model, data, params, FitContext(0, CPU, ""))

@@ -32,7 +32,7 @@ def explainer_count(c: int, f0: int, f1: int, f2: int) -> int:
 def test_explanation_has_the_input_size_values_in_unit_interval_and_starts_near_one(classifier, size):
     torch.manual_seed(0)
     info = DatasetInfo("x", 3, *size, ("a", "b"))
-    model = jx.build(info, {**defaults(defaults(jx.PARAMS)), "classifier": classifier, "width": 0.25}).eval()
+    model = jx.build(info, {**defaults(jx.PARAMS), "classifier": classifier, "width": 0.25}).eval()
     x = torch.rand(4, 3, *size)
     with torch.no_grad():
         z = model.explain(x)
@@ -40,7 +40,7 @@ def test_explanation_has_the_input_size_values_in_unit_interval_and_starts_near_
     assert z.shape == (4, *size) and logits.shape == (4, 2)
     assert float(z.min()) >= 0 and float(z.max()) < 1
     assert float(z.mean()) > 0.95  # init_bias 3: tanh(3) ≈ 0.995, the classifier starts unmasked
-    low = jx.build(info, {**defaults(defaults(jx.PARAMS)), "classifier": classifier, "width": 0.25, "init_bias": 0.0}).eval()
+    low = jx.build(info, {**defaults(jx.PARAMS), "classifier": classifier, "width": 0.25, "init_bias": 0.0}).eval()
     with torch.no_grad():
         assert float(low.explain(x).mean()) < 0.5
 
@@ -91,9 +91,9 @@ def test_losses_follow_their_definitions():
 
 def test_params_are_checked_and_tags_follow_the_loss():
     with pytest.raises(XbenchError, match="alpha must list one value per phase"):
-        jx.phase_values({**defaults(defaults(jx.PARAMS)), "alpha": [1.0, 0.5]})
+        jx.phase_values({**defaults(jx.PARAMS), "alpha": [1.0, 0.5]})
     with pytest.raises(XbenchError, match=r"alpha of phase 3 is 1\.5"):
-        jx.phase_values({**defaults(defaults(jx.PARAMS)), "alpha": [1.0, 0.5, 1.5]})
+        jx.phase_values({**defaults(jx.PARAMS), "alpha": [1.0, 0.5, 1.5]})
     with pytest.raises(XbenchError, match="classifier 'vgg19' is unknown"):
         jx.JointModel(3, 2, "vgg19")
     assert jx.requires({"loss": "hybrid", "region": "mask"}) == {"mask"}
@@ -114,7 +114,7 @@ def phased():
     data = testing.planted_dataset(n_train=512, n_val=64, n_test=96, size=32)
     # the explainer starts saturated (tanh(init_bias = 3) ≈ 0.995, gradient ≈ 0.01): in 3 short epochs
     # it needs a larger phase-2 step than the source's 0.01 to move at all
-    base = {**defaults(defaults(jx.PARAMS)), "classifier": "resnet18", "width": 0.25, "batch_size": 32, "loss": "hybrid",
+    base = {**defaults(jx.PARAMS), "classifier": "resnet18", "width": 0.25, "batch_size": 32, "loss": "hybrid",
             "patience": [5, 5, 5], "lr_expl": [0.0, 0.1, 0.01]}
     torch.manual_seed(0)
     model = jx.build(data.describe(), base)
@@ -166,7 +166,7 @@ def test_three_phase_training_beats_chance_and_the_hybrid_explanation_favours_th
 
 def test_legacy_phase2_train_mode_lets_the_frozen_classifiers_statistics_move():
     data = testing.planted_dataset(n_train=64, n_val=32, n_test=32, size=16)
-    params = {**defaults(defaults(jx.PARAMS)), "classifier": "resnet18", "width": 0.125, "batch_size": 32, "epochs": [0, 1, 0],
+    params = {**defaults(jx.PARAMS), "classifier": "resnet18", "width": 0.125, "batch_size": 32, "epochs": [0, 1, 0],
               "legacy_phase2_train_mode": True}
     torch.manual_seed(0)
     model = jx.build(data.describe(), params)
@@ -181,7 +181,7 @@ def test_legacy_phase2_train_mode_lets_the_frozen_classifiers_statistics_move():
 
 def test_a_phase_with_nothing_to_train_is_a_clear_error():
     data = testing.planted_dataset(n_train=16, n_val=16, n_test=16, size=16)
-    params = {**defaults(defaults(jx.PARAMS)), "classifier": "vgg", "width": 0.125, "epochs": [1, 0, 0], "lr_clf": [0.0, 0.0, 0.01]}
+    params = {**defaults(jx.PARAMS), "classifier": "vgg", "width": 0.125, "epochs": [1, 0, 0], "lr_clf": [0.0, 0.0, 0.01]}
     model = jx.build(data.describe(), params)
     with pytest.raises(XbenchError, match=r"phase 1 \(classifier\) has 1 epochs but nothing to train"):
         jx.fit(model, data, params, FitContext(0, CPU, ""))

@@ -29,7 +29,7 @@ CLASSIFIER = (25088 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 2 + 2)
 @pytest.fixture(scope="module")
 def full_vgg16():
     info = DatasetInfo("x", 3, 224, 224, ("round", "not-round"))
-    return vgg.build(info, {**defaults(defaults(vgg.PARAMS)), "width": 1.0})
+    return vgg.build(info, {**defaults(vgg.PARAMS), "width": 1.0})
 
 
 def expected_trainable(degree: str, offbyone: bool) -> int:
@@ -76,7 +76,7 @@ def test_bad_degree_is_a_clear_error():
 
 
 def test_learning_rate_table_and_override():
-    base = {**defaults(defaults(vgg.PARAMS)), "pretrain": "mri", "degree": "2"}
+    base = {**defaults(vgg.PARAMS), "pretrain": "mri", "degree": "2"}
     assert vgg.learning_rate(base) == 0.03
     assert vgg.learning_rate({**base, "lr_set": "same"}) == 0.01
     assert vgg.learning_rate({**base, "pretrain": "synthetic-ood", "degree": "all"}) == 0.004
@@ -141,7 +141,7 @@ def test_imagenet_weights_load_from_a_local_file_except_the_head(tmp_path):
     path = tmp_path / "vgg16.pth"
     torch.save(donor.state_dict(), path)
     info = DatasetInfo("x", 1, 32, 32, ("a", "b"))
-    params = {**defaults(defaults(vgg.PARAMS)), "width": 0.125, "pretrain": "imagenet", "weights": str(path)}
+    params = {**defaults(vgg.PARAMS), "width": 0.125, "pretrain": "imagenet", "weights": str(path)}
     torch.manual_seed(2)
     model = vgg.build(info, params)
     head = model.classifier[6].weight.clone()
@@ -168,7 +168,7 @@ def finetuned(tmp_path_factory):
     out = {}
     for degree, epochs in (("all", 4), ("2", 1)):
         # the source's rates suit 2500 images from ImageNet weights; this tiny task wants smaller steps
-        params = {**defaults(defaults(vgg.PARAMS)), **SMALL, "pretrain": "synthetic-ood", "degree": degree, "epochs": epochs,
+        params = {**defaults(vgg.PARAMS), **SMALL, "pretrain": "synthetic-ood", "degree": degree, "epochs": epochs,
                   "lr": 0.002, "batch_size": 8}
         torch.manual_seed(0)
         model = vgg.build(data.describe(), params)
@@ -209,7 +209,7 @@ def test_pretraining_is_cached_and_frozen_blocks_keep_their_pretrained_weights(f
 def test_fine_tuning_is_the_same_whether_pretraining_was_cached_or_not(finetuned):
     data, cache, out = finetuned
     fresh, _, fresh_report = out["all"]  # fitted while its pre-training ran
-    params = {**defaults(defaults(vgg.PARAMS)), **SMALL, "pretrain": "synthetic-ood", "degree": "all", "epochs": 4, "lr": 0.002,
+    params = {**defaults(vgg.PARAMS), **SMALL, "pretrain": "synthetic-ood", "degree": "all", "epochs": 4, "lr": 0.002,
               "batch_size": 8}
     torch.manual_seed(0)
     again = vgg.build(data.describe(), params)
@@ -223,7 +223,7 @@ def test_fine_tuning_is_the_same_whether_pretraining_was_cached_or_not(finetuned
 def test_mri_pretraining_learns_the_rotation_pretext(tmp_path, monkeypatch):
     monkeypatch.delenv("XBENCH_HCP_DIR", raising=False)
     info = DatasetInfo("x", 3, 32, 32, ("a", "b"))
-    params = {**defaults(defaults(vgg.PARAMS)), **SMALL, "pretrain": "mri", "pretrain_images": 600}
+    params = {**defaults(vgg.PARAMS), **SMALL, "pretrain": "mri", "pretrain_images": 600}
     torch.manual_seed(0)
     model = vgg.build(info, params)
     before = model.features[0].weight.clone()
