@@ -45,6 +45,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "xbench.plugins.metrics.classification",
     "xbench.plugins.metrics.faithfulness",
     "xbench.plugins.metrics.robustness",
+    "xbench.plugins.metrics.randomisation",
 )
 
 
