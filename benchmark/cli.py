@@ -240,8 +240,7 @@ def list_(kind, as_json):
                     item[tag] = sorted(resolve_tags(value, defaults(params))) if value is not None else []
             if k == "metrics":
                 item.update(category=spec.category, scope=spec.scope,
-                            values={v: (d.describe() if hasattr(d, "describe") else {"higher_is_better": d})
-                                    for v, d in spec.values.items()})
+                            values={v: (d.describe() if hasattr(d, "describe") else d) for v, d in spec.values.items()})
             if k == "methods":
                 item.update(baseline=spec.baseline, stochastic=spec.stochastic)
             items.append(item)
