@@ -121,6 +121,8 @@ def run(config, out, device, executor, scheduler, workers, no_leaderboard, verbo
                                             "metrics": metrics})
     out_dir = Path(out) if out else default_out(cfg)
     err.print(f"xbench {__version__}: running [bold]{escape(cfg.source)}[/] into {escape(str(out_dir))}")
+    for note in cfg.notes:
+        err.print(f"[yellow]Note:[/] {escape(note)}")
     _warn_oversubscription(cfg)
     with RunProgress(err, verbosity=0 if quiet else 1 + verbose) as progress:
         summary = run_plan(cfg, registry, out=out_dir, on_event=progress.event)
@@ -189,6 +191,8 @@ def plan(config, as_json, datasets, models, methods, metrics, seeds):
     cfg = _config(config, registry, seeds=seeds,
                   filters={"datasets": datasets, "models": models, "methods": methods, "metrics": metrics})
     p = make_plan(cfg, registry)
+    for note in cfg.notes:
+        err.print(f"[yellow]Note:[/] {escape(note)}")
     if as_json:
         click.echo(json.dumps({
             "cells": [{"dataset": c.dataset.label, "model": c.model.label, "seed": c.seed, "key": c.key,

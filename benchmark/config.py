@@ -42,7 +42,7 @@ from .registry import Registry
 from .specs import PLUGIN_KINDS, Param, defaults, param_table
 
 KINDS = PLUGIN_KINDS
-RESERVED = ("sweep", "label", "only")
+RESERVED = ("sweep", "label", "only", "fallback")
 CORE_MODEL_PARAMS = {"untrained": Param(False, doc="skip training: the model's null baseline (same architecture, "
                                                    "initial weights)", label=True)}
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
@@ -123,6 +123,7 @@ class Config:
     source: str
     raw: dict[str, Any] = field(default_factory=dict)
     claims: list[Any] = field(default_factory=list)  # xbench.claims.Claim
+    notes: list[str] = field(default_factory=list)   # e.g. a dataset replaced by its stand-in
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -201,7 +202,8 @@ def load_config(
         raw = RawConfig.model_validate(data)
     except ValidationError as exc:
         raise UsageError(_explain_validation(exc, source)) from None
-    variants = {kind: _resolve_kind(kind, getattr(raw, kind), registry, source) for kind in KINDS}
+    notes: list[str] = []
+    variants = {kind: _resolve_kind(kind, getattr(raw, kind), registry, source, notes) for kind in KINDS}
     _check_only(variants, registry, source)
     for kind, patterns in (filters or {}).items():
         if patterns:
@@ -217,7 +219,7 @@ def load_config(
             f"{did_you_mean(raw.run.executor, registry.names('executors'))}. "
             f"Installed: {', '.join(registry.names('executors'))}."
         )
-    return Config(run=raw.run, variants=variants, source=source, raw=data, claims=claims)
+    return Config(run=raw.run, variants=variants, source=source, raw=data, claims=claims, notes=notes)
 
 
 def _check_claims(claims: list, variants: Mapping[str, list[Variant]], source: str) -> None:
@@ -257,7 +259,8 @@ def _explain_validation(exc: ValidationError, source: str) -> str:
     )
 
 
-def _resolve_kind(kind: str, table: Mapping[str, Any], registry: Registry, source: str) -> list[Variant]:
+def _resolve_kind(kind: str, table: Mapping[str, Any], registry: Registry, source: str,
+                  notes: list[str] | None = None) -> list[Variant]:
     chosen: dict[str, tuple[str, Any]] = {}
     exact = [(p, e) for p, e in table.items() if not _is_glob(p)]
     globs = [(p, e) for p, e in table.items() if _is_glob(p)]
@@ -284,7 +287,7 @@ def _resolve_kind(kind: str, table: Mapping[str, Any], registry: Registry, sourc
         differing = {k for k in set().union(*fixed) if len({canonical_json(f.get(k)) for f in fixed}) > 1} \
             if len(fixed) > 1 else set()
         for entry in entry_list:
-            for variant in _expand(kind, name, pattern, entry, registry, source, differing):
+            for variant in _standing_in(kind, name, pattern, entry, registry, source, differing, notes):
                 other = made.get(variant.label)
                 if other is not None:
                     what = "the same variant twice" if other.key == variant.key else "two variants with one label"
@@ -295,6 +298,41 @@ def _resolve_kind(kind: str, table: Mapping[str, Any], registry: Registry, sourc
                 made[variant.label] = variant
         variants.extend(made.values())
     return variants
+
+
+def _standing_in(kind: str, name: str, pattern: str, entry: Mapping[str, Any], registry: Registry, source: str,
+                 differing: Iterable[str], notes: list[str] | None) -> list[Variant]:
+    """The entry's variants; where a dataset's real data is not here and the entry names a
+    ``fallback = { dataset = "...", <its params> }``, the stand-in's variants instead, labelled
+    as stand-ins (a study runs end to end everywhere, and never passes one dataset off as another)."""
+    made = _expand(kind, name, pattern, entry, registry, source, differing)
+    fallback = entry.get("fallback")
+    if fallback is None:
+        return made
+    where = f"Config {source}: [{kind}.{_quote(pattern)}]"
+    if kind != "datasets" or not isinstance(fallback, Mapping) or not isinstance(fallback.get("dataset"), str):
+        raise UsageError(f"{where}: 'fallback' is for datasets only, as a table naming the stand-in and its "
+                         "params, e.g. fallback = { dataset = \"hcp-lesions\", size = 64 }.")
+    available = getattr(registry.get(kind, name).spec, "available", None)
+    reasons = {v.label: available(v.params) for v in made} if available is not None else {}
+    if not any(reasons.values()):
+        return made
+    other = fallback["dataset"]
+    if other not in registry.entries[kind]:
+        raise UsageError(f"{where}: fallback dataset: {registry.unknown_message(kind, other)}")
+    params = {k: v for k, v in fallback.items() if k != "dataset"}
+    out = []
+    for v in made:
+        if not reasons.get(v.label):
+            out.append(v)
+            continue
+        for stand_in in _expand(kind, other, other, params, registry, source):
+            label = f"{stand_in.label} (stand-in for {v.label})"
+            out.append(Variant(kind, stand_in.name, stand_in.version, stand_in.params, label, v.only))
+            if notes is not None:
+                notes.append(f"{v.label} is not available here ({reasons[v.label]}); {stand_in.label} stands in "
+                             f"for it, labelled {label!r}.")
+    return out
 
 
 def _is_glob(pattern: str) -> bool:

@@ -255,7 +255,9 @@ class DatasetSpec:
 
     Every spec kind takes ``params`` (name → :class:`Param` or a bare default) and an optional
     ``validate(params)`` for rules between params (raise ``ValueError`` with a one-line message);
-    both are checked when the config is read, before any data is loaded.
+    both are checked when the config is read, before any data is loaded. ``available(params)``
+    says why real data cannot be read here (None when it can), cheaply, so that a study config can
+    name a ``fallback`` dataset to stand in for it.
     """
 
     name: str
@@ -266,6 +268,7 @@ class DatasetSpec:
     provides: Tags = frozenset()
     card: str = ""
     validate: Callable[[Mapping[str, Any]], None] | None = None
+    available: Callable[[Mapping[str, Any]], str | None] | None = None
 
 
 @dataclass

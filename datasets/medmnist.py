@@ -224,6 +224,16 @@ def _check(params: Mapping[str, Any]) -> tuple[str, int]:
     return flag, size
 
 
+def available(params: Mapping[str, Any]) -> str | None:
+    """Why the MedMNIST file for these params cannot be read here, or None when it can."""
+    flag, size = str(params["flag"]).lower(), int(params["size"])
+    root = resolve_root(params["root"], ENV)
+    if root is None:
+        return f"no MedMNIST folder: param root and ${ENV} are empty"
+    path = npz_path(root, flag, size)
+    return None if path.is_file() else f"{path} does not exist"
+
+
 def load(params: Mapping[str, Any], seed: int) -> Dataset:
     flag, size = _check(params)
     root = resolve_root(params["root"], ENV)
@@ -262,4 +272,5 @@ def xbench_datasets():
         params=PARAMS,
         provides=_tags,
         card=CARD,
+        available=available,
     )
