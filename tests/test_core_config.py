@@ -169,17 +169,28 @@ def test_an_array_of_tables_makes_variants_of_one_plugin_from_several_entries(tm
         width = 8
         """)
     models = load_config(str(path), registry).variants["models"]
+    # every label names the params that set its variant apart (width 8 is not small-cnn's default 16)
     assert [(v.label, v.params["width"], v.params["untrained"]) for v in models] == [
-        ("small-cnn[width=4]", 4, False), ("small-cnn[width=8]", 8, False), ("small-cnn[untrained=true]", 8, True)]
-    clash = write_config(tmp_path / "d.toml", """
+        ("small-cnn[width=4]", 4, False), ("small-cnn[width=8]", 8, False),
+        ("small-cnn[width=8,untrained=true]", 8, True)]
+    apart = write_config(tmp_path / "d.toml", """
         [datasets.synthetic-cardiac]
         [[models.small-cnn]]
         width = 4
         [[models.small-cnn]]
         width = 8
         """)
+    labels = [v.label for v in load_config(str(apart), registry).variants["models"]]
+    assert labels == ["small-cnn[width=4]", "small-cnn[width=8]"]  # entries told apart by what differs
+    clash = write_config(tmp_path / "e.toml", """
+        [datasets.synthetic-cardiac]
+        [[models.small-cnn]]
+        width = 4
+        [[models.small-cnn]]
+        width = 4
+        """)
     code, output = plan(str(clash))
-    assert code == 2 and "make two variants with one label ('small-cnn')" in " ".join(output.split())
+    assert code == 2 and "make the same variant twice ('small-cnn')" in " ".join(output.split())
     assert "Give each entry its own `label" in output
 
 
