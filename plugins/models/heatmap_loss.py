@@ -218,4 +218,7 @@ def xbench_models():
         provides=frozenset({"conv_layer", "gradients", "lrp"}),
         requires=requires,
         layers=layers,
+        # what decides the initial weights: with seeding = "paired", the heatmap model and its CCE
+        # baseline start from the same weights and see the same batches
+        architecture=("width", "hidden", "pretrain", *pretraining.PARAMS),
     )
