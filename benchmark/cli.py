@@ -331,10 +331,14 @@ def _parse_params(kind: str, name: str, pairs, defaults) -> dict:
               help="A dataset param (repeatable), e.g. --param mode=sex_marker --param n_test=64.")
 @click.option("--seed", type=int, default=0, show_default=True, help="The data seed.")
 @click.option("--split", type=click.Choice(("train", "val", "test")), default="test", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="PNG file (default DATASET-SPLIT.png).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG file (default DATASET-SPLIT.png).")
 @click.option("--per-class", type=click.IntRange(1, 64), default=4, show_default=True, help="Examples per class.")
-def show(dataset, pairs, seed, split, out, per_class):
-    """Write a PNG grid of DATASET's examples per class with the ground truth drawn on top."""
+@click.option("--card", is_flag=True, help="Print the dataset's card (what it is, its licence, how to get the data, "
+                                           "its folder layout) instead of drawing it.")
+def show(dataset, pairs, seed, split, out_path, per_class, card):
+    """Write a PNG grid of DATASET's examples per class with the ground truth drawn on top (or, with
+    --card, print what the dataset is and how to get its data)."""
     from .checks import check_split
     from .show import show_dataset
 
@@ -343,6 +347,11 @@ def show(dataset, pairs, seed, split, out, per_class):
 
     registry = _registry()
     spec = registry.get("datasets", dataset).spec
+    if card:
+        from rich.markdown import Markdown
+
+        out.print(Markdown(spec.card or f"{spec.name}: {spec.description or 'no card'}"))
+        return
     table = plugin_params("datasets", spec)
     params = _parse_params("datasets", dataset, pairs, table)
     merged = {**defaults(table), **params}
@@ -353,7 +362,7 @@ def show(dataset, pairs, seed, split, out, per_class):
             raise UsageError(f"--param: {exc}") from None
     data = spec.load(merged, seed)
     check_split(data.split(split), dataset, split, len(data.class_names))
-    path = show_dataset(data, out or Path(f"{dataset}-{split}.png"), split=split, per_class=per_class,
+    path = show_dataset(data, out_path or Path(f"{dataset}-{split}.png"), split=split, per_class=per_class,
                         params=params, seed=seed)
     click.echo(str(path))
 
