@@ -34,3 +34,15 @@ def tiny_config(tmp_path, use_sites):
         return write_config(tmp_path / "tiny.toml", body + "\n" + textwrap.dedent(extra))
 
     return make
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run only where torch sees a CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a GPU (tests/benchmarks/gpu_check.sh runs these on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -180,3 +180,24 @@ def test_untrained_variant_is_a_null_baseline(tiny_config, tmp_path):
     tpr = df[df["value_name"] == "tpr"].groupby("model_label")["value"].mean()
     assert tpr["small-cnn[untrained=false]"] > tpr["small-cnn[untrained=true]"]
     assert not math.isnan(tpr.sum()) and np.isfinite(tpr).all()
+
+
+@pytest.mark.gpu
+def test_a_run_on_the_gpu_scores_like_the_cpu(tiny_config, tmp_path):
+    """The same tiny benchmark end to end on cuda (training included) and on the CPU: the same units,
+    models that learn on both, and localisation scores that agree to within training noise."""
+    registry = load_registry()
+    runs = {}
+    for device in ("cpu", "cuda"):
+        config = load_config(str(tiny_config()), registry, overrides={"device": device})
+        summary = run(config, registry, out=tmp_path / device)
+        assert not summary.failed, summary.failed
+        runs[device] = load_results(tmp_path / device)
+    assert set(runs["cpu"]["unit"]) == set(runs["cuda"]["unit"])
+    for df in runs.values():
+        assert df.loc[df["value_name"] == "accuracy", "value"].item() > 0.8
+    tpr = {d: df.loc[(df["value_name"] == "tpr") & (df["method"] == "saliency"), "value"].mean()
+           for d, df in runs.items()}
+    assert abs(tpr["cpu"] - tpr["cuda"]) < 0.1, tpr
+    manifest = json.loads((tmp_path / "cuda" / "manifest.json").read_text())
+    assert manifest["device"]["device"].startswith("cuda") and manifest["device"]["gpu"]

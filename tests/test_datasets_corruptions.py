@@ -253,7 +253,7 @@ def test_bad_arguments_are_explained():
         C.corrupt(x[0], "contrast", 1, torch.arange(2))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_same_corruption_on_cpu_and_gpu():
     x = _rectangles(4)
     for kind in C.CORRUPTIONS:
