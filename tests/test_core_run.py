@@ -115,7 +115,8 @@ def test_target_mode_predicted_is_recorded(tiny_config, tmp_path):
     run(config, registry, out=tmp_path / "pred")
     df = load_results(tmp_path / "pred")
     assert (df["target_mode"] == "predicted").all()
-    assert (df["target"] == df["prediction"]).all()
+    samples = df[df["scope"] == "sample"]
+    assert len(samples) and (samples["target"] == samples["prediction"]).all()
 
 
 def test_nonfinite_attributions_and_bad_metric_output_are_handled(tiny_config, use_sites, tmp_path):
@@ -158,7 +159,8 @@ def test_plan_cli_lists_cells_and_skips(tiny_config, use_sites):
     result = CliRunner().invoke(main, ["plan", str(tiny_config("[models.\"faulty.model\"]\n")), "--json"])
     data = json.loads(result.output[result.output.index("{"):])
     units = {c["model"]: len(c["units"]) for c in data["cells"]}
-    assert units == {"small-cnn": 5, "faulty.model": 1}  # the faulty model keeps only model-level metrics
+    # the faulty model keeps only model-level metrics (classification and the model-fit of every cell)
+    assert units == {"small-cnn": 6, "faulty.model": 2}
     # the faulty model provides only conv_layer, so the gradient methods are skipped for it, with a reason
     skipped = [s for s in data["skipped"] if s["model"] == "faulty.model"]
     assert skipped and all("needs gradients" in s["reason"] for s in skipped)

@@ -66,6 +66,6 @@ def test_run_with_lazy_generated_and_real_format_data(tmp_path):
     assert set(mm["metric"]) == {"corruption-classification", "model-fit"}  # no mask: TPR is skipped
     assert any(v.startswith("auc/gaussian_noise/5") for v in mm["value_name"])
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    infos = {c["title"].split(" ×")[0]: c["dataset_info"] for c in manifest["cells"].values()}
+    infos = {c["title"].split(" ×")[0].split("[")[0]: c["dataset_info"] for c in manifest["cells"].values()}
     assert infos["hcp-lesions"]["background"].startswith("mni152")
     assert infos["medmnist"]["corruption_options"] == {"legacy_minmax": True}
