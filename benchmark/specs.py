@@ -210,7 +210,9 @@ class Dataset:
 
     ``splits`` maps ``train``, ``val`` and ``test`` to a :class:`Split`, or to a zero-argument
     callable returning one (loaded on first use). ``info`` holds facts to record with the results
-    (e.g. which MRI background was used).
+    (e.g. which MRI background was used). By convention ``info["removal_fills"]`` names the
+    perturbation fills that remove content from these images (their background value, and blur),
+    so that removal metrics can say when a fill adds content instead.
     """
 
     name: str

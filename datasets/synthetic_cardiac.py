@@ -231,7 +231,7 @@ def load(params: Mapping[str, Any], seed: int) -> Dataset:
     splits = {name: rescaled(generate(int(params[f"n_{name}"]), seed, i, **kw), scale)
               for i, name in enumerate(("train", "val", "test"))}
     return Dataset("synthetic-cardiac", CLASSES, splits, info={"mode": params["mode"], "canvas": [H, W],
-                                                                "scale": scale,
+                                                                "scale": scale, "removal_fills": ["black", "blur"],
                                                                 "legacy_variability": params["legacy_variability"]})
 
 

@@ -156,7 +156,25 @@ def aopc(ctx: MetricContext) -> dict[str, torch.Tensor]:
     curve = morf_curve(ctx, a, patch=int(p["patch"]), steps=int(p["steps"]), fill=p["fill"], choice=p["class"],
                        chunk=int(p["chunk"]))
     ctx.flag(constant_maps(a) & defined(ctx), "constant attribution: patch order is a seeded random permutation")
-    return {"aopc": (curve[:, :1] - curve).mean(1), "morf": {k: curve[:, k] for k in range(curve.shape[1])}}
+    out = {"aopc": (curve[:, :1] - curve).mean(1), "morf": {k: curve[:, k] for k in range(curve.shape[1])}}
+    out.update(removal_check(ctx, p["fill"]))
+    return out
+
+
+def removal_check(ctx: MetricContext, fill: str) -> dict[str, torch.Tensor]:
+    """``in_distribution`` (1 or 0 per sample) where the dataset says which fills remove content from
+    its images (``Dataset.info["removal_fills"]``: its background value and blur): black patches on a
+    white background add strokes instead of removing them, and such a curve measures how the model
+    reacts to out-of-distribution inputs, not what the explanation found. Flagged when it is so."""
+    fills = (getattr(ctx.dataset, "info", None) or {}).get("removal_fills")
+    if fills is None:
+        return {}
+    n = len(ctx.inputs)
+    inside = fill in fills
+    if not inside:
+        ctx.flag(torch.ones(n, dtype=torch.bool), f"fill {fill!r} does not remove content from these images (fills "
+                                                   f"that do: {', '.join(fills)}): an out-of-distribution perturbation")
+    return {"in_distribution": torch.full((n,), float(inside), dtype=torch.float64, device=ctx.device)}
 
 
 def _class_choice(value) -> str | None:
@@ -169,7 +187,7 @@ def _class_choice(value) -> str | None:
 def xbench_metrics():
     yield MetricSpec(
         name="aopc", score=aopc, category="faithfulness",
-        values={"aopc": True, "morf": Family(None, level="step")},
+        values={"aopc": True, "morf": Family(None, level="step"), "in_distribution": None},
         params={"patch": Param(8, "side of the square patches removed at each step, in pixels", ge=1),
                 "steps": Param(100, "L, the most patches removed (at most the number of patches)", ge=1),
                 "fill": Param("black", "what replaces a removed patch", choices=tuple(FILLS), label=True),
