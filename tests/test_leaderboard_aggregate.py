@@ -42,11 +42,12 @@ def exact_run(path, *, stale=False):
             cell = dict(dataset_label="toy", model_label=model, seed=seed, model_params=json.dumps(params))
             tables.append(table({**cell, "scope": "model", "metric_label": "classification",
                                  "category": "classification", "value_name": ["accuracy", "delta_auc/noise/1"],
-                                 "value": [0.75 + 0.01 * seed, 0.02 * (seed + 1)], "higher_is_better": [True, False],
-                                 "baseline": params["untrained"]}, 2))
+                                 "family": [None, "delta_auc"], "facet": [None, "noise"], "level": [None, 1],
+                                 "value": [0.75 + 0.01 * seed, 0.02 * (seed + 1)], "higher_is_better": [True, False]},
+                                2))
             for method in BASE:
                 base = {**cell, "method_label": method, "sample": SAMPLES, "label": LABELS, "prediction": PREDS,
-                        "baseline": params["untrained"] or method == "rand"}
+                        "method_baseline": method == "rand"}
                 hits = np.array([hit(model, method, seed, s) for s in SAMPLES])
                 misses = 1 - hits
                 if model == "m-a" and method == "bad" and seed == 0:
@@ -58,11 +59,14 @@ def exact_run(path, *, stale=False):
                                      **{k: np.tile(v, 3) for k, v in (("sample", SAMPLES), ("label", LABELS),
                                                                      ("prediction", PREDS))}}, 12))
                 tables.append(table({**base, "metric_label": "regions", "value_name": ["mass/heart", "mass/marker"],
+                                     "family": "mass", "facet": ["heart", "marker"],
                                      "value": [0.7, 0.1], "higher_is_better": None, "sample": [0, 0],
                                      "label": [0, 0], "prediction": [0, 0]}, 2))
                 facets = [("noise", 1), ("noise", 2), ("blur", 1)]
                 tables.append(table({**base, "metric_label": "robust", "category": "robustness",
                                      "value_name": np.repeat([f"rmse/{c}/{s}" for c, s in facets], 4),
+                                     "family": "rmse", "facet": np.repeat([c for c, _ in facets], 4),
+                                     "level": np.repeat([s for _, s in facets], 4).astype(float),
                                      "value": np.concatenate([[rmse(c, s, method, i) for i in SAMPLES]
                                                               for c, s in facets]).astype(float),
                                      "higher_is_better": False,

@@ -42,7 +42,7 @@ def known_run(path: Path) -> Path:
                 tables.append(table({**cell, "method_label": method, "metric_label": "loc", "value_name": "hit",
                                      "value": b + shift + 0.1 * seed + np.array([0.0, 0.01, 0.02]),
                                      "higher_is_better": True, "sample": [0, 1, 2], "label": [0, 1, 1],
-                                     "prediction": [0, 1, 0], "baseline": method == "random"}, 3))
+                                     "prediction": [0, 1, 0], "method_baseline": method == "random"}, 3))
     write_run(path, tables, MANIFEST)
     store = RunStore(path)
     key = "cellA"
