@@ -84,7 +84,7 @@ from scipy import stats as st
 
 from ..claims import Claim, Selector, parse_claims, position_key
 from ..errors import did_you_mean
-from .markdown import md_escape
+from .formatting import md_escape
 from .stats import bootstrap_means, cohens_d, holm, mann_whitney, paired_wilcoxon
 
 VERDICTS = ("reproduced", "contradicted", "inconclusive")

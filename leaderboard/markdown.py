@@ -1,25 +1,18 @@
 """The leaderboard as Markdown, for a README or a pull request: one table per ranked value.
 
-Every plugin- or data-provided string goes through :func:`md_escape`: HTML is neutralised (GitHub
-renders raw HTML in Markdown) and table and emphasis syntax is escaped.
+Every plugin- or data-provided string goes through :func:`xbench.leaderboard.formatting.md_escape`:
+HTML is neutralised (GitHub renders raw HTML in Markdown) and table and emphasis syntax is escaped.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
-
-def md_escape(text: Any) -> str:
-    """Escape a string for a Markdown table cell (and neutralise raw HTML)."""
-    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"([\\|`*_\[\]#!~])", r"\\\1", s).replace("\r", " ").replace("\n", " ")
+from .formatting import fmt_number, md_escape
 
 
 def _num(value) -> str:
-    from .site import fmt_number
-
     return fmt_number(value)
 
 

@@ -2,7 +2,7 @@
 CSV exports and a Markdown summary.
 
 Every string that comes from a plugin or from data is escaped (Jinja2 autoescape for HTML,
-:func:`xbench.leaderboard.markdown.md_escape` for Markdown, :func:`figures.text` in figures).
+:func:`xbench.leaderboard.formatting.md_escape` for Markdown, :func:`draw.text` in figures).
 The site needs no server: relative links, one small script, figures as files.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import time
 from importlib import resources
@@ -22,58 +21,13 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..hashing import content_hash
-from . import figures, plots
+from . import figure_plan
 from .aggregate import Aggregates, aggregate, facets_of, family_kinds, family_of, summaries_of
+from .formatting import data_value, fmt_number, fmt_p, fmt_rank, natural_key, slug
 from .load import load_frame
 from .markdown import summary_markdown
 
 CATEGORY_ORDER = ["localisation", "faithfulness", "robustness", "sanity", "complexity", "classification"]
-
-
-# ----------------------------------------------------------------------------- formatting
-
-def _finite(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def fmt_number(value) -> str:
-    value = _finite(value)
-    if value is None:
-        return "—"
-    a = abs(value)
-    if a >= 1000:
-        return f"{value:,.0f}"
-    if a >= 100:
-        return f"{value:.1f}"
-    if a != 0 and a < 0.001:
-        return f"{value:.2e}"
-    return f"{value:.3f}"
-
-
-def fmt_p(value) -> str:
-    value = _finite(value)
-    if value is None:
-        return "—"
-    return f"{value:.1e}" if value < 1e-3 else f"{value:.3f}"
-
-
-def fmt_rank(value) -> str:
-    value = _finite(value)
-    return "" if value is None else f"{value:g}"
-
-
-def data_value(value) -> str:
-    """The ``data-v`` attribute the sorting script reads ("" for missing)."""
-    value = _finite(value)
-    return "" if value is None else repr(value)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
 
 
 def _env() -> Environment:
@@ -139,7 +93,7 @@ def facet_counts(per_seed: pd.DataFrame, model_per_seed: pd.DataFrame) -> dict[t
 
 
 def _ordered_models(models, params: dict[str, dict]) -> list[str]:
-    return sorted(models, key=lambda m: (bool(params.get(m, {}).get("untrained")), figures.natural_key(m)))
+    return sorted(models, key=lambda m: (bool(params.get(m, {}).get("untrained")), natural_key(m)))
 
 
 def _tables(series: pd.DataFrame, models: list[str], accuracy: dict[str, float], facets, model_params) -> list[dict]:
@@ -235,7 +189,7 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
             views[view] = _sections(tables)
         method_order = [r["method"] for s in views["all"] for t in s["ranked"][:1] for r in t["rows"]]
         baselines = set(ds_series.loc[ds_series["method_baseline"].to_numpy(bool), "method_label"].astype(object))
-        jobs = plots.plan(agg, name, fig_dir, run_dir, model_labels, method_order, baselines, facets, display_name)
+        jobs = figure_plan.plan(agg, name, fig_dir, run_dir, model_labels, method_order, baselines, facets, display_name)
         classification = _classification(ds_models, model_labels, agg.model_params, facets)
         corruption_tables = _corruption_tables(
             agg.model_per_seed[agg.model_per_seed["dataset_label"].astype(object) == name], model_labels)
@@ -259,10 +213,10 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
         planned.append((page, context, jobs))
     t = time.perf_counter()
     all_jobs = [j for _, _, jobs in planned for j in jobs]
-    results = plots.run(all_jobs, plots.workers_for(len(frame), len(all_jobs), workers))
+    results = figure_plan.run(all_jobs, figure_plan.workers_for(len(frame), len(all_jobs), workers))
     timings["figures"] = time.perf_counter() - t
     for page, context, jobs in planned:
-        context["figures"] = plots.assemble(jobs, results[:len(jobs)], fig_dir)
+        context["figures"] = figure_plan.assemble(jobs, results[:len(jobs)], fig_dir)
         results = results[len(jobs):]
         (site / page).write_text(env.get_template("dataset.html").render(**context), encoding="utf-8")
     (site / "index.html").write_text(env.get_template("index.html").render(
@@ -334,7 +288,7 @@ def _corruption_tables(mps: pd.DataFrame, models: list[str]) -> list[dict]:
     out = []
     for (metric, family), g in data.groupby(["metric", "family"], sort=True):
         means = g.groupby(["model", "corruption", "severity"])["mean"].mean()
-        severities = sorted(g["severity"].unique(), key=figures.natural_key)
+        severities = sorted(g["severity"].unique(), key=natural_key)
         hib = g["higher_is_better"].iloc[0]
         for model in [m for m in models if m in set(g["model"])]:
             sub = means.loc[model]

@@ -1,5 +1,6 @@
-"""The figures people in this field expect, drawn with matplotlib's object API (no pyplot state,
-Agg/SVG canvases), saved as SVG (plots) or PNG (heatmaps) next to the pages.
+"""Drawing the figures people in this field expect (what to draw is decided in
+:mod:`xbench.leaderboard.figure_plan`), with matplotlib's object API (no pyplot state, Agg/SVG
+canvases), saved as SVG (plots) or PNG (heatmaps) next to the pages.
 
 Each function returns the file it wrote, or None when the run has nothing to draw. Text that comes
 from plugins or data is escaped for mathtext (``$``), so a label can never break a figure; the
@@ -9,7 +10,6 @@ figures are shown with ``<img>``, so nothing in them can run in the page.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from matplotlib.patches import Patch
 
 from ..hashing import content_hash
 from .aggregate import facets_of
+from .formatting import natural_key
 
 COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4", "#b2df8a",
           "#fb9a99", "#cab2d6", "#6a3d9a"]
@@ -32,20 +33,6 @@ MAX_PANELS = 16
 def text(s) -> str:
     """A plugin- or data-provided string made safe for matplotlib (no mathtext)."""
     return str(s).replace("$", r"\$")
-
-
-def natural_key(value) -> tuple:
-    """Sort 1, 2, 10, "all" and layer1.0.conv2 < layer2.0.conv2 the way people expect; layer
-    positions shallow to deep: "#0" < "#1" < … < "#-2" < "#-1" (counted from the deep end) < ""
-    (the deepest by default)."""
-    position = re.fullmatch(r"#(-?\d+)", str(value))
-    if position:
-        k = int(position.group(1))
-        return ((-1, 0 if k >= 0 else 1, k, ""),)
-    if str(value) == "":
-        return ((-1, 2, 0, ""),)
-    parts = re.split(r"(\d+(?:\.\d+)?)", str(value))
-    return tuple((0, float(p), "") if re.fullmatch(r"\d+(?:\.\d+)?", p) else (1, 0.0, p) for p in parts if p)
 
 
 def _save(fig: Figure, folder: Path, stem: str, key, legend_rows: int = 1) -> Path:

@@ -1,7 +1,8 @@
-"""Which figures a dataset page gets, and drawing them, in parallel processes on large runs.
+"""Which figures a dataset page gets (planning), and running their drawing, in parallel processes
+on large runs.
 
 Planning (here, in the parent) decides the figures from the aggregates and packs each as a
-:class:`Job`: a function of :mod:`xbench.leaderboard.figures`, its data, and how to caption the
+:class:`Job`: a function of :mod:`xbench.leaderboard.draw`, its data, and how to caption the
 result. Drawing is matplotlib-bound and independent per figure, so on a large run on a machine with
 four or more cores the jobs go to a pool of processes (at most four); the files are the same
 whichever process draws them. Each worker pays a few seconds to import pandas and matplotlib, which
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import figures
+from . import draw
 from .aggregate import Aggregates, family_kinds, family_of
 
 PARALLEL_MIN_ROWS = 200_000  # below this, starting worker processes costs more than it saves
@@ -34,14 +35,14 @@ PARALLEL_MIN_CORES = 4
 @dataclass
 class Job:
     section: str                       # gallery, box, curves, robustness, correlation
-    func: str                          # a function of xbench.leaderboard.figures
+    func: str                          # a function of xbench.leaderboard.draw
     args: tuple
     kwargs: dict = field(default_factory=dict)
     finish: Callable[[Any], dict | None] = lambda result: None  # parent side: result → page item
 
 
 def _call(func: str, args: tuple, kwargs: dict):
-    return getattr(figures, func)(*args, **kwargs)
+    return getattr(draw, func)(*args, **kwargs)
 
 
 def workers_for(rows: int, jobs: int, requested: int | None = None) -> int:
@@ -88,7 +89,7 @@ def plan(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models: lis
 
     # box plots per method across the model sweep (Oliveira), correctly classified samples
     samples = agg.samples
-    x_param, hue = figures.sweep_axes(models, agg.model_params)
+    x_param, hue = draw.sweep_axes(models, agg.model_params)
     if not samples.empty and x_param:
         ds_rows = samples[(samples["dataset_label"].astype(object) == dataset).to_numpy()
                           & samples["correct"].fillna(False).to_numpy(bool)
