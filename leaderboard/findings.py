@@ -159,7 +159,7 @@ def findings_markdown(verdicts: Sequence[Verdict]) -> str:
     if not verdicts:
         return ""
     counts = {k: sum(v.verdict == k for v in verdicts) for k in VERDICTS}
-    lines = ["## Claims", "", " · ".join(f"{counts[k]} {k}" for k in VERDICTS), "",
+    lines = ["## Findings", "", " · ".join(f"{counts[k]} {k}" for k in VERDICTS), "",
              "| Claim | Verdict | Measured | Published | Statistic | n | Reason |",
              "|---|---|---|---|---|---|---|"]
     for row in findings_table(verdicts):
