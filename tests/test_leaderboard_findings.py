@@ -1,6 +1,7 @@
 """A study's findings where a user looks first: the index page opens with them, the Markdown export
-carries them first, and findings.csv holds them. Also: a directory that is not a run is a clear
-usage error, never an empty site."""
+carries them first, findings.csv holds them, and `xbench findings RUN_DIR` prints them with an
+exit status that says whether a claim was contradicted. Also: a directory that is not a run is a
+clear usage error, never an empty site."""
 
 from __future__ import annotations
 
@@ -124,13 +125,50 @@ def test_a_run_without_claims_says_so_in_one_line(tmp_path):
     assert len(list(csv.reader((site / "findings.csv").open()))) == 1
 
 
-# ----------------------------------------------------------------------------- not a run
+# ----------------------------------------------------------------------------- xbench findings
 
 def invoke(*args):
     return CliRunner().invoke(main, list(args), env={"COLUMNS": "400"})
 
 
-@pytest.mark.parametrize("command", ["leaderboard"])
+def test_cli_prints_the_findings_and_fails_on_a_contradiction(site):
+    result = invoke("findings", str(site.parent))
+    assert result.exit_code == 1, result.output
+    text = result.output
+    for needle in ("reproduced", "contradicted", "inconclusive", "a-beats-b", "Someone et al. 2031",
+                   "a 0.830, b 0.330", "1 reproduced · 1 contradicted · 1 inconclusive"):
+        assert needle in text, needle
+    assert MARKUP in text  # claim text is shown literally: no rich markup is interpreted
+
+
+def test_cli_json_gives_the_verdicts(site):
+    result = invoke("findings", str(site.parent), "--json")
+    assert result.exit_code == 1
+    verdicts = json.loads(result.output)
+    assert [v["id"] for v in verdicts] == ["a-beats-b", "b-beats-a", "no-such-metric"]
+    assert verdicts[0]["verdict"] == "reproduced" and verdicts[0]["measured"]["a"] == pytest.approx(0.83)
+    assert verdicts[0]["published"] == {"a": 0.8, "b": 0.3}
+
+
+def test_cli_exits_0_without_a_contradiction(tmp_path):
+    run = claims_run(tmp_path / "ok", claims=[CLAIMS[0], CLAIMS[2]])
+    result = invoke("findings", str(run))
+    assert result.exit_code == 0, result.output
+    assert "1 reproduced · 0 contradicted · 1 inconclusive" in result.output
+    none = invoke("findings", str(claims_run(tmp_path / "none", claims=[])))
+    assert none.exit_code == 0 and "This run states no claims." in none.output
+    assert json.loads(invoke("findings", str(tmp_path / "none"), "--json").output) == []
+
+
+def test_cli_warns_when_the_run_is_incomplete(tmp_path):
+    run = claims_run(tmp_path / "run", claims=[CLAIMS[0]], manifest={"status": "interrupted"})
+    result = CliRunner().invoke(main, ["findings", str(run), "--json"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0
+    assert "interrupted" in result.output  # on stderr, which CliRunner mixes in
+    assert json.loads(result.output[result.output.index("["):])[0]["verdict"] == "reproduced"
+
+
+@pytest.mark.parametrize("command", ["findings", "leaderboard"])
 def test_a_directory_that_is_not_a_run_is_a_usage_error(tmp_path, command):
     empty = tmp_path / "not-a-run"
     empty.mkdir()
