@@ -26,7 +26,7 @@ import pandas as pd
 from ..results import read_gallery_meta
 from . import draw
 from .aggregate import Aggregates
-from .tables import Names, family_kinds
+from .tables import Names
 
 PARALLEL_MIN_ROWS = 200_000  # below this, starting worker processes costs more than it saves
 PARALLEL_MIN_JOBS = 6
@@ -76,7 +76,6 @@ def plan(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models: lis
     jobs: list[Job] = []
     untrained = {m for m in models if m in agg.untrained}
     ps = agg.per_seed[(agg.per_seed["view"] == "all") & (agg.per_seed["dataset_label"].astype(object) == dataset)]
-    kinds = family_kinds(ps)
 
     def display(metric: str, value: str, row) -> str:
         return names.display(metric, value, row["family"], row["facet"], bool(row["summary"]))
@@ -115,7 +114,7 @@ def plan(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models: lis
     for (metric, family), rows in members.groupby([members["metric_label"].astype(object), member_family], sort=True):
         key = [dataset, metric, family]
         axes = names.axes_of(metric, family)
-        kind = kinds.get((metric, family))
+        kind = names.kind(metric, family)
         hib = rows["higher_is_better"].dropna()
         hib = bool(hib.iloc[0]) if len(hib) else None
         if kind == "curve":
@@ -151,7 +150,7 @@ def plan(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models: lis
         ymembers = mps[m_grid & (m_family == y_family).to_numpy()]
         for (metric, family), rows in members.groupby([members["metric_label"].astype(object), member_family],
                                                       sort=True):
-            if kinds.get((metric, family)) != "grid":
+            if names.kind(metric, family) != "grid":
                 continue
             axes = names.axes_of(metric, family)
 

@@ -25,10 +25,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..hashing import content_hash
 from . import figure_plan, tables
-from .aggregate import Aggregates, aggregate, facet_counts
+from .aggregate import Aggregates, aggregate
 from .findings import evaluate, findings_markdown, findings_table
 from .formatting import data_value, fmt_bytes, fmt_number, fmt_p, fmt_rank, fmt_seconds, slug, write_csv
-from .load import family_axes, load_run
+from .load import load_run
 from .markdown import summary_markdown
 
 
@@ -103,7 +103,7 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
 
     datasets = sorted({str(d) for d in agg.series["dataset_label"].astype(object)} |
                       {str(d) for d in agg.models["dataset_label"].astype(object)}) if len(frame) else []
-    names = tables.Names(facet_counts(agg.per_seed, agg.model_per_seed), family_axes(manifest), agg.metric_names)
+    names = tables.Names.of(agg, manifest)
     page_of = _page_names(datasets)
     nav = [{"name": n, "page": page_of[n]} for n in datasets]
     common = {"provenance": prov, "nav": nav, "status": status}

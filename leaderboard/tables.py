@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .aggregate import Aggregates, family_kind
+from .aggregate import Aggregates, facet_counts, family_kind
 from .formatting import finite, natural_key, slug
-from .load import FamilyAxes
+from .load import FamilyAxes, family_axes
 from .reliability import POOLED
 
 CATEGORY_ORDER = ["localisation", "faithfulness", "robustness", "sanity", "complexity", "classification"]
@@ -298,31 +298,38 @@ class Names:
     what they average over, in the words of the metric's declaration (``corruption × severity``)."""
 
     def __init__(self, facets: dict[tuple[str, str], int], axes: dict[tuple[str, str], FamilyAxes],
-                 metric_names: dict[str, str]):
+                 metric_names: dict[str, str], kinds: dict[tuple[str, str], str] | None = None):
         self.facets, self.axes, self.metric_names = facets, axes, metric_names
+        self.kinds = kinds or {}
+
+    @classmethod
+    def of(cls, agg: Aggregates, manifest: dict[str, Any]) -> Names:
+        """From the aggregates (member counts, family kinds, metric names) and the manifest (the
+        facets' names)."""
+        return cls(facet_counts(agg.per_seed, agg.model_per_seed), family_axes(manifest), agg.metric_names,
+                   family_kinds(agg.per_seed, agg.model_per_seed))
 
     def axes_of(self, metric_label: str, family: str) -> FamilyAxes:
         return self.axes.get((self.metric_names.get(metric_label, metric_label), family), FamilyAxes())
 
-    def summary_base(self, family: Any, facet: Any) -> str:
-        return str(family) + (f"/{facet}" if _present(facet) else "")
+    def kind(self, metric_label: str, family: Any) -> str | None:
+        """``curve``, ``grid`` or ``categorical`` for a family of this metric; None otherwise."""
+        return self.kinds.get((metric_label, str(family))) if _present(family) else None
 
     def display(self, metric: str, value: str, family: Any, facet: Any, summary: bool) -> str:
         """``rmse/contrast/*`` → "rmse/contrast (mean over 5 facets)"; other values as they are."""
         if not summary:
             return value
-        base = self.summary_base(family, facet)
+        base = str(family) + (f"/{facet}" if _present(facet) else "")
         n = self.facets.get((metric, base), 0)
         return f"{base} (mean over {n} facets)" if n else f"{base} (mean over facets)"
 
-    def over(self, metric: str, family: Any, facet: Any, level_kind: str | None, summary: bool) -> str:
+    def over(self, metric: str, family: Any, facet: Any, summary: bool) -> str:
         """What a summary averages over: "corruption × severity", "severity", "step"."""
         if not summary or not _present(family):
             return ""
         axes = self.axes_of(metric, str(family))
-        if _present(facet):
-            return axes.over("per-facet")
-        return axes.over(level_kind)
+        return axes.over("per-facet" if _present(facet) else self.kind(metric, family))
 
 
 def _present(value: Any) -> bool:
@@ -346,8 +353,7 @@ def ordered_models(models, untrained: set[str]) -> list[str]:
 
 
 def score_tables(series: pd.DataFrame, models: list[str], accuracy: dict[str, float], untrained: set[str],
-                 names: Names, costs: dict[str, Cost] | None = None, kinds: dict[tuple[str, str], str] | None = None
-                 ) -> list[ScoreTable]:
+                 names: Names, costs: dict[str, Cost] | None = None) -> list[ScoreTable]:
     """One table per (metric, value) of one dataset and view: rows = methods (baselines last, then
     by mean rank over the trained models), columns = models, cells = mean, CI, rank; each row with
     its method's cost when the run recorded one."""
@@ -355,7 +361,6 @@ def score_tables(series: pd.DataFrame, models: list[str], accuracy: dict[str, fl
     if series.empty:
         return tables
     costs = costs or {}
-    kinds = kinds or {}
     for (metric, value), group in series.groupby(["metric_label", "value_name"], observed=True, sort=True):
         metric, value = str(metric), str(value)
         present = set(group["model_label"].astype(object))
@@ -374,7 +379,7 @@ def score_tables(series: pd.DataFrame, models: list[str], accuracy: dict[str, fl
         tables.append(ScoreTable(
             id=slug(f"{metric}-{value}"), metric=metric, value=value,
             name=names.display(metric, value, family, facet, summary),
-            over=names.over(metric, family, facet, kinds.get((metric, str(family))), summary),
+            over=names.over(metric, family, facet, summary),
             category=str(first["category"]), hib=hib, ci_over=sorted(set(group["ci_over"].astype(str))),
             seeds=int(group["seeds"].max()),
             columns=[ModelColumn(m, m in untrained, accuracy.get(m)) for m in cols], rows=rows,
@@ -439,15 +444,11 @@ def grid_tables(mps: pd.DataFrame, models: list[str], names: Names) -> list[Grid
         hib = _bool(g["hib"].iloc[0])
         for model in [m for m in models if m in set(g["model"])]:
             sub = means.loc[model]
-            rows = [GridRow(str(c), [_cell(sub.get((c, lv))) for lv in levels])
+            rows = [GridRow(str(c), [finite(sub.get((c, lv))) for lv in levels])
                     for c in sorted(sub.index.get_level_values(0).unique())]
             out.append(GridTable(slug(f"{metric}-{family}-{model}"), f"{metric} / {family} on {model}", axes.facet,
                                  axes.level, [f"{lv:g}" for lv in levels], rows, hib))
     return out
-
-
-def _cell(value) -> float | None:
-    return finite(value)
 
 
 def test_blocks(tests: pd.DataFrame, display: Callable[[str, str], str]) -> list[TestBlock]:
@@ -502,9 +503,8 @@ def dataset_page(agg: Aggregates, name: str, page: str, names: Names) -> Dataset
     accuracy = {str(r["model_label"]): r["mean"] for r in ds_models.to_dict("records")
                 if str(r["value_name"]) == "accuracy"}
     costs = costs_of(of(agg.costs))
-    kinds = family_kinds(agg.per_seed)
     views = {view: sections(score_tables(ds_series[(ds_series["view"] == view).to_numpy()], models, accuracy,
-                                         untrained, names, costs, kinds)) for view in VIEWS}
+                                         untrained, names, costs)) for view in VIEWS}
     method_order = [r.method for s in views["all"] for t in s.ranked[:1] for r in t.rows]
     baselines = set(ds_series.loc[ds_series["method_baseline"].to_numpy(bool), "method_label"].astype(object))
     lookup = _display_lookup(agg, names)
@@ -523,17 +523,17 @@ def dataset_page(agg: Aggregates, name: str, page: str, names: Names) -> Dataset
         reliability=reliability(of(agg.reliability), display), method_order=method_order, baselines=baselines)
 
 
-def family_kinds(per_seed: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """(metric label, family) → ``curve`` / ``grid`` / ``categorical``, from the members' facet
-    columns."""
-    if per_seed.empty:
-        return {}
-    members = per_seed[per_seed["family"].notna().to_numpy() & ~per_seed["summary"].fillna(False).to_numpy(bool)]
-    shapes = members.assign(has_facet=members["facet"].notna(), has_level=members["level"].notna())[
-        ["metric_label", "family", "has_facet", "has_level"]].astype({"metric_label": object, "family": object})
-    out = {}
-    for metric, fam, has_facet, has_level in shapes.drop_duplicates().itertuples(index=False):
-        out[(metric, fam)] = family_kind("x" if has_facet else None, 1.0 if has_level else None) or ""
+def family_kinds(*frames: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(metric label, family) → ``curve`` / ``grid`` / ``categorical``, from the facet columns of
+    the members in per-seed frames."""
+    out: dict[tuple[str, str], str] = {}
+    for frame in frames:
+        if frame.empty:
+            continue
+        members = frame[frame["family"].notna().to_numpy() & ~frame["summary"].fillna(False).to_numpy(bool)]
+        first = members.astype({"metric_label": object, "family": object}).drop_duplicates(["metric_label", "family"])
+        for metric, fam, facet, level in first[["metric_label", "family", "facet", "level"]].itertuples(index=False):
+            out[(metric, fam)] = family_kind(facet, level) or ""
     return out
 
 

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from xbench.leaderboard.aggregate import aggregate, facet_counts
+from xbench.leaderboard.aggregate import aggregate
 from xbench.leaderboard.findings import evaluate, findings_table
-from xbench.leaderboard.load import family_axes, load_run
+from xbench.leaderboard.load import load_run
 from xbench.leaderboard.synthetic import table, write_run
 from xbench.leaderboard.tables import Cost, Names, dataset_page, findings
 
@@ -59,7 +59,7 @@ def known_run(path):
 def built(tmp_path_factory):
     run = load_run(known_run(tmp_path_factory.mktemp("tables")))
     agg = aggregate(run.frame, resamples=200)
-    names = Names(facet_counts(agg.per_seed, agg.model_per_seed), family_axes(run.manifest), agg.metric_names)
+    names = Names.of(agg, run.manifest)
     return dataset_page(agg, "toy", "dataset-toy.html", names), run
 
 
