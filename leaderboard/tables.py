@@ -216,10 +216,6 @@ class Reliability:
     variants: list[VariantAgreement]
     seeds: int
 
-    @property
-    def empty(self) -> bool:
-        return not any(c for row in self.matrix for c in row) and not self.variants
-
 
 @dataclass
 class ModelInfo:
@@ -451,7 +447,7 @@ def grid_tables(mps: pd.DataFrame, models: list[str], names: Names) -> list[Grid
     return out
 
 
-def test_blocks(tests: pd.DataFrame, display: Callable[[str, str], str]) -> list[TestBlock]:
+def comparison_blocks(tests: pd.DataFrame, display: Callable[[str, str], str]) -> list[TestBlock]:
     """Statistical tests for display: one block per (view, metric), a row per comparison."""
     blocks: list[TestBlock] = []
     if tests.empty:
@@ -519,7 +515,7 @@ def dataset_page(agg: Aggregates, name: str, page: str, names: Names) -> Dataset
         seeds=int(ds_series["seeds"].max()) if len(ds_series) else int(ds_models["seeds"].max() or 0),
         views=views, classification=classification(ds_models, models, untrained, names),
         grids=grid_tables(of(agg.model_per_seed), models, names),
-        paired=test_blocks(of(agg.paired), display), groups=test_blocks(of(agg.groups), display),
+        paired=comparison_blocks(of(agg.paired), display), groups=comparison_blocks(of(agg.groups), display),
         reliability=reliability(of(agg.reliability), display), method_order=method_order, baselines=baselines)
 
 
