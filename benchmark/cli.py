@@ -367,5 +367,42 @@ def show(dataset, pairs, seed, split, out_path, per_class, card):
     click.echo(str(path))
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="The verdicts as JSON (a list of verdict objects).")
+def findings(run_dir, as_json):
+    """Evaluate the claims that RUN_DIR's study states against its results.
+
+    Exit status 1 when a claim is contradicted, 0 otherwise (inconclusive claims do not fail),
+    2 when RUN_DIR is not a run directory."""
+    from .leaderboard.findings import VERDICTS, evaluate, exit_status, findings_table
+    from .leaderboard.load import load_run
+
+    run = load_run(run_dir)
+    claims = run.manifest.get("claims") or []
+    verdicts = evaluate(run.frame, claims) if claims else []
+    if not run.status.complete:
+        err.print(f"[yellow]{escape(run.status.headline)}[/]")
+    if as_json:
+        click.echo(json.dumps([v.to_dict() for v in verdicts], indent=2))
+        sys.exit(exit_status(verdicts))
+    if not verdicts:
+        out.print("This run states no claims.")
+        sys.exit(0)
+    style = {"reproduced": "bold green", "contradicted": "bold red", "inconclusive": "yellow"}
+    table = Table(title=f"Findings of {escape(str(run_dir))}", show_lines=True)
+    for column in ("verdict", "claim", "measured", "published", "statistic", "n", "reason"):
+        table.add_column(column, overflow="fold", justify="right" if column == "n" else "left")
+    for row in findings_table(verdicts):
+        table.add_row(f"[{style[row['verdict']]}]{row['verdict']}[/]",
+                      f"[bold]{escape(row['id'])}[/]: {escape(row['claim'])}\n[dim]{escape(row['source'])}[/]",
+                      escape(row["measured"]), escape(row["published"]), escape(row["statistic"]), str(row["n"]),
+                      escape(row["reason"]))
+    out.print(table)
+    counts = {k: sum(v.verdict == k for v in verdicts) for k in VERDICTS}
+    out.print(" · ".join(f"{counts[k]} {k}" for k in VERDICTS))
+    sys.exit(exit_status(verdicts))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,22 +1,48 @@
-"""From tidy rows to the leaderboard's numbers, vectorised with integer group codes.
+"""From tidy rows to the leaderboard's numbers.
 
 Levels of aggregation (per *view*: all test samples, or correctly classified ones only, Oliveira):
 
 1. per (dataset, model, method, metric, value, seed): the mean over samples (non-finite values
-   left out); a value *family* (``rmse/<corruption>/<severity>``, ``morf/<k>`` …) also gets a
-   summary value ``<family>/*``, the per-sample mean over its facets;
+   left out). What a value is comes from the rows' own columns (``family``, ``facet``, ``level``),
+   never from the shape of its name: a *curve* (``level`` only, e.g. MoRF step k) and a *grid*
+   (``facet`` and ``level``, e.g. corruption × severity) also get a summary value ``<family>/*``,
+   the per-sample mean over their members, and a grid one per facet, ``<family>/<facet>/*`` (over
+   its levels); the members of a *categorical* family (``facet`` only, e.g. ``mass/heart``) are
+   values of their own;
 2. per series (dataset, model, method, metric, value): the mean over seeds of the per-seed means,
    with a 95% bootstrap interval over seeds (over samples when a single seed has results);
 3. ranks of the methods in each model's column (null baselines left out), in the metric's
    direction, with bootstrap intervals on ranks where every method shares the same seeds;
 4. paired Wilcoxon tests between methods on the same (seed, sample) pairs, Holm-corrected within
    each (dataset, model, metric, value), and Callanan's group tests between model variants over
-   per-seed means, Holm-corrected within each (dataset, method, metric, value).
+   per-seed means, Holm-corrected within each (dataset, method, metric, value);
+5. what explaining cost: per (dataset, method), the median over its cells of the explanation time
+   per sample and of the peak memory (``explain_seconds``, ``explain_peak_bytes``);
+6. how far the metrics agree on the methods' ranking (:mod:`xbench.leaderboard.reliability`).
+
+Null baselines are the rows' flags: a model column is one where ``model_untrained``, a method row
+where ``method_baseline``.
+
+Engine: plain pandas ``groupby(observed=True, sort=False)`` on the categorical columns. It replaced
+a hand-rolled engine (integer codes combined into one key, ``pd.factorize``, ``np.bincount``) after
+both were measured in one session on the project's 2-core machine (shared, load average 7–11), on
+the 5-million-row synthetic run of ``tests/benchmarks/test_bench_leaderboard.py``, interleaved:
+
+- the grouping steps alone (family summaries and per-seed means of both views, 2.1 million
+  headline rows): hand-rolled 10.2 and 8.9 s, pandas 12.2 and 13.8 s;
+- the whole build (``xbench leaderboard``): hand-rolled 63.3 and 40.1 s, pandas 55.0 and 41.4 s
+  (the pandas builds also read nine more columns and compute the costs and the metric agreement;
+  figures dominate both); reading the parts alone took 13–18 s in the same session.
+
+pandas groups about 1.4× slower, which the whole build does not show through the noise, and both
+stay inside the one-minute budget even on the loaded machine; the hand-rolled engine is not
+clearly needed, so the shorter, standard code won. The benchmark asserts the budget as a ratio
+to reading the parts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
@@ -24,67 +50,27 @@ import pandas as pd
 
 from . import stats
 from .load import parse_params
+from .reliability import metric_agreement
 
 KEYS = ["dataset_label", "model_label", "method_label", "metric_label", "value_name"]
+DESCRIBE = ["family", "facet", "level", "summary"]
+"""What a value is (constant per metric and value): its family and facets, and whether it is a
+summary over a family's members (then ``facet`` is set for a per-facet summary)."""
+CARRIED = ["correct", "higher_is_better", "category", "method_baseline", "model_untrained"]
 VIEWS = ("all", "correct")
 NUMERIC = {"n", "statistic", "p", "r", "median_diff"}
 MIN_GROUP = 2  # model instances per group for a group comparison
+SUMMARY_KEYS = ["dataset_label", "model_label", "method_label", "metric_label", "family", "seed", "sample"]
 
 
-def family_of(value_name: str) -> str | None:
-    """``rmse/contrast/3`` → ``rmse``; plain names and summaries (``…/*``) → None."""
-    return value_name.split("/", 1)[0] if "/" in value_name and not value_name.endswith("/*") else None
-
-
-def facets_of(value_name: str) -> list[str]:
-    return value_name.split("/")[1:]
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def family_kinds(value_names) -> dict[str, str]:
-    """How each family's facets are shaped, which decides how it is shown:
-
-    - ``curve``: one integer facet (``morf/<k>``): a summary over k in the tables, a curve figure;
-    - ``corruption``: (name, number) facets (``rmse/<corruption>/<severity>``): a summary over all
-      facets, one per corruption (over severities), and figures against severity and layer;
-    - ``categorical``: one named facet (``mass/<region>``): each member is a value of its own;
-    - ``other``: a summary over all facets.
-    """
-    shapes: dict[str, list[list[str]]] = {}
-    for name in value_names:
-        f = family_of(str(name))
-        if f:
-            shapes.setdefault(f, []).append(facets_of(str(name)))
-    kinds = {}
-    for f, facets in shapes.items():
-        if all(len(x) == 1 and x[0].lstrip("-").isdigit() for x in facets):
-            kinds[f] = "curve"
-        elif all(len(x) == 2 and _numeric(x[1]) for x in facets):
-            kinds[f] = "corruption"
-        elif all(len(x) == 1 for x in facets):
-            kinds[f] = "categorical"
-        else:
-            kinds[f] = "other"
-    return kinds
-
-
-def summaries_of(value_name: str, kinds: dict[str, str]) -> list[str]:
-    """The summary values a family member feeds: ``rmse/*`` and ``rmse/contrast/*`` for a
-    corruption family, ``morf/*`` for a curve; none for categorical members and plain values."""
-    f = family_of(value_name)
-    if f is None or kinds.get(f) == "categorical":
-        return []
-    out = [f"{f}/*"]
-    if kinds.get(f) == "corruption":
-        out.append(f"{f}/{facets_of(value_name)[0]}/*")
-    return out
+def family_kind(facet, level) -> str | None:
+    """``curve`` (a level only), ``categorical`` (a facet only), ``grid`` (both); None for a plain
+    value (neither)."""
+    has_facet = facet is not None and not pd.isna(facet)
+    has_level = level is not None and not pd.isna(level)
+    if has_level:
+        return "grid" if has_facet else "curve"
+    return "categorical" if has_facet else None
 
 
 @dataclass
@@ -98,97 +84,133 @@ class Aggregates:
     paired: pd.DataFrame         # Wilcoxon signed-rank between methods
     groups: pd.DataFrame         # Mann–Whitney and effect sizes between model variants
     samples: pd.DataFrame        # per-sample headline rows (plain values and family summaries)
+    costs: pd.DataFrame          # per (dataset, method): median explanation time and peak memory
+    reliability: pd.DataFrame    # Kendall τ between the methods' rankings by two series (reliability.py)
     model_params: dict[str, dict]
     method_params: dict[str, dict]
+    untrained: set[str] = field(default_factory=set)        # model labels of untrained models
+    metric_names: dict[str, str] = field(default_factory=dict)  # metric label → metric name
 
 
-# ----------------------------------------------------------------------------- grouping helpers
+# ----------------------------------------------------------------------------- helpers
 
-def _codes(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes (0..k-1, missing = its own code) and the labels they stand for."""
-    col = frame[column]
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        codes = col.cat.codes.to_numpy().astype(np.int64)
-        labels = np.asarray(col.cat.categories, dtype=object)
-        if (codes < 0).any():
-            labels = np.append(labels, None)
-            codes = np.where(codes < 0, len(labels) - 1, codes)
-        return codes, labels
-    codes, labels = pd.factorize(col.to_numpy(), sort=True, use_na_sentinel=False)
-    return codes.astype(np.int64), np.asarray(labels)
+def _finite(values: pd.Series) -> np.ndarray:
+    v = values.to_numpy(float)
+    return np.where(np.isfinite(v), v, np.nan)
 
 
-def _group(codes: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group rows by several code columns (hashing, no sort): (group id per row, numbered in
-    order of first appearance; (G, k) codes of each group; index of each group's first row)."""
-    if not codes[0].size:
-        return np.zeros(0, np.int64), np.zeros((0, len(codes)), np.int64), np.zeros(0, np.int64)
-    combined = np.zeros(codes[0].shape, np.int64)
-    total = 1
-    for c, s in zip(codes, sizes):
-        s = max(int(s), 1)
-        if total * s >= 2**62:  # would overflow: renumber what we have first
-            combined = pd.factorize(combined)[0].astype(np.int64)
-            total = int(combined.max()) + 1
-        combined = combined * s + c
-        total *= s
-    gid = pd.factorize(combined)[0].astype(np.int64)
-    first = pd.Series(gid).drop_duplicates().index.to_numpy()  # code i first appears at first[i]
-    rows = np.stack([c[first] for c in codes], axis=1)
-    return gid, rows, first
+def _finite_values(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with infinite values as NaN (which means leave out); the rows themselves when none
+    are infinite (the usual case: no copy)."""
+    if np.isinf(rows["value"].to_numpy(float)).any():
+        return rows.assign(value=_finite(rows["value"]))
+    return rows
 
 
-def _means(values: np.ndarray, groups: np.ndarray, size: int, weight: np.ndarray | None = None):
-    """Mean of the finite values per group (nan where none) and their count."""
-    ok = np.isfinite(values)
-    if weight is not None:
-        ok &= weight
-    count = np.bincount(groups[ok], minlength=size)
-    total = np.bincount(groups[ok], weights=values[ok], minlength=size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return total / count, count
+def _objects(series: pd.Series) -> np.ndarray:
+    return series.astype(object).to_numpy()
+
+
+def _first_by(frame: pd.DataFrame, key: str, column: str) -> dict:
+    """``key`` value → the first non-null ``column`` value of its rows."""
+    if frame.empty:
+        return {}
+    got = frame.groupby(key, observed=True, sort=False)[column].first()
+    return {k: (None if v is pd.NA else v) for k, v in got.items() if k is not None}
+
+
+def _params(frame: pd.DataFrame, label: str, params: str) -> dict[str, dict]:
+    return {str(k): parse_params(v) for k, v in _first_by(frame, label, params).items()}
 
 
 # ----------------------------------------------------------------------------- families
 
+HEADLINE = KEYS + ["seed", "sample", "value", "family", "facet", "level"] + CARRIED
+COSTS = ["explain_seconds", "explain_peak_bytes"]
+
+
+def _summary(members: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per ``keys`` group: the mean of its finite member values (the carried columns are
+    constant within a group)."""
+    grouped = _finite_values(members).groupby(keys, observed=True, sort=False)
+    return grouped.agg(value=("value", "mean"), **{c: (c, "first") for c in CARRIED}).reset_index()
+
+
+def _summary_names(part: pd.DataFrame) -> np.ndarray:
+    """``rmse/*`` (over every member) or ``rmse/contrast/*`` (over one facet's levels)."""
+    fam = _objects(part["family"])
+    if "facet" not in part:
+        return fam + "/*"
+    return fam + "/" + _objects(part["facet"]) + "/*"
+
+
 def _with_family_summaries(sample: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(headline rows, family-member rows). Headline rows are the plain values, the members of
-    categorical families, and one row per sample for each summary (:func:`summaries_of`): the
-    per-sample mean over the facets it covers."""
-    names = [str(n) for n in sample["value_name"].cat.categories]
-    kinds = family_kinds(names)
-    feeds = [summaries_of(n, kinds) for n in names]
-    vcode = sample["value_name"].cat.codes.to_numpy()
-    member = np.array([bool(f) for f in feeds] + [False])[vcode]
+    categorical families, and one row per sample for each summary of a curve or grid family: the
+    per-sample mean over the members it covers."""
+    sample = sample[HEADLINE]
+    member = (sample["family"].notna() & sample["level"].notna()).to_numpy()
     if not member.any():
-        return sample, sample.iloc[:0]
-    members = sample[member]
-    summary_names = sorted({x for f in feeds for x in f})
-    names_cat = sample["value_name"].cat.add_categories(summary_names)
-    code_of = {n: len(names) + i for i, n in enumerate(summary_names)}
-    cols = ["dataset_label", "model_label", "method_label", "metric_label"]
-    codes, labels = zip(*(_codes(members, c) for c in cols))
-    seed_codes, seed_labels = _codes(members, "seed")
-    sample_codes, sample_labels = _codes(members, "sample")
-    mcode = members["value_name"].cat.codes.to_numpy()
-    values = members["value"].to_numpy(float)
-    derived = []
-    for level in range(max(len(f) for f in feeds)):  # 0: over all facets, 1: over the last facet
-        target = np.array([code_of[f[level]] if len(f) > level else -1 for f in feeds])[mcode]
-        use = target >= 0
-        gid, rows, first = _group([c[use] for c in (*codes, target, seed_codes, sample_codes)],
-                                  [len(x) for x in labels] + [len(names) + len(summary_names), len(seed_labels),
-                                                              len(sample_labels)])
-        mean, _ = _means(values[use], gid, len(rows))
-        src = members[use].iloc[first]
-        part = pd.DataFrame({c: src[c].array for c in sample.columns if c not in ("value_name", "value")})
-        part["value_name"] = pd.Categorical.from_codes(rows[:, len(cols)], dtype=names_cat.dtype)
-        part["value"] = mean
-        derived.append(part)
-    plain = sample[~member].assign(value_name=names_cat[~member])
-    headline = pd.concat([plain, *derived], ignore_index=True)
+        return sample.assign(summary=False), sample.iloc[:0]
+    plain, members = sample[~member], sample[member]
+    parts = [_summary(members, SUMMARY_KEYS)]
+    grid = members[members["facet"].notna().to_numpy()]
+    if len(grid):
+        parts.append(_summary(grid, SUMMARY_KEYS + ["facet"]))
+    names = [_summary_names(part) for part in parts]
+    summary_names = sorted({n for arr in names for n in pd.unique(arr)})
+    value_type = pd.CategoricalDtype(list(sample["value_name"].cat.categories) + summary_names)
+    pieces = [plain.assign(value_name=plain["value_name"].astype(value_type), summary=False)]
+    for part, name in zip(parts, names):
+        part = part.assign(value_name=pd.Categorical(name, dtype=value_type), level=np.nan, summary=True)
+        if "facet" not in part:
+            part["facet"] = None
+        pieces.append(part.astype({c: sample[c].dtype for c in sample.columns if c != "value_name"
+                                   and isinstance(sample[c].dtype, pd.CategoricalDtype)})[pieces[0].columns])
+    headline = pd.concat(pieces, ignore_index=True)
     headline["value_name"] = headline["value_name"].cat.remove_unused_categories()
     return headline, members
+
+
+def _with_model_families(model: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Model-level rows (categorical family members kept) plus one ``<family>/*`` row per
+    (dataset, model, seed, metric, family): the mean over its members."""
+    if model.empty:
+        return model.assign(summary=False), model
+    member = (model["family"].notna() & model["level"].notna()).to_numpy()
+    members = model[member]
+    if not member.any():
+        return model.assign(summary=False), members
+    keys = ["dataset_label", "model_label", "metric_label", "family", "seed"]
+    summary = (_finite_values(members)
+               .groupby(keys, observed=True, sort=False)
+               .agg(value=("value", "mean"), higher_is_better=("higher_is_better", "first"),
+                    category=("category", "first"), model_untrained=("model_untrained", "first"))
+               .reset_index())
+    summary["value_name"] = _objects(summary["family"]) + "/*"
+    summary = summary.assign(method_label=None, method_baseline=pd.NA, facet=None, level=np.nan, summary=True,
+                             scope="model")
+    plain = model[~member].assign(summary=False)
+    out = pd.concat([plain.astype({c: object for c in ("value_name", "family", "facet", "method_label")}),
+                     summary.reindex(columns=plain.columns)], ignore_index=True)
+    for c in KEYS + ["category", "family", "facet"]:
+        out[c] = out[c].astype("category")
+    return out, members
+
+
+def facet_counts(*frames: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """How many member values each summary covers, per metric: ``(metric, "rmse")`` and
+    ``(metric, "rmse/contrast")`` → the number of distinct members (for the tables' titles)."""
+    counts: dict[tuple[str, str], int] = {}
+    for frame in frames:
+        if frame.empty:
+            continue
+        members = frame[(frame["family"].notna() & frame["level"].notna()).to_numpy()]
+        distinct = members[["metric_label", "family", "facet", "value_name"]].astype(object).drop_duplicates()
+        for metric, fam, facet, _ in distinct.itertuples(index=False):
+            for base in [fam] + ([f"{fam}/{facet}"] if facet is not None and not pd.isna(facet) else []):
+                counts[(metric, base)] = counts.get((metric, base), 0) + 1
+    return counts
 
 
 # ----------------------------------------------------------------------------- main entry
@@ -197,158 +219,146 @@ def aggregate(frame: pd.DataFrame, *, resamples: int = stats.RESAMPLES, seed: in
     """All the leaderboard's numbers from the rows of :func:`xbench.leaderboard.load.load_frame`."""
     model_params = _params(frame, "model_label", "model_params")
     method_params = _params(frame, "method_label", "method_params")
-    sample = frame[frame["scope"] == "sample"]
-    model = frame[frame["scope"] == "model"]
-    headline, members = _with_family_summaries(sample) if not sample.empty else (sample, sample)
+    untrained = {str(k) for k, v in _first_by(frame, "model_label", "model_untrained").items()
+                 if v is not None and not pd.isna(v) and bool(v)}
+    metric_names = {str(k): str(v) for k, v in _first_by(frame, "metric_label", "metric").items() if v is not None}
+    is_sample = (frame["scope"] == "sample").to_numpy()
+    # columns first, then rows: a boolean selection copies every column it keeps
+    sample = frame[HEADLINE + [c for c in COSTS if c in frame]][is_sample]
+    model = frame[~is_sample]
+    headline, members = _with_family_summaries(sample)
 
-    correct = {"all": None, "correct": headline["correct"].fillna(False).to_numpy(bool)}
-    per_seed_parts, series_parts = _series(headline, correct, resamples, seed)
+    per_seed_parts, series_parts = _series(headline, resamples, seed)
     if len(members):
-        mcorrect = {"all": None, "correct": members["correct"].fillna(False).to_numpy(bool)}
-        per_seed_parts += _series(members, mcorrect, resamples, seed, summarise=False)[0]
+        per_seed_parts += _series(members.assign(summary=False), resamples, seed, summarise=False)[0]
     per_seed = pd.concat(per_seed_parts, ignore_index=True)
     series = pd.concat(series_parts, ignore_index=True)
-    series = _flag_baselines(series, model_params)
+    series = _flag_baselines(series)
     series = _rank(series, per_seed, resamples, seed)
 
     model_rows, model_members = _with_model_families(model)
-    (mps,), (msr,) = _series(model_rows, {"all": None}, resamples, seed, model_level=True)
+    mps_parts, msr_parts = _series(model_rows, resamples, seed, model_level=True)
     if len(model_members):
-        (mm,), _ = _series(model_members, {"all": None}, resamples, seed, summarise=False, model_level=True)
-        mps = pd.concat([mps, mm], ignore_index=True)
+        mps_parts += _series(model_members.assign(summary=False), resamples, seed, summarise=False,
+                             model_level=True)[0]
+    mps = pd.concat(mps_parts, ignore_index=True)
+    msr = pd.concat(msr_parts, ignore_index=True).drop(columns="row_baseline")
     paired = _paired(headline, series)
     groups = _group_tests(per_seed, mps, model_params, set(series["value_name"].astype(object)),
                           set(msr["value_name"].astype(object)) if len(msr) else set())
     return Aggregates(series=series, per_seed=per_seed, models=msr, model_per_seed=mps, paired=paired,
-                      groups=groups, samples=headline, model_params=model_params, method_params=method_params)
+                      groups=groups, samples=headline, costs=_costs(sample),
+                      reliability=metric_agreement(series, per_seed, untrained, metric_names, resamples=resamples,
+                                                   seed=seed),
+                      model_params=model_params,
+                      method_params=method_params, untrained=untrained, metric_names=metric_names)
 
 
-def _params(frame: pd.DataFrame, label: str, params: str) -> dict[str, dict]:
-    if frame.empty:
-        return {}
-    (lc, ll), (pc, pl) = _codes(frame, label), _codes(frame, params)
-    _, rows, _ = _group([lc, pc], [len(ll), len(pl)])
-    return {str(ll[a]): parse_params(pl[b]) for a, b in rows if ll[a] is not None}
-
-
-def _with_model_families(model: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Model-level rows (categorical family members kept) plus one ``<family>/*`` row per
-    (dataset, model, seed, metric, family): the mean over its facets."""
-    if model.empty:
-        return model, model
-    names = model["value_name"].astype(str)
-    kinds = family_kinds(names.unique())
-    overall = names.map(lambda n: (summaries_of(n, kinds) or [None])[0])
-    member = overall.notna().to_numpy()
-    members = model[member]
-    if not member.any():
-        return model, members
-    summary = (members.assign(value_name=overall[member].to_numpy())
-               .astype({"value_name": object})
-               .groupby(["dataset_label", "model_label", "metric_label", "value_name", "seed"], observed=True,
-                        sort=False)
-               .agg(value=("value", "mean"), higher_is_better=("higher_is_better", "first"),
-                    category=("category", "first"), method_baseline=("method_baseline", "first"),
-                    method_label=("method_label", "first"), scope=("scope", "first"))
-               .reset_index())
-    out = pd.concat([model[~member].astype({"value_name": object}), summary], ignore_index=True)
-    for c in KEYS + ["category"]:
-        out[c] = out[c].astype("category")
-    return out, members
-
-
-def _series(rows: pd.DataFrame, views: dict[str, np.ndarray | None], resamples: int, seed: int, *,
-            summarise: bool = True, model_level: bool = False) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
-    """Per-seed means and (if ``summarise``) per-series mean and CI, for each view (a row mask,
-    None = every row); the rows are grouped once for all views."""
-    codes, labels = zip(*(_codes(rows, c) for c in KEYS))
-    seed_codes, seed_labels = _codes(rows, "seed")
-    values = rows["value"].to_numpy(float)
-    sid, srow, first = _group(list(codes), [len(x) for x in labels])
-    meta = rows.iloc[first]
-    keys = {c: labels[j][srow[:, j]] for j, c in enumerate(KEYS)}
-    hib = meta["higher_is_better"].to_numpy(object)
-    category = meta["category"].astype(object).to_numpy()
-    baseline = _any_by(rows["method_baseline"].fillna(False).to_numpy(bool), sid, len(srow))
+def _series(rows: pd.DataFrame, resamples: int, seed: int, *, summarise: bool = True,
+            model_level: bool = False) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """Per-seed means and (if ``summarise``) per-series mean and CI, for each view ("all"; and
+    "correct", correctly classified samples only, for per-sample rows); one grouping for both."""
+    views = ("all",) if model_level else VIEWS
+    value = _finite(rows["value"])
+    data = {"value": value}
+    if "correct" in views:
+        data["value_correct"] = np.where(rows["correct"].fillna(False).to_numpy(bool), value, np.nan)
+    keys = KEYS + ["seed"]
+    meta_cols = {"higher_is_better": "first", "category": "first", "method_baseline": "any",
+                 "model_untrained": "first", **{c: "first" for c in DESCRIBE}}
+    frame = rows[keys + list(meta_cols)].assign(**data,
+                                                method_baseline=rows["method_baseline"].fillna(False).astype(bool))
+    aggs = {f"{v}_{s}": (v, s) for v in data for s in ("mean", "count")}
+    grouped = frame.groupby(keys, observed=True, sort=False, dropna=False)
+    per = grouped.agg(**aggs, **{c: (c, how) for c, how in meta_cols.items()}).reset_index()
+    if per.empty:
+        ps_cols = keys + DESCRIBE + ["higher_is_better", "mean", "n", "view"]
+        series_cols = KEYS + DESCRIBE + ["higher_is_better", "category", "mean", "ci_low", "ci_high", "ci_over", "seeds",
+                                         "samples", "row_baseline", "model_baseline", "view"]
+        return [pd.DataFrame(columns=ps_cols)], [pd.DataFrame(columns=series_cols)] if summarise else []
+    sid = per.groupby(KEYS, observed=True, sort=False, dropna=False).ngroup().to_numpy()
+    first = pd.Series(np.arange(len(sid))).groupby(sid).first().to_numpy()  # row of each series
+    meta = per.iloc[first].reset_index(drop=True)
+    seed_codes, seed_labels = pd.factorize(per["seed"].to_numpy(np.int64), sort=True)
     per_seed_out, series_out = [], []
-    for view, weight in views.items():
-        per_seed, series = _one_view(values, sid, seed_codes, seed_labels, len(srow), weight, resamples, seed,
-                                     summarise, model_level)
-        s_idx = per_seed.pop("series").to_numpy()
-        per_seed_out.append(pd.DataFrame({c: k[s_idx] for c, k in keys.items()}).assign(
-            **per_seed, higher_is_better=hib[s_idx], view=view))
+    for view, column in zip(views, data):
+        mean = per[f"{column}_mean"].to_numpy(float)
+        count = per[f"{column}_count"].to_numpy(np.int64)
+        present = count > 0
+        ps = per.loc[present, keys + DESCRIBE + ["higher_is_better"]].assign(
+            mean=mean[present], n=count[present], view=view)
+        per_seed_out.append(ps.reset_index(drop=True))
         if summarise:
-            kept = series.pop("series").to_numpy()
-            series_out.append(pd.DataFrame({c: k[kept] for c, k in keys.items()}).assign(
-                **series, higher_is_better=hib[kept], category=category[kept], row_baseline=baseline[kept],
-                view=view))
+            s = _summarise(rows, value if view == "all" else data["value_correct"], sid, seed_codes,
+                           len(seed_labels), mean, count, len(first), resamples, seed, model_level)
+            kept = s.pop("series").to_numpy()
+            series_out.append(meta.loc[kept, KEYS + DESCRIBE + ["higher_is_better", "category"]]
+                              .reset_index(drop=True)
+                              .assign(**{k: v.to_numpy() for k, v in s.items()},
+                                      row_baseline=meta["method_baseline"].to_numpy(bool)[kept],
+                                      model_baseline=meta["model_untrained"].fillna(False).to_numpy(bool)[kept],
+                                      view=view))
     return per_seed_out, series_out
 
 
-def _one_view(values, sid, seed_codes, seed_labels, n_series, weight, resamples, seed, summarise, model_level):
-    n_seeds = max(len(seed_labels), 1)
-    mean, count = _means(values, sid * n_seeds + seed_codes, n_series * n_seeds, weight)
-    mean, count = mean.reshape(n_series, n_seeds), count.reshape(n_series, n_seeds)
-    present = count > 0
-    s_idx, k_idx = np.nonzero(present)
-    per_seed = {"series": s_idx, "seed": np.asarray(seed_labels)[k_idx].astype(np.int64),
-                "mean": mean[s_idx, k_idx], "n": count[s_idx, k_idx]}
-    per_seed = pd.DataFrame(per_seed)
-    if not summarise:
-        return per_seed, None
-    finite = np.isfinite(mean) & present
+def _summarise(rows, values, sid, seed_codes, n_seeds, mean, count, n_series, resamples, seed, model_level):
+    """Mean over seeds, its interval and counts, per series (series with no finite value left out)."""
+    grid = np.full((n_series, max(n_seeds, 1)), np.nan)
+    counts = np.zeros((n_series, max(n_seeds, 1)), np.int64)
+    grid[sid, seed_codes] = np.where(count > 0, mean, np.nan)
+    counts[sid, seed_codes] = count
+    finite = np.isfinite(grid)
     seeds_used = finite.sum(1)
-    overall = np.where(seeds_used > 0, np.where(finite, mean, 0).sum(1) / np.maximum(seeds_used, 1), np.nan)
+    overall = np.where(seeds_used > 0, np.where(finite, grid, 0).sum(1) / np.maximum(seeds_used, 1), np.nan)
     lo, hi = np.full(n_series, np.nan), np.full(n_series, np.nan)
     ci_over = np.where(seeds_used >= 2, "seeds", "none" if model_level else "samples").astype(object)
     # over seeds: rows with the same number of finite seeds share one resampling
     for n in np.unique(seeds_used[seeds_used >= 2]):
         which = np.flatnonzero(seeds_used == n)
-        block = np.sort(np.where(finite[which], mean[which], np.inf), axis=1)[:, :n]  # finite values first
+        block = np.sort(np.where(finite[which], grid[which], np.inf), axis=1)[:, :n]  # finite values first
         lo[which], hi[which] = stats.bootstrap_ci(block, resamples=resamples, seed=seed + int(n))
     # a single seed: over its samples (model-level values have one number per seed: no interval)
     single = np.flatnonzero(seeds_used == 1)
     if single.size and not model_level:
-        pick = np.isin(sid, single)
-        if weight is not None:
-            pick &= weight
-        slo, shi, _ = stats.grouped_bootstrap_ci(values[pick], sid[pick], resamples=resamples, seed=seed)
+        row_series = rows.groupby(KEYS, observed=True, sort=False, dropna=False).ngroup().to_numpy()
+        pick = np.isin(row_series, single) & np.isfinite(values)
+        slo, shi, _ = stats.grouped_bootstrap_ci(values[pick], row_series[pick], resamples=resamples, seed=seed)
         slo = np.pad(slo, (0, max(0, n_series - len(slo))), constant_values=np.nan)
         shi = np.pad(shi, (0, max(0, n_series - len(shi))), constant_values=np.nan)
         lo[single], hi[single] = slo[single], shi[single]
-    kept = np.flatnonzero(count.sum(1) > 0)
-    series = pd.DataFrame({"series": kept, "mean": overall[kept], "ci_low": lo[kept], "ci_high": hi[kept],
-                           "ci_over": ci_over[kept], "seeds": seeds_used[kept], "samples": count.sum(1)[kept]})
-    return per_seed, series
+    total = counts.sum(1)
+    kept = np.flatnonzero(total > 0)
+    return pd.DataFrame({"series": kept, "mean": overall[kept], "ci_low": lo[kept], "ci_high": hi[kept],
+                         "ci_over": ci_over[kept], "seeds": seeds_used[kept], "samples": total[kept]})
 
 
-def _any_by(flags: np.ndarray, groups: np.ndarray, size: int) -> np.ndarray:
-    return np.bincount(groups, weights=flags.astype(float), minlength=size) > 0
-
-
-def _flag_baselines(series: pd.DataFrame, model_params: dict[str, dict]) -> pd.DataFrame:
-    """A model column is a null baseline when its params say ``untrained``; a method row is one
-    when the method is a null baseline (its rows' ``method_baseline`` flag)."""
-    untrained = {k for k, v in model_params.items() if v.get("untrained")}
-    model_baseline = series["model_label"].astype(object).isin(untrained).to_numpy()
+def _flag_baselines(series: pd.DataFrame) -> pd.DataFrame:
+    """A method row is a null baseline when the method is one (its rows' ``method_baseline``
+    flag); a model column when the model is untrained (``model_baseline``, from the rows'
+    ``model_untrained``)."""
     base_methods = set(series.loc[series["row_baseline"].to_numpy(bool), "method_label"].astype(object))
     return series.drop(columns="row_baseline").assign(
-        model_baseline=model_baseline,
-        method_baseline=series["method_label"].astype(object).isin(base_methods).to_numpy(),
-    )
+        method_baseline=series["method_label"].astype(object).isin(base_methods).to_numpy())
 
 
-def _segments(frame: pd.DataFrame, columns: list[str]):
-    """Yield (key tuple, row positions) for each group of ``columns`` (fast: one sort, no pandas
-    groupby per group)."""
-    if frame.empty:
-        return
-    codes, labels = zip(*(_codes(frame, c) for c in columns))
-    gid, rows, _ = _group(list(codes), [len(x) for x in labels])
-    order = np.argsort(gid, kind="stable")
-    bounds = np.flatnonzero(np.diff(gid[order])) + 1
-    for g, idx in zip(np.unique(gid), np.split(order, bounds)):
-        yield tuple(labels[j][rows[g, j]] for j in range(len(columns))), idx
+def _costs(sample: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, method): the median over its cells (model × seed) of the explanation time per
+    sample and of the peak memory while explaining, and how many cells recorded them."""
+    columns = ["dataset_label", "method_label", "seconds", "peak_bytes", "cells"]
+    if sample.empty or "explain_seconds" not in sample:
+        return pd.DataFrame(columns=columns)
+    cell = ["dataset_label", "model_label", "seed", "method_label"]
+    per_cell = (sample[cell + ["explain_seconds", "explain_peak_bytes"]]
+                .groupby(cell, observed=True, sort=False)
+                .agg(seconds=("explain_seconds", "max"), peak_bytes=("explain_peak_bytes", "max")))
+    per_cell = per_cell[per_cell["seconds"].notna() | per_cell["peak_bytes"].notna()].reset_index()
+    if per_cell.empty:
+        return pd.DataFrame(columns=columns)
+    out = (per_cell.astype({"peak_bytes": float})
+           .groupby(["dataset_label", "method_label"], observed=True, sort=True)
+           .agg(seconds=("seconds", "median"), peak_bytes=("peak_bytes", "median"), cells=("seconds", "size"))
+           .reset_index())
+    return out[columns]
 
 
 def _matrix(row_keys: np.ndarray, col_keys: np.ndarray, values: np.ndarray):
@@ -368,23 +378,25 @@ def _rank(series: pd.DataFrame, per_seed: pd.DataFrame, resamples: int, seed: in
     rankable = series["higher_is_better"].notna().to_numpy() & ~series["method_baseline"].to_numpy(bool) & \
         np.isfinite(series["mean"].to_numpy(float))
     cols = ["view", "dataset_label", "model_label", "metric_label", "value_name"]
-    sub = series[rankable]
-    blocks = {key: idx for key, idx in _segments(per_seed, cols)}
-    p_method = per_seed["method_label"].astype(object).to_numpy()
+    blocks = per_seed.groupby(cols, observed=True, sort=False).indices if len(per_seed) else {}
+    p_method = _objects(per_seed["method_label"])
     p_seed = per_seed["seed"].to_numpy(np.int64)
     p_mean = per_seed["mean"].to_numpy(float)
+    means_all = series["mean"].to_numpy(float)
+    methods_all = _objects(series["method_label"])
+    hib_all = series["higher_is_better"].to_numpy(object)
     positions = np.flatnonzero(rankable)
-    for key, idx in _segments(sub, cols):
+    sub = series.iloc[positions]
+    for key, idx in (sub.groupby(cols, observed=True, sort=False).indices.items() if len(sub) else []):
         where = positions[idx]
-        hib = bool(series["higher_is_better"].iloc[where[0]])
-        means = series["mean"].to_numpy(float)[where]
-        rank[where] = stats.ranks(means, hib)
+        hib = bool(hib_all[where[0]])
+        rank[where] = stats.ranks(means_all[where], hib)
         if len(where) < 2 or key not in blocks:
             continue
         b = blocks[key]
         methods, _, m = _matrix(p_method[b], p_seed[b], p_mean[b])
         lookup = {name: i for i, name in enumerate(methods)}
-        wanted = [lookup.get(name) for name in series["method_label"].astype(object).to_numpy()[where]]
+        wanted = [lookup.get(name) for name in methods_all[where]]
         if None in wanted:
             continue
         m = m[wanted]
@@ -401,43 +413,41 @@ def _paired(headline: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
     fam_cols = ["dataset_label", "model_label", "metric_label", "value_name"]
     columns = ["view", *fam_cols, "method_a", "method_b", "n", "statistic", "p", "p_holm", "r", "median_diff",
                "higher_is_better"]
-    if headline.empty:
+    needed = [*fam_cols, "method_label", "seed", "sample", "value", "correct", "higher_is_better"]
+    directed = headline[needed][headline["higher_is_better"].notna().to_numpy()] if len(headline) else headline
+    if directed.empty:
         return pd.DataFrame(columns=columns)
-    directed = headline["higher_is_better"].notna().to_numpy()
-    codes, labels = zip(*(_codes(headline, c) for c in fam_cols))
-    gid, rows, first = _group([c[directed] for c in codes], [len(x) for x in labels])
-    method, method_labels = _codes(headline, "method_label")
-    method = method[directed]
-    obs = headline["seed"].to_numpy(np.int64)[directed] * (int(headline["sample"].max()) + 1) + \
-        headline["sample"].to_numpy(np.int64)[directed]
-    value = headline["value"].to_numpy(float)[directed]
-    correct = headline["correct"].fillna(False).to_numpy(bool)[directed]
-    hib = headline["higher_is_better"].to_numpy(object)[directed]
+    method = _objects(directed["method_label"])
+    obs = directed["seed"].to_numpy(np.int64) * (int(directed["sample"].max()) + 1) + \
+        directed["sample"].to_numpy(np.int64)
+    value = directed["value"].to_numpy(float)
+    correct = directed["correct"].fillna(False).to_numpy(bool)
+    hib = directed["higher_is_better"].to_numpy(object)
+    groups = directed.groupby(fam_cols, observed=True, sort=False).indices
     out: dict[str, list[np.ndarray]] = {}
     for view in VIEWS:
-        keep = np.ones(len(gid), bool) if view == "all" else correct
-        idx_all = np.flatnonzero(keep)
-        order = idx_all[np.argsort(gid[idx_all], kind="stable")]
-        bounds = np.flatnonzero(np.diff(gid[order])) + 1
-        for idx in np.split(order, bounds) if order.size else []:
-            m_codes, _, m = _matrix(method[idx], obs[idx], value[idx])
-            if len(m_codes) < 2:
+        for key, idx in groups.items():
+            if view == "correct":
+                idx = idx[correct[idx]]
+            if not idx.size:
                 continue
-            alphabetical = np.argsort(method_labels[m_codes.astype(int)].astype(str), kind="stable")
-            m_codes, m = m_codes[alphabetical], m[alphabetical]
-            ia, ib = (np.array(x) for x in zip(*combinations(range(len(m_codes)), 2)))
+            methods, _, m = _matrix(method[idx], obs[idx], value[idx])
+            if len(methods) < 2:
+                continue
+            alphabetical = np.argsort(methods.astype(str), kind="stable")
+            methods, m = methods[alphabetical], m[alphabetical]
+            ia, ib = (np.array(x) for x in zip(*combinations(range(len(methods)), 2)))
             res = stats.paired_wilcoxon(m[ia], m[ib])
-            g = gid[idx[0]]
             k = len(ia)
-            part = {"view": [view] * k, **{c: [labels[j][rows[g, j]]] * k for j, c in enumerate(fam_cols)},
-                    "method_a": method_labels[m_codes[ia].astype(int)], "method_b": method_labels[m_codes[ib].astype(int)],
+            part = {"view": [view] * k, **{c: [key[j]] * k for j, c in enumerate(fam_cols)},
+                    "method_a": methods[ia], "method_b": methods[ib],
                     "n": res["n"], "statistic": res["statistic"], "p": res["p"], "r": res["r"],
                     "median_diff": res["median_diff"], "higher_is_better": [bool(hib[idx[0]])] * k}
-            for key, v in part.items():
-                out.setdefault(key, []).append(np.asarray(v, dtype=object if key not in NUMERIC else float))
+            for name, v in part.items():
+                out.setdefault(name, []).append(np.asarray(v, dtype=object if name not in NUMERIC else float))
     if not out:
         return pd.DataFrame(columns=columns)
-    paired = pd.DataFrame({key: np.concatenate(v) for key, v in out.items()})
+    paired = pd.DataFrame({name: np.concatenate(v) for name, v in out.items()})
     family = paired.groupby(["view", *fam_cols], sort=False, dropna=False).ngroup()
     paired["p_holm"] = stats.holm(paired["p"].to_numpy(float), family.to_numpy())
     return paired[columns]

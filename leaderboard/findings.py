@@ -84,7 +84,7 @@ from scipy import stats as st
 
 from ..claims import Claim, Selector, parse_claims, position_key
 from ..errors import did_you_mean
-from .markdown import md_escape
+from .formatting import md_escape
 from .stats import bootstrap_means, cohens_d, holm, mann_whitney, paired_wilcoxon
 
 VERDICTS = ("reproduced", "contradicted", "inconclusive")
@@ -159,7 +159,7 @@ def findings_markdown(verdicts: Sequence[Verdict]) -> str:
     if not verdicts:
         return ""
     counts = {k: sum(v.verdict == k for v in verdicts) for k in VERDICTS}
-    lines = ["## Claims", "", " · ".join(f"{counts[k]} {k}" for k in VERDICTS), "",
+    lines = ["## Findings", "", " · ".join(f"{counts[k]} {k}" for k in VERDICTS), "",
              "| Claim | Verdict | Measured | Published | Statistic | n | Reason |",
              "|---|---|---|---|---|---|---|"]
     for row in findings_table(verdicts):

@@ -1,72 +1,77 @@
-"""The leaderboard as Markdown, for a README or a pull request: one table per ranked value.
+"""The leaderboard as Markdown, for a README or a pull request: the run's status and findings
+first, then per dataset its model-level values and one table per ranked value.
 
-Every plugin- or data-provided string goes through :func:`md_escape`: HTML is neutralised (GitHub
-renders raw HTML in Markdown) and table and emphasis syntax is escaped.
+It renders the typed tables of :mod:`xbench.leaderboard.tables` and computes nothing of its own.
+Every plugin- or data-provided string goes through :func:`~xbench.leaderboard.formatting.md_escape`:
+HTML is neutralised (GitHub renders raw HTML in Markdown) and table and emphasis syntax is escaped.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Any
 
-
-def md_escape(text: Any) -> str:
-    """Escape a string for a Markdown table cell (and neutralise raw HTML)."""
-    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"([\\|`*_\[\]#!~])", r"\\\1", s).replace("\r", " ").replace("\n", " ")
+from .formatting import fmt_bytes, fmt_number, fmt_seconds, md_escape
+from .load import RunStatus
+from .tables import DatasetPage, Score, ScoreTable
 
 
-def _num(value) -> str:
-    from .site import fmt_number
-
-    return fmt_number(value)
+def _interval(c: Score) -> str:
+    return f" [{fmt_number(c.ci_low)}, {fmt_number(c.ci_high)}]" if c.has_ci else ""
 
 
-def _cell(c: dict | None) -> str:
-    if not c:
+def _cell(c: Score | None) -> str:
+    if c is None:
         return "—"
-    text = _num(c["mean"])
-    if math.isfinite(c.get("ci_low", float("nan"))):
-        text += f" [{_num(c['ci_low'])}, {_num(c['ci_high'])}]"
-    rank = c.get("rank")
-    if rank is not None and math.isfinite(rank):
-        text = f"**{text}**" if rank == 1 else text
-        text += f" ({rank:g})"
+    text = fmt_number(c.mean) + _interval(c)
+    if c.has_rank:
+        text = f"**{text}**" if c.best else text
+        text += f" ({c.rank:g})"
     return text
 
 
-def summary_markdown(pages: list[tuple[str, list[dict], dict | None]], prov: dict[str, Any], rows: int) -> str:
-    """Per dataset: model-level values, then each ranked value's methods × models table on all
-    test samples: mean [95% CI] (rank), the best in bold, baselines marked."""
-    md = [f"# xbench leaderboard: {md_escape(prov.get('run'))}", "",
-          "Mean over seeds [95% bootstrap CI] (rank among non-baseline methods; 1 = best, in bold). "
-          "All test samples; the site also shows correctly classified samples only, statistics and figures.", ""]
-    for name, sections, classification in pages:
-        md += [f"## {md_escape(name)}", ""]
-        if classification and classification["rows"]:
-            cols = classification["columns"]
-            names = [c["name"] for c in cols]
-            heads = [c["name"] if names.count(c["name"]) == 1 else f"{c['metric']} / {c['name']}" for c in cols]
+def _score_table(t: ScoreTable) -> list[str]:
+    heads = [md_escape(c.label) + (" *(untrained)*" if c.untrained else "") for c in t.columns]
+    extra = ["time / sample", "peak memory"] if t.costs else []
+    md = [f"### {md_escape(t.metric)} / {md_escape(t.name)} {t.direction}", "",
+          "| method | " + " | ".join(extra + heads) + " |", "|---|" + "---|" * (len(heads) + len(extra))]
+    for r in t.rows:
+        label = md_escape(r.method) + (" *(baseline)*" if r.baseline else "")
+        costs = [fmt_seconds(r.cost.seconds if r.cost else None), fmt_bytes(r.cost.peak_bytes if r.cost else None)] \
+            if t.costs else []
+        md.append(f"| {label} | " + " | ".join(costs + [_cell(c) for c in r.cells]) + " |")
+    return md + [""]
+
+
+def summary_markdown(pages: list[DatasetPage], prov: dict[str, Any], rows: int, status: RunStatus,
+                     findings: str) -> str:
+    """The run's status, its findings (``findings``: the Markdown of
+    :func:`xbench.leaderboard.findings.findings_markdown`, or "" when the run states no claims),
+    then per dataset: model-level values, and each ranked value's methods × models table on all
+    test samples: mean [95% CI] (rank), the best in bold, baselines marked, with what explaining
+    cost per method where the run recorded it."""
+    md = [f"# xbench leaderboard: {md_escape(prov.get('run'))}", ""]
+    md += [f"**{md_escape(status.headline)}**" if status.complete else f"> **Warning:** {md_escape(status.headline)}",
+           ""]
+    md += [findings.rstrip("\n"), ""] if findings else ["This run states no claims.", ""]
+    md += ["Mean over seeds [95% bootstrap CI] (rank among non-baseline methods; 1 = best, in bold). "
+           "All test samples; the site also shows correctly classified samples only, statistics, the agreement "
+           "between metrics and figures.", ""]
+    for page in pages:
+        md += [f"## {md_escape(page.name)}", ""]
+        table = page.classification.main if page.classification else None
+        if table and table.rows:
+            names = [c.name for c in table.columns]
+            heads = [c.name if names.count(c.name) == 1 else c.heading for c in table.columns]
             md += ["| model | " + " | ".join(md_escape(h) for h in heads) + " |",
-                   "|---|" + "---|" * len(cols)]
-            for r in classification["rows"]:
-                label = md_escape(r["model"]) + (" *(untrained)*" if r["baseline"] else "")
-                md.append(f"| {label} | " + " | ".join(
-                    (_num(c["mean"]) + (f" [{_num(c['ci_low'])}, {_num(c['ci_high'])}]"
-                                        if math.isfinite(c["ci_low"]) else "")) if c else "—"
-                    for c in r["cells"]) + " |")
+                   "|---|" + "---|" * len(table.columns)]
+            for r in table.rows:
+                label = md_escape(r.model) + (" *(untrained)*" if r.untrained else "")
+                md.append(f"| {label} | " + " | ".join((fmt_number(c.mean) + _interval(c)) if c else "—"
+                                                       for c in r.cells) + " |")
             md.append("")
-        for section in sections:
-            for t in section["ranked"]:
-                md += [f"### {md_escape(t['metric'])} / {md_escape(t['name'])} {t['direction']}", "",
-                       "| method | " + " | ".join(md_escape(m) + (" *(untrained)*" if b else "")
-                                                  for m, b in zip(t["models"], t["model_baseline"])) + " |",
-                       "|---|" + "---|" * len(t["models"])]
-                for r in t["rows"]:
-                    label = md_escape(r["method"]) + (" *(baseline)*" if r["baseline"] else "")
-                    md.append(f"| {label} | " + " | ".join(_cell(c) for c in r["cells"]) + " |")
-                md.append("")
+        for section in page.views["all"]:
+            for t in section.ranked:
+                md += _score_table(t)
     md += ["", f"*{rows} result rows; xbench {md_escape(prov.get('xbench'))}, torch {md_escape(prov.get('torch'))}, "
                f"device {md_escape(prov.get('device'))}, {md_escape(prov.get('date'))}, "
                f"git {md_escape((prov.get('git') or '')[:12])}, config {md_escape(prov.get('config_source'))}.*", ""]

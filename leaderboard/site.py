@@ -1,85 +1,42 @@
-"""Render the static leaderboard: an index, one page per dataset, a provenance page, figures,
-CSV exports and a Markdown summary.
+"""Render the static leaderboard: an index (the run's status and findings first), one page per
+dataset, a provenance page, figures, CSV exports and a Markdown summary.
+
+The tables come from :mod:`xbench.leaderboard.tables` (built once, read by the templates and the
+Markdown renderer alike), the figures from :mod:`xbench.leaderboard.figure_plan` (planned) and
+:mod:`xbench.leaderboard.draw` (drawn), the findings from :mod:`xbench.leaderboard.findings`.
 
 Every string that comes from a plugin or from data is escaped (Jinja2 autoescape for HTML,
-:func:`xbench.leaderboard.markdown.md_escape` for Markdown, :func:`figures.text` in figures).
-The site needs no server: relative links, one small script, figures as files.
+:func:`~xbench.leaderboard.formatting.md_escape` for Markdown, ``draw.text`` in figures, and
+:func:`~xbench.leaderboard.formatting.write_csv` against spreadsheet formulas in CSV). The site
+needs no server: relative links, one small script, figures as files.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 import shutil
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..hashing import content_hash
-from . import figures, plots
-from .aggregate import Aggregates, aggregate, facets_of, family_kinds, family_of, summaries_of
-from .load import load_frame
+from . import figure_plan, tables
+from .aggregate import Aggregates, aggregate
+from .findings import evaluate, findings_markdown, findings_table
+from .formatting import data_value, fmt_bytes, fmt_number, fmt_p, fmt_rank, fmt_seconds, slug, write_csv
+from .load import load_run
 from .markdown import summary_markdown
-
-CATEGORY_ORDER = ["localisation", "faithfulness", "robustness", "sanity", "complexity", "classification"]
-
-
-# ----------------------------------------------------------------------------- formatting
-
-def _finite(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def fmt_number(value) -> str:
-    value = _finite(value)
-    if value is None:
-        return "—"
-    a = abs(value)
-    if a >= 1000:
-        return f"{value:,.0f}"
-    if a >= 100:
-        return f"{value:.1f}"
-    if a != 0 and a < 0.001:
-        return f"{value:.2e}"
-    return f"{value:.3f}"
-
-
-def fmt_p(value) -> str:
-    value = _finite(value)
-    if value is None:
-        return "—"
-    return f"{value:.1e}" if value < 1e-3 else f"{value:.3f}"
-
-
-def fmt_rank(value) -> str:
-    value = _finite(value)
-    return "" if value is None else f"{value:g}"
-
-
-def data_value(value) -> str:
-    """The ``data-v`` attribute the sorting script reads ("" for missing)."""
-    value = _finite(value)
-    return "" if value is None else repr(value)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
 
 
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("xbench.leaderboard", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
-    env.filters.update(num=fmt_number, p=fmt_p, rank=fmt_rank, dv=data_value, slug=slug)
+    env.filters.update(num=fmt_number, p=fmt_p, rank=fmt_rank, dv=data_value, slug=slug, seconds=fmt_seconds,
+                       bytes=fmt_bytes)
     return env
 
 
@@ -114,97 +71,27 @@ def provenance(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------------------------- tables
-
-def display_name(value: str, facets: dict[tuple[str, str], int], metric: str) -> str:
-    """``rmse/contrast/*`` → "rmse/contrast (mean over 5 facets)"."""
-    if value.endswith("/*"):
-        n = facets.get((metric, value[:-2]), 0)
-        return f"{value[:-2]} (mean over {n} facets)" if n else f"{value[:-2]} (mean over facets)"
-    return value
-
-
-def facet_counts(per_seed: pd.DataFrame, model_per_seed: pd.DataFrame) -> dict[tuple[str, str], int]:
-    """How many member values each summary covers, per metric (for the tables' titles)."""
-    counts: dict[tuple[str, str], int] = {}
-    for frame in (per_seed, model_per_seed):
-        if frame.empty:
-            continue
-        names = frame[["metric_label", "value_name"]].astype(str).drop_duplicates()
-        kinds = family_kinds(names["value_name"].unique())
-        for metric, value in zip(names["metric_label"], names["value_name"]):
-            for summary in summaries_of(value, kinds):
-                counts[(metric, summary[:-2])] = counts.get((metric, summary[:-2]), 0) + 1
-    return counts
-
-
-def _ordered_models(models, params: dict[str, dict]) -> list[str]:
-    return sorted(models, key=lambda m: (bool(params.get(m, {}).get("untrained")), figures.natural_key(m)))
-
-
-def _tables(series: pd.DataFrame, models: list[str], accuracy: dict[str, float], facets, model_params) -> list[dict]:
-    """One table per (metric, value): rows = methods, columns = models, cells = mean, CI, rank."""
-    tables = []
-    if series.empty:
-        return tables
-    for (metric, value), group in series.groupby(["metric_label", "value_name"], observed=True, sort=True):
-        metric, value = str(metric), str(value)
-        cols = [m for m in models if m in set(group["model_label"].astype(object))]
-        hib = group["higher_is_better"].iloc[0]
-        hib = None if hib is pd.NA or hib is None else bool(hib)
-        rows = []
-        for method, mrows in group.groupby("method_label", observed=True, sort=True):
-            by_model = {str(r["model_label"]): r for r in mrows.to_dict("records")}
-            cells = [by_model.get(m) for m in cols]
-            ranks = [c["rank"] for c in cells if c and math.isfinite(c["rank"])
-                     and not model_params.get(str(c["model_label"]), {}).get("untrained")]
-            rows.append({"method": str(method), "baseline": bool(mrows["method_baseline"].any()), "cells": cells,
-                         "mean_rank": float(np.mean(ranks)) if ranks else float("nan")})
-        rows.sort(key=lambda r: (r["baseline"], r["mean_rank"] if math.isfinite(r["mean_rank"]) else 1e9, r["method"]))
-        first = group.iloc[0]
-        tables.append({
-            "id": slug(f"{metric}-{value}"), "metric": metric, "value": value,
-            "name": display_name(value, facets, metric), "models": cols,
-            "model_baseline": [bool(model_params.get(m, {}).get("untrained")) for m in cols],
-            "accuracy": [accuracy.get(m) for m in cols], "rows": rows, "hib": hib,
-            "direction": "↑" if hib is True else ("↓" if hib is False else ""),
-            "category": str(first["category"]), "ci_over": sorted(set(group["ci_over"].astype(str))),
-            "seeds": int(group["seeds"].max()),
-        })
-    return tables
-
-
-def _sections(tables: list[dict]) -> list[dict]:
-    """Tables grouped by category (ranked values first, descriptive counts last)."""
-    out = []
-    cats = sorted({t["category"] for t in tables}, key=lambda c: (CATEGORY_ORDER.index(c) if c in CATEGORY_ORDER
-                                                                  else len(CATEGORY_ORDER), c))
-    for cat in cats:
-        ts = [t for t in tables if t["category"] == cat]
-        out.append({"category": cat, "ranked": [t for t in ts if t["hib"] is not None],
-                    "descriptive": [t for t in ts if t["hib"] is None]})
-    return out
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    return [{k: (None if v is pd.NA else v) for k, v in r.items()} for r in frame.to_dict("records")]
-
-
 # ----------------------------------------------------------------------------- build
 
 def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int | None = None,
           workers: int | None = None) -> Path:
     """Build the site for ``run_dir`` into ``out`` (default ``run_dir/leaderboard``); return ``out``.
-    ``workers``: processes that draw the figures (default: one per core on large runs)."""
+    ``workers``: processes that draw the figures (default: one per core on large runs). A
+    UsageError when ``run_dir`` is not a run directory."""
     started = time.perf_counter()
+    run = load_run(run_dir)
     run_dir = Path(run_dir)
+    frame, manifest, status = run.frame, run.manifest, run.status
     site = Path(out) if out else run_dir / "leaderboard"
     site.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    frame, manifest = load_frame(run_dir)
-    timings["load"] = time.perf_counter() - started
+    timings: dict[str, float] = {"load": time.perf_counter() - started}
     agg = aggregate(frame) if resamples is None else aggregate(frame, resamples=resamples)
     timings["aggregate"] = time.perf_counter() - started - timings["load"]
+    t = time.perf_counter()
+    claims = manifest.get("claims") or []
+    verdicts = evaluate(frame, claims) if claims else []
+    findings = tables.findings(findings_table(verdicts))
+    timings["findings"] = time.perf_counter() - t
     prov = provenance(manifest, run_dir)
     env = _env()
     _copy_static(site)
@@ -214,66 +101,45 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
     for old in site.glob("dataset-*.html"):
         old.unlink()
 
-    series, models_summary = agg.series, agg.models
-    datasets = sorted({str(d) for d in series["dataset_label"].astype(object)} |
-                      {str(d) for d in models_summary["dataset_label"].astype(object)}) if len(frame) else []
-    facets = facet_counts(agg.per_seed, agg.model_per_seed)
-    pages, md_pages, planned = [], [], []
+    datasets = sorted({str(d) for d in agg.series["dataset_label"].astype(object)} |
+                      {str(d) for d in agg.models["dataset_label"].astype(object)}) if len(frame) else []
+    names = tables.Names.of(agg, manifest)
     page_of = _page_names(datasets)
     nav = [{"name": n, "page": page_of[n]} for n in datasets]
+    common = {"provenance": prov, "nav": nav, "status": status}
+    pages, planned = [], []
     for name in datasets:
-        page = page_of[name]
-        ds_series = series[series["dataset_label"].astype(object) == name]
-        ds_models = models_summary[models_summary["dataset_label"].astype(object) == name]
-        model_labels = _ordered_models({str(m) for m in ds_series["model_label"].astype(object)} |
-                                       {str(m) for m in ds_models["model_label"].astype(object)}, agg.model_params)
-        accuracy = {str(r["model_label"]): r["mean"] for r in ds_models.to_dict("records")
-                    if str(r["value_name"]) == "accuracy"}
-        views = {}
-        for view in ("all", "correct"):
-            tables = _tables(ds_series[ds_series["view"] == view], model_labels, accuracy, facets, agg.model_params)
-            views[view] = _sections(tables)
-        method_order = [r["method"] for s in views["all"] for t in s["ranked"][:1] for r in t["rows"]]
-        baselines = set(ds_series.loc[ds_series["method_baseline"].to_numpy(bool), "method_label"].astype(object))
-        jobs = plots.plan(agg, name, fig_dir, run_dir, model_labels, method_order, baselines, facets, display_name)
-        classification = _classification(ds_models, model_labels, agg.model_params, facets)
-        corruption_tables = _corruption_tables(
-            agg.model_per_seed[agg.model_per_seed["dataset_label"].astype(object) == name], model_labels)
-        paired = agg.paired[agg.paired["dataset_label"].astype(object) == name]
-        groups = agg.groups[agg.groups["dataset_label"].astype(object) == name]
-        context = {
-            "dataset": name, "views": views, "classification": classification, "corruption_tables": corruption_tables,
-            "paired": _test_blocks(paired, facets),
-            "groups": _test_blocks(groups, facets),
-            "provenance": prov, "models": [
-                {"label": m, "params": agg.model_params.get(m, {}),
-                 "untrained": bool(agg.model_params.get(m, {}).get("untrained"))} for m in model_labels],
-            "n_methods": int(ds_series["method_label"].nunique()),
-            "seeds": int(ds_series["seeds"].max()) if len(ds_series) else int(ds_models["seeds"].max() or 0),
-            "nav": nav,
-        }
-        pages.append({"name": name, "page": page, "methods": context["n_methods"], "models": len(model_labels),
-                      "tables": sum(len(s["ranked"]) + len(s["descriptive"]) for s in views["all"]),
-                      "leaders": _leaders(views["all"])})
-        md_pages.append((name, views["all"], classification))
-        planned.append((page, context, jobs))
+        page = tables.dataset_page(agg, name, page_of[name], names)
+        jobs = figure_plan.plan(agg, name, fig_dir, run_dir, [m.label for m in page.models], page.method_order,
+                                page.baselines, names)
+        pages.append(page)
+        planned.append((page, jobs))
     t = time.perf_counter()
-    all_jobs = [j for _, _, jobs in planned for j in jobs]
-    results = plots.run(all_jobs, plots.workers_for(len(frame), len(all_jobs), workers))
+    all_jobs = [j for _, jobs in planned for j in jobs]
+    results = figure_plan.run(all_jobs, figure_plan.workers_for(len(frame), len(all_jobs), workers))
     timings["figures"] = time.perf_counter() - t
-    for page, context, jobs in planned:
-        context["figures"] = plots.assemble(jobs, results[:len(jobs)], fig_dir)
+    for page, jobs in planned:
+        figures = figure_plan.assemble(jobs, results[:len(jobs)], fig_dir)
         results = results[len(jobs):]
-        (site / page).write_text(env.get_template("dataset.html").render(**context), encoding="utf-8")
+        (site / page.page).write_text(env.get_template("dataset.html").render(p=page, figures=figures, **common),
+                                      encoding="utf-8")
     (site / "index.html").write_text(env.get_template("index.html").render(
-        pages=pages, provenance=prov, rows=len(frame), run=prov["run"], nav=nav), encoding="utf-8")
-    (site / "provenance.html").write_text(env.get_template("provenance.html").render(provenance=prov, nav=nav),
-                                          encoding="utf-8")
-    (site / "leaderboard.md").write_text(summary_markdown(md_pages, prov, len(frame)), encoding="utf-8")
-    _exports(site, agg)
+        pages=pages, rows=len(frame), run=prov["run"], findings=findings, claims=bool(claims), **common),
+        encoding="utf-8")
+    (site / "provenance.html").write_text(env.get_template("provenance.html").render(**common), encoding="utf-8")
+    (site / "leaderboard.md").write_text(summary_markdown(pages, prov, len(frame), status,
+                                                          findings_markdown(verdicts)), encoding="utf-8")
+    _exports(site, agg, findings)
     (site / "provenance.json").write_text(json.dumps({k: v for k, v in prov.items() if k != "config_json"}
                                                      | {"config": json.loads(prov["config_json"]),
                                                         "rows": len(frame),
+                                                        "run_status": {"status": status.status,
+                                                                       "complete": status.complete,
+                                                                       "planned": status.planned,
+                                                                       "present": status.present,
+                                                                       "missing": status.missing,
+                                                                       "failed": status.failed},
+                                                        "findings": [v.to_dict() for v in verdicts],
                                                         "build_seconds": timings | {
                                                             "total": time.perf_counter() - started}},
                                                      indent=2, default=str), encoding="utf-8")
@@ -295,88 +161,12 @@ def _copy_static(site: Path) -> None:
         (static / name).write_bytes(data)
 
 
-def _classification(ds_models: pd.DataFrame, models: list[str], params, facets) -> dict | None:
-    """Model-level values (accuracy, AUROC, ΔAUC summaries …): rows = models, columns = values."""
-    if ds_models.empty:
-        return None
-    cols = []
-    for (metric, value), g in ds_models.groupby(["metric_label", "value_name"], observed=True, sort=True):
-        hib = g["higher_is_better"].iloc[0]
-        cols.append({"metric": str(metric), "value": str(value), "name": display_name(str(value), facets, str(metric)),
-                     "hib": None if hib is pd.NA or hib is None else bool(hib),
-                     "cells": {str(r["model_label"]): r for r in g.to_dict("records")}})
-    cols.sort(key=lambda c: (c["value"] != "accuracy", c["metric"], c["value"]))
-    kinds = family_kinds([c["value"] for c in cols])
-    main = [c for c in cols if kinds.get(family_of(c["value"]) or "") != "categorical"]
-    detail = [c for c in cols if kinds.get(family_of(c["value"]) or "") == "categorical"]
-
-    def rows(columns):
-        return [{"model": m, "baseline": bool(params.get(m, {}).get("untrained")),
-                 "cells": [c["cells"].get(m) for c in columns]} for m in models if any(m in c["cells"] for c in columns)]
-
-    return {"columns": main, "rows": rows(main), "detail_columns": detail, "detail_rows": rows(detail)}
-
-
-def _corruption_tables(mps: pd.DataFrame, models: list[str]) -> list[dict]:
-    """Model-level corruption families (ΔAUC, AUC …) as Treyer's tables: per model, corruption ×
-    severity, mean over seeds."""
-    if mps.empty:
-        return []
-    names = mps["value_name"].astype(str)
-    kinds = family_kinds(names.unique())
-    fam = names.map(family_of)
-    keep = fam.map(lambda f: kinds.get(f) == "corruption" if isinstance(f, str) else False).to_numpy(bool)
-    data = mps[keep].assign(family=fam[keep].to_numpy(),
-                            corruption=[facets_of(v)[0] for v in names[keep]],
-                            severity=[facets_of(v)[1] for v in names[keep]],
-                            model=mps.loc[keep, "model_label"].astype(object).to_numpy(),
-                            metric=mps.loc[keep, "metric_label"].astype(object).to_numpy())
-    out = []
-    for (metric, family), g in data.groupby(["metric", "family"], sort=True):
-        means = g.groupby(["model", "corruption", "severity"])["mean"].mean()
-        severities = sorted(g["severity"].unique(), key=figures.natural_key)
-        hib = g["higher_is_better"].iloc[0]
-        for model in [m for m in models if m in set(g["model"])]:
-            sub = means.loc[model]
-            rows = [{"corruption": c, "cells": [sub.get((c, sv)) for sv in severities]}
-                    for c in sorted(sub.index.get_level_values(0).unique())]
-            out.append({"title": f"{metric} / {family} on {model}", "severities": severities, "rows": rows,
-                        "hib": None if hib is pd.NA or hib is None else bool(hib),
-                        "id": slug(f"{metric}-{family}-{model}")})
-    return out
-
-
-def _test_blocks(tests: pd.DataFrame, facets) -> list[dict]:
-    """Statistical tests for display: one block per (view, metric), a row per comparison."""
-    blocks = []
-    if tests.empty:
-        return blocks
-    for (view, metric), g in tests.groupby(["view", "metric_label"], sort=True, observed=True):
-        rows = _records(g)
-        for r in rows:
-            r["value_display"] = display_name(str(r["value_name"]), facets, str(metric))
-        values = sorted({r["value_display"] for r in rows})
-        blocks.append({"view": view, "title": f"{metric} ({len(values)} value{'s' if len(values) > 1 else ''}: "
-                                              f"{', '.join(values[:6])}{', …' if len(values) > 6 else ''})",
-                       "rows": rows, "id": slug(f"{view}-{metric}")})
-    return blocks
-
-
-def _leaders(sections: list[dict]) -> list[dict]:
-    """For the index: the method with the best mean rank in each ranked table."""
-    out = []
-    for s in sections:
-        for t in s["ranked"]:
-            ranked = [r for r in t["rows"] if not r["baseline"] and math.isfinite(r["mean_rank"])]
-            if ranked:
-                out.append({"table": f"{t['metric']} / {t['name']} {t['direction']}", "method": ranked[0]["method"],
-                            "mean_rank": ranked[0]["mean_rank"], "id": t["id"]})
-    return out
-
-
-def _exports(site: Path, agg: Aggregates) -> None:
-    """The numbers behind the pages, for citation and re-analysis."""
-    agg.series.to_csv(site / "summary.csv", index=False)
-    agg.models.drop(columns=["row_baseline"], errors="ignore").to_csv(site / "models.csv", index=False)
-    agg.paired.to_csv(site / "paired_tests.csv", index=False)
-    agg.groups.to_csv(site / "group_tests.csv", index=False)
+def _exports(site: Path, agg: Aggregates, findings: tables.Findings) -> None:
+    """The numbers behind the pages, for citation and re-analysis; text cells made safe for
+    spreadsheets (no formulas), numbers left as numbers."""
+    frames = {"summary.csv": agg.series, "models.csv": agg.models, "paired_tests.csv": agg.paired,
+              "group_tests.csv": agg.groups, "costs.csv": agg.costs, "reliability.csv": agg.reliability,
+              "findings.csv": pd.DataFrame([vars(r) for r in findings.rows],
+                                           columns=list(tables.Finding.__dataclass_fields__))}
+    for name, frame in frames.items():
+        write_csv(frame, site / name)

@@ -11,7 +11,7 @@ from scipy import stats as st
 
 from xbench.errors import DataError
 from xbench.leaderboard import stats
-from xbench.leaderboard.aggregate import aggregate, family_kinds, model_pairs, summaries_of
+from xbench.leaderboard.aggregate import aggregate, family_kind, model_pairs
 from xbench.leaderboard.load import load_frame
 from xbench.leaderboard.synthetic import table, write_run
 
@@ -42,11 +42,12 @@ def exact_run(path, *, stale=False):
             cell = dict(dataset_label="toy", model_label=model, seed=seed, model_params=json.dumps(params))
             tables.append(table({**cell, "scope": "model", "metric_label": "classification",
                                  "category": "classification", "value_name": ["accuracy", "delta_auc/noise/1"],
-                                 "value": [0.75 + 0.01 * seed, 0.02 * (seed + 1)], "higher_is_better": [True, False],
-                                 "baseline": params["untrained"]}, 2))
+                                 "family": [None, "delta_auc"], "facet": [None, "noise"], "level": [None, 1],
+                                 "value": [0.75 + 0.01 * seed, 0.02 * (seed + 1)], "higher_is_better": [True, False]},
+                                2))
             for method in BASE:
                 base = {**cell, "method_label": method, "sample": SAMPLES, "label": LABELS, "prediction": PREDS,
-                        "baseline": params["untrained"] or method == "rand"}
+                        "method_baseline": method == "rand"}
                 hits = np.array([hit(model, method, seed, s) for s in SAMPLES])
                 misses = 1 - hits
                 if model == "m-a" and method == "bad" and seed == 0:
@@ -58,11 +59,14 @@ def exact_run(path, *, stale=False):
                                      **{k: np.tile(v, 3) for k, v in (("sample", SAMPLES), ("label", LABELS),
                                                                      ("prediction", PREDS))}}, 12))
                 tables.append(table({**base, "metric_label": "regions", "value_name": ["mass/heart", "mass/marker"],
+                                     "family": "mass", "facet": ["heart", "marker"],
                                      "value": [0.7, 0.1], "higher_is_better": None, "sample": [0, 0],
                                      "label": [0, 0], "prediction": [0, 0]}, 2))
                 facets = [("noise", 1), ("noise", 2), ("blur", 1)]
                 tables.append(table({**base, "metric_label": "robust", "category": "robustness",
                                      "value_name": np.repeat([f"rmse/{c}/{s}" for c, s in facets], 4),
+                                     "family": "rmse", "facet": np.repeat([c for c, _ in facets], 4),
+                                     "level": np.repeat([s for _, s in facets], 4).astype(float),
                                      "value": np.concatenate([[rmse(c, s, method, i) for i in SAMPLES]
                                                               for c, s in facets]).astype(float),
                                      "higher_is_better": False,
@@ -142,13 +146,28 @@ def test_family_summary_is_the_per_sample_mean_over_facets(agg):
     assert "rmse/blur/1" not in set(agg.series["value_name"].astype(object))  # members feed figures, not tables
 
 
-def test_family_kinds_decide_summaries():
-    kinds = family_kinds(["morf/0", "morf/1", "rmse/contrast/1", "rmse/contrast/2", "mass/heart", "mass/fat",
-                          "odd/a/b/c", "tpr"])
-    assert kinds == {"morf": "curve", "rmse": "corruption", "mass": "categorical", "odd": "other"}
-    assert summaries_of("rmse/contrast/2", kinds) == ["rmse/*", "rmse/contrast/*"]
-    assert summaries_of("morf/3", kinds) == ["morf/*"]
-    assert summaries_of("mass/heart", kinds) == [] and summaries_of("tpr", kinds) == []
+def test_family_kinds_decide_summaries(tmp_path):
+    # adapted: family_kinds/summaries_of parsed value names and are gone; the kind now follows from
+    # the rows' facet columns, and the summaries from the kind
+    assert family_kind(None, 3.0) == "curve" and family_kind("contrast", 3.0) == "grid"
+    assert family_kind("heart", None) == "categorical" and family_kind(None, None) is None
+    cell = dict(dataset_label="toy", model_label="m", seed=0, method_label="x", higher_is_better=False)
+    run = write_run(tmp_path, [
+        table({**cell, "metric_label": "curve", "family": "morf", "level": [0.0, 1.0], "value": [1.0, 3.0],
+               "sample": [0, 0]}, 2),
+        table({**cell, "metric_label": "grid", "family": "rmse", "facet": ["contrast", "contrast", "noise"],
+               "level": [1.0, 2.0, 1.0], "value": [1.0, 3.0, 8.0], "sample": [0, 0, 0]}, 3),
+        table({**cell, "metric_label": "cat", "family": "mass", "facet": ["heart", "fat"], "value": [0.7, 0.1],
+               "sample": [0, 0]}, 2),
+        table({**cell, "metric_label": "plain", "value_name": "tpr", "value": [0.5], "sample": [0]}, 1)])
+    frame, _ = load_frame(run)
+    series = aggregate(frame, resamples=50).series
+    series = series[series["view"] == "all"]
+    names = dict(zip(zip(series["metric_label"].astype(str), series["value_name"].astype(str)), series["mean"]))
+    assert set(names) == {("curve", "morf/*"), ("grid", "rmse/*"), ("grid", "rmse/contrast/*"), ("grid", "rmse/noise/*"),
+                   ("cat", "mass/heart"), ("cat", "mass/fat"), ("plain", "tpr")}
+    assert names[("curve", "morf/*")] == pytest.approx(2.0) and names[("grid", "rmse/*")] == pytest.approx(4.0)
+    assert names[("grid", "rmse/contrast/*")] == pytest.approx(2.0)
 
 
 def test_per_corruption_summary_and_categorical_members(agg):
@@ -220,3 +239,41 @@ def test_empty_run_aggregates_to_empty_frames(tmp_path):
     agg = aggregate(frame)
     assert agg.series.empty and agg.paired.empty and agg.groups.empty and agg.models.empty
     assert isinstance(agg.samples, pd.DataFrame)
+
+
+def test_parts_of_results_schema_1_are_upgraded_on_reading(tmp_path):
+    """A part written before the facts had columns of their own: one merged ``baseline`` flag and
+    families only in the value names. The leaderboard reads it the way the core upgrades it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from xbench.results import V1_COLUMNS
+
+    exact_run(tmp_path)
+    frame_now, _ = load_frame(tmp_path)
+    for part in (tmp_path / "results").glob("*.parquet"):
+        old = pq.read_table(part).to_pandas()
+        old["baseline"] = old["method_baseline"].fillna(False).astype(bool) | old["model_untrained"]
+        pq.write_table(pa.Table.from_pandas(old[V1_COLUMNS + ["baseline"]], preserve_index=False), part)
+    frame_then, _ = load_frame(tmp_path)
+    columns = ["model_label", "method_label", "value_name", "family", "facet", "level", "model_untrained",
+               "method_baseline", "value"]
+    key = ["model_label", "method_label", "metric_label", "value_name", "seed", "sample"]
+
+    def tidy(f):
+        return f.astype({c: object for c in f.columns if c not in ("value", "level", "seed", "sample")}) \
+            .sort_values(key).reset_index(drop=True)[columns]
+
+    now = tidy(frame_now)
+    # schema 1 could not tell a baseline method on an untrained model from the model's own flag:
+    # the core's upgrade gives such rows method_baseline False (the method stays a baseline on the
+    # trained models, so the leaderboard still flags it)
+    method = now["method_baseline"].notna()
+    now.loc[method, "method_baseline"] = [bool(b) and not bool(u) for b, u in
+                                          zip(now.loc[method, "method_baseline"], now.loc[method, "model_untrained"])]
+    pd.testing.assert_frame_equal(tidy(frame_then), now, check_dtype=False)
+    series = aggregate(frame_then, resamples=100).series
+    assert row(series, model_label="m-a", method_label="rand", metric_label="loc", value_name="hit")["method_baseline"]
+    r = row(series, model_label="m-b", method_label="bad", metric_label="robust", value_name="rmse/*")
+    assert r["mean"] == pytest.approx(np.mean([rmse(c, s, "bad", i) for c, s in [("noise", 1), ("noise", 2),
+                                                                               ("blur", 1)] for i in SAMPLES]))

@@ -172,8 +172,10 @@ def run_with_known_numbers(path: Path) -> Path:
                                      "value": mean + np.array([-0.01, 0.01, 0.06]) * (seed + 1) - 0.02 * seed,
                                      "higher_is_better": True, "sample": [0, 1, 2], "label": [0, 1, 1],
                                      "prediction": [0, 1, 0]}, 3))
+    claim = {"id": "good-beats-zeta", "claim": f"good beats {EVIL}", "source": EVIL, "metric": "loc", "value": "hit",
+             "relation": "greater", "a": {"method": "good"}, "b": {"method": "zeta"}}
     return write_run(path, tables, {"plugins": [{"name": EVIL, "version": "1", "distribution": "x"}],
-                                    "xbench_version": "browser-test"})
+                                    "xbench_version": "browser-test", "claims": [claim]})
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +230,18 @@ def test_switch_to_correctly_classified_samples(browser):
     assert browser.js(visible) == ["correct"]
     good = column(browser, "table-correct-loc-hit", 1)[0]
     assert good.startswith("0.890")  # samples 0 and 1 only: seed 0 (0.89, 0.91), seed 1 (0.86, 0.90)
+    assert browser.errors() == []
+
+
+def test_run_status_and_findings_open_the_index(browser):
+    browser.open((browser.site / "index.html").as_uri())
+    order = browser.js("Array.from(document.querySelectorAll('#run-status, h1, #findings, #run'))"
+                       ".map(e => e.id || e.tagName)")
+    assert order == ["run-status", "H1", "findings", "run"]
+    assert browser.js("document.getElementById('run-status').innerText").startswith("Run complete")
+    # the claim's models have no recorded accuracy: inconclusive, never scored
+    assert browser.js("document.querySelector('#table-findings .badge').textContent") == "inconclusive"
+    assert f"good-beats-zeta: good beats {EVIL}" in browser.js("document.getElementById('table-findings').innerText")
     assert browser.errors() == []
 
 

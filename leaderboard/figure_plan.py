@@ -1,8 +1,10 @@
-"""Which figures a dataset page gets, and drawing them, in parallel processes on large runs.
+"""Which figures a dataset page gets (planning), and running their drawing, in parallel processes
+on large runs.
 
 Planning (here, in the parent) decides the figures from the aggregates and packs each as a
-:class:`Job`: a function of :mod:`xbench.leaderboard.figures`, its data, and how to caption the
-result. Drawing is matplotlib-bound and independent per figure, so on a large run on a machine with
+:class:`Job`: a function of :mod:`xbench.leaderboard.draw`, its data, and how to caption the
+result. What a family is comes from the rows' ``family``/``facet``/``level`` columns; its facets
+are named as the metric declared them (``corruption``, ``severity``, ``step``). Drawing is matplotlib-bound and independent per figure, so on a large run on a machine with
 four or more cores the jobs go to a pool of processes (at most four); the files are the same
 whichever process draws them. Each worker pays a few seconds to import pandas and matplotlib, which
 measured slower than drawing in one process on the project's 2-core machine, hence the threshold.
@@ -10,7 +12,6 @@ measured slower than drawing in one process on the project's 2-core machine, hen
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import os
@@ -20,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from . import figures
-from .aggregate import Aggregates, family_kinds, family_of
+from ..results import read_gallery_meta
+from . import draw
+from .aggregate import Aggregates
+from .tables import Names
 
 PARALLEL_MIN_ROWS = 200_000  # below this, starting worker processes costs more than it saves
 PARALLEL_MIN_JOBS = 6
@@ -34,14 +36,14 @@ PARALLEL_MIN_CORES = 4
 @dataclass
 class Job:
     section: str                       # gallery, box, curves, robustness, correlation
-    func: str                          # a function of xbench.leaderboard.figures
+    func: str                          # a function of xbench.leaderboard.draw
     args: tuple
     kwargs: dict = field(default_factory=dict)
     finish: Callable[[Any], dict | None] = lambda result: None  # parent side: result → page item
 
 
 def _call(func: str, args: tuple, kwargs: dict):
-    return getattr(figures, func)(*args, **kwargs)
+    return getattr(draw, func)(*args, **kwargs)
 
 
 def workers_for(rows: int, jobs: int, requested: int | None = None) -> int:
@@ -69,14 +71,14 @@ def run(jobs: list[Job], workers: int) -> list[Any]:
 
 
 def plan(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models: list[str], method_order: list[str],
-         baselines: set[str], facets, display_name: Callable[[str, dict, str], str]) -> list[Job]:
+         baselines: set[str], names: Names) -> list[Job]:
     """Every figure of one dataset page as a job."""
     jobs: list[Job] = []
-    untrained = {m for m in models if agg.model_params.get(m, {}).get("untrained")}
+    untrained = {m for m in models if m in agg.untrained}
     ps = agg.per_seed[(agg.per_seed["view"] == "all") & (agg.per_seed["dataset_label"].astype(object) == dataset)]
-    names = ps["value_name"].astype(str)
-    fam = names.map(family_of)
-    kinds = family_kinds(names.unique())
+
+    def display(metric: str, value: str, row) -> str:
+        return names.display(metric, value, row["family"], row["facet"], bool(row["summary"]))
 
     # heatmap gallery: the first seed of every model that has one
     for model, (seed, cell) in _gallery_cells(run_dir, dataset, ps, models).items():
@@ -88,80 +90,92 @@ def plan(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models: lis
 
     # box plots per method across the model sweep (Oliveira), correctly classified samples
     samples = agg.samples
-    x_param, hue = figures.sweep_axes(models, agg.model_params)
+    x_param, hue = draw.sweep_axes(models, agg.model_params, untrained)
     if not samples.empty and x_param:
         ds_rows = samples[(samples["dataset_label"].astype(object) == dataset).to_numpy()
                           & samples["correct"].fillna(False).to_numpy(bool)
                           & samples["higher_is_better"].notna().to_numpy()]
         for (metric, value), rows in ds_rows.groupby(["metric_label", "value_name"], observed=True, sort=True):
-            if str(rows["category"].iloc[0]) == "classification" or str(value).count("/") > 1:
-                continue  # per-corruption summaries have their own figures
-            name = display_name(str(value), facets, str(metric))
+            first = rows.iloc[0]
+            if str(first["category"]) == "classification" or (bool(first["summary"]) and pd.notna(first["facet"])):
+                continue  # per-facet summaries (rmse/contrast/*) have their own figures
+            name = display(str(metric), str(value), first)
             caption = (f"Per-sample values on correctly classified test samples, by {x_param}"
                        + (f" and {hue}" if hue else "") + "; untrained models in grey (Oliveira et al. 2024).")
             cols = ["model_label", "method_label", "value"]
             jobs.append(Job("box", "box_plots", (rows[cols], agg.model_params, folder, [dataset, str(metric), str(value)]),
-                            {"title_value": name, "baselines": baselines},
+                            {"title_value": name, "baselines": baselines, "untrained": untrained},
                             finish=_item(f"{metric} / {name}", caption)))
 
-    # curves (MoRF) and corruption families (RMSE against severity and per layer)
-    members = ps[fam.notna().to_numpy()]
-    member_family = fam[fam.notna()].to_numpy()
+    # curves (MoRF) and grid families (RMSE against severity and per layer)
+    member = ps["family"].notna().to_numpy() & ~ps["summary"].fillna(False).to_numpy(bool)
+    members = ps[member]
+    member_family = members["family"].astype(object).to_numpy()
     for (metric, family), rows in members.groupby([members["metric_label"].astype(object), member_family], sort=True):
         key = [dataset, metric, family]
-        if kinds.get(family) == "curve":
-            jobs.append(Job("curves", "morf_curves", (rows, folder, key), {"baselines": baselines, "family": family},
-                            finish=_item(f"{metric}: mean {family} curve",
-                                         "Mean over samples and seeds of f(x^k) after removing the k most relevant "
-                                         "patches (lower and faster-falling is more faithful); the band spans the "
-                                         "seeds' mean curves (Rio-Torto et al. 2020).")))
-        elif kinds.get(family) == "corruption":
+        axes = names.axes_of(metric, family)
+        kind = names.kind(metric, family)
+        hib = rows["higher_is_better"].dropna()
+        hib = bool(hib.iloc[0]) if len(hib) else None
+        if kind == "curve":
+            better = {True: "higher is better", False: "lower and faster-falling is more faithful"}.get(hib, "")
+            jobs.append(Job("curves", "curves", (rows, folder, key),
+                            {"baselines": baselines, "family": family, "level": axes.level, "higher_is_better": hib},
+                            finish=_item(f"{metric}: mean {family} curve against {axes.level}",
+                                         f"Mean over samples and seeds of each {family} value at each {axes.level}"
+                                         + (f" ({better})" if better else "") + "; the band spans the seeds' mean "
+                                         "curves (a MoRF curve: f(x^k) after removing the k most relevant patches, "
+                                         "Rio-Torto et al. 2020).")))
+        elif kind == "grid":
             jobs.append(Job("robustness", "severity_curves", (rows, folder, key),
-                            {"baselines": baselines, "family": family, "untrained": untrained},
-                            finish=_item(f"{metric}: {family} against severity",
-                                         "Mean over samples, seeds and trained model variants, per corruption "
+                            {"baselines": baselines, "family": family, "untrained": untrained, "facet": axes.facet,
+                             "level": axes.level},
+                            finish=_item(f"{metric}: {family} against {axes.level}",
+                                         f"Mean over samples, seeds and trained model variants, per {axes.facet} "
                                          "(Treyer).")))
             jobs.append(Job("robustness", "layer_curves", (rows, agg.method_params, folder, key + ["layers"]),
-                            {"family": family, "untrained": untrained},
+                            {"family": family, "untrained": untrained, "level": axes.level},
                             finish=_item(f"{metric}: {family} per target layer",
-                                         "CAM methods by target layer, mean over severities, samples, seeds and "
-                                         "trained model variants; one line per corruption (Treyer).")))
+                                         f"CAM methods by target layer, mean over {axes.level}, samples, seeds and "
+                                         f"trained model variants; one line per {axes.facet} (Treyer).")))
 
-    # ΔAUC against RMSE (Treyer): model-level delta families against sample-level corruption families
+    # ΔAUC against RMSE (Treyer): model-level delta grids against sample-level grid families
     mps = agg.model_per_seed[agg.model_per_seed["dataset_label"].astype(object) == dataset]
-    mnames = mps["value_name"].astype(str)
-    mfam = mnames.map(family_of)
-    mkinds = family_kinds(mnames.unique())
-    for y_family in sorted(f for f in mfam.dropna().unique() if str(f).startswith("delta")):
-        if mkinds.get(y_family) != "corruption":
+    m_member = mps["family"].notna().to_numpy() & ~mps["summary"].fillna(False).to_numpy(bool)
+    m_grid = m_member & mps["facet"].notna().to_numpy() & mps["level"].notna().to_numpy()
+    m_family = mps["family"].astype(object)
+    for y_family in sorted({str(f) for f in m_family[m_grid]}):
+        if not y_family.startswith("delta"):
             continue
-        ymembers = mps[(mfam == y_family).to_numpy()]
+        ymembers = mps[m_grid & (m_family == y_family).to_numpy()]
         for (metric, family), rows in members.groupby([members["metric_label"].astype(object), member_family],
                                                       sort=True):
-            if kinds.get(family) != "corruption":
+            if names.kind(metric, family) != "grid":
                 continue
+            axes = names.axes_of(metric, family)
 
-            def finish(made, title=f"{y_family} against {metric}: {family}"):
+            def finish(made, title=f"{y_family} against {metric}: {family}", axes=axes):
                 if not made:
                     return None
                 corr = "; ".join(f"{c['method']}: r = {c['r']:.2f}" for c in made[1] if math.isfinite(c["r"]))
                 return {"src": made[0], "title": title,
-                        "caption": "Each point is one model instance at one corruption (colour) and severity (size) "
-                                   "(Treyer). Pearson r per method: " + (corr or "—") + "."}
+                        "caption": f"Each point is one model instance at one {axes.facet} (colour) and {axes.level} "
+                                   "(size) (Treyer). Pearson r per method: " + (corr or "—") + "."}
             jobs.append(Job("robustness", "delta_vs_value", (ymembers, rows, folder, [dataset, metric, family, y_family]),
                             {"x_name": f"{family} (per-seed mean)", "y_name": str(y_family), "baselines": baselines},
                             finish=finish))
 
     # explanation against classification performance (Oliveira)
+    mnames = mps["value_name"].astype(str)
     acc = mps[mnames.to_numpy() == "accuracy"]
-    if acc.empty:  # no accuracy: the first directed model-level value
+    if acc.empty:  # no accuracy: the first directed plain model-level value
         directed_up = mps["higher_is_better"].astype("boolean").fillna(False).to_numpy(bool)
-        acc = mps[directed_up & mfam.isna().to_numpy()]
+        acc = mps[directed_up & mps["family"].isna().to_numpy()]
         acc = acc[acc["value_name"].astype(str) == (acc["value_name"].astype(str).iloc[0] if len(acc) else "")]
     xs = acc[["model_label", "seed", "mean"]].astype({"model_label": object}).rename(columns={"mean": "x"})
     if len(xs) >= 3:
         x_name = str(acc["value_name"].iloc[0])
-        head = ps[fam.isna().to_numpy() & ps["higher_is_better"].notna().to_numpy()]
+        head = ps[ps["family"].isna().to_numpy() & ps["higher_is_better"].notna().to_numpy()]
         series = agg.series[(agg.series["dataset_label"].astype(object) == dataset) & (agg.series["view"] == "all")]
         cats = dict(zip(zip(series["metric_label"].astype(str), series["value_name"].astype(str)),
                         series["category"].astype(str)))
@@ -172,7 +186,7 @@ def plan(agg: Aggregates, dataset: str, folder: Path, run_dir: Path, models: lis
             pts = rows[["model_label", "method_label", "seed", "mean"]].astype(
                 {"model_label": object, "method_label": object}).rename(columns={"mean": "y"}).merge(
                 xs, on=["model_label", "seed"])
-            panels.append((f"{metric} / {display_name(str(value), facets, str(metric))}", pts))
+            panels.append((f"{metric} / {display(str(metric), str(value), rows.iloc[0])}", pts))
 
         def finish(made, x_name=x_name):
             if not made:
@@ -199,13 +213,8 @@ def _gallery_cells(run_dir: Path, dataset: str, ps: pd.DataFrame, models: list[s
         return seen
     valid = {(str(m), int(s)) for m, s in zip(ps["model_label"].astype(object), ps["seed"])}
     for cell in sorted(gallery_dir.iterdir()):
-        inputs = cell / "inputs.npz"
-        if not inputs.exists():
-            continue
-        try:
-            with np.load(inputs, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-        except (OSError, ValueError, KeyError):
+        meta = read_gallery_meta(cell)
+        if meta is None:
             continue
         model, seed = str(meta.get("model_label")), int(meta.get("seed", 0))
         if meta.get("dataset_label") != dataset or (valid and (model, seed) not in valid):

@@ -1,7 +1,10 @@
-"""The figures people in this field expect, drawn with matplotlib's object API (no pyplot state,
-Agg/SVG canvases), saved as SVG (plots) or PNG (heatmaps) next to the pages.
+"""Drawing the figures people in this field expect (what to draw is decided in
+:mod:`xbench.leaderboard.figure_plan`), with matplotlib's object API (no pyplot state, Agg/SVG
+canvases), saved as SVG (plots) or PNG (heatmaps) next to the pages.
 
-Each function returns the file it wrote, or None when the run has nothing to draw. Text that comes
+Each function returns the file it wrote, or None when the run has nothing to draw. Facets are read
+from the rows' ``facet`` and ``level`` columns, and axes are labelled with the names the metric
+gave them (``severity``, ``step``). Text that comes
 from plugins or data is escaped for mathtext (``$``), so a label can never break a figure; the
 figures are shown with ``<img>``, so nothing in them can run in the page.
 """
@@ -9,7 +12,6 @@ figures are shown with ``<img>``, so nothing in them can run in the page.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +23,8 @@ from matplotlib.image import imsave
 from matplotlib.patches import Patch
 
 from ..hashing import content_hash
-from .aggregate import facets_of
+from ..results import read_gallery
+from .formatting import natural_key
 
 COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4", "#b2df8a",
           "#fb9a99", "#cab2d6", "#6a3d9a"]
@@ -32,20 +35,6 @@ MAX_PANELS = 16
 def text(s) -> str:
     """A plugin- or data-provided string made safe for matplotlib (no mathtext)."""
     return str(s).replace("$", r"\$")
-
-
-def natural_key(value) -> tuple:
-    """Sort 1, 2, 10, "all" and layer1.0.conv2 < layer2.0.conv2 the way people expect; layer
-    positions shallow to deep: "#0" < "#1" < … < "#-2" < "#-1" (counted from the deep end) < ""
-    (the deepest by default)."""
-    position = re.fullmatch(r"#(-?\d+)", str(value))
-    if position:
-        k = int(position.group(1))
-        return ((-1, 0 if k >= 0 else 1, k, ""),)
-    if str(value) == "":
-        return ((-1, 2, 0, ""),)
-    parts = re.split(r"(\d+(?:\.\d+)?)", str(value))
-    return tuple((0, float(p), "") if re.fullmatch(r"\d+(?:\.\d+)?", p) else (1, 0.0, p) for p in parts if p)
 
 
 def _save(fig: Figure, folder: Path, stem: str, key, legend_rows: int = 1) -> Path:
@@ -96,22 +85,11 @@ def gallery(cell_dir: Path, folder: Path, methods_order: Sequence[str] | None = 
     """Image, ground truth and every method's map on the same test samples of one cell, as PNG
     tiles for an HTML table (labels stay HTML text, escaped by the page). Maps are scaled per map to
     [0, 1] by their largest magnitude; signed maps use a diverging scale centred on 0."""
-    inputs = cell_dir / "inputs.npz"
-    if not inputs.exists():
+    cell = read_gallery(cell_dir)
+    if cell is None:
         return None
-    with np.load(inputs, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        images = z["images"].astype(np.float32)
-        labels, preds = z["labels"], z["predictions"]
-        masks = z["masks"] if "masks" in z.files else None
-    maps = []
-    for path in sorted(cell_dir.glob("*.npz")):
-        if path.name == "inputs.npz":
-            continue
-        with np.load(path, allow_pickle=False) as z:
-            m = json.loads(str(z["meta"]))
-            maps.append((str(m.get("method_label", path.stem)), bool(m.get("baseline")),
-                         z["attribution"].astype(np.float32)))
+    meta, images, labels, preds, masks, maps = cell.meta, cell.images, cell.labels, cell.predictions, cell.masks, \
+        list(cell.maps)
     if methods_order:
         rank = {name: i for i, name in enumerate(methods_order)}
         maps.sort(key=lambda t: (rank.get(t[0], len(rank)), t[0]))
@@ -158,10 +136,12 @@ def gallery(cell_dir: Path, folder: Path, methods_order: Sequence[str] | None = 
 
 # ----------------------------------------------------------------------------- box plots
 
-def sweep_axes(models: Sequence[str], params: dict[str, dict]) -> tuple[str | None, str | None]:
-    """The model params that vary across the trained variants: (x axis, grouping), preferring
-    Oliveira's fine-tune degree on x and the pre-training as groups."""
-    trained = [params.get(m, {}) for m in models if not params.get(m, {}).get("untrained")]
+def sweep_axes(models: Sequence[str], params: dict[str, dict], untrained: set[str] = frozenset()) \
+        -> tuple[str | None, str | None]:
+    """The model params that vary across the trained variants (``untrained``: the labels of the
+    untrained ones): (x axis, grouping), preferring Oliveira's fine-tune degree on x and the
+    pre-training as groups."""
+    trained = [params.get(m, {}) for m in models if m not in untrained]
     varying = sorted({k for p in trained for k in p if len({json.dumps(q.get(k), sort_keys=True) for q in trained}) > 1})
     if not varying:
         return None, None
@@ -180,19 +160,19 @@ def _box_stats(values: np.ndarray) -> dict:
 
 
 def box_plots(samples: pd.DataFrame, params: dict[str, dict], folder: Path, key, *, title_value: str,
-              baselines: set[str]) -> Path | None:
+              baselines: set[str], untrained: set[str] = frozenset()) -> Path | None:
     """Per-sample values of one (metric, value), one panel per method, boxes per fine-tune degree
     (x) and pre-training (colour), untrained models as a grey box at the end (Oliveira's figure;
     whiskers at 1.5 IQR, outliers not drawn)."""
     if samples.empty:
         return None
     models = list(samples["model_label"].astype(object).unique())
-    x_param, hue_param = sweep_axes(models, params)
+    x_param, hue_param = sweep_axes(models, params, untrained)
     if x_param is None:
         return None
     methods = sorted(samples["method_label"].astype(object).unique(), key=lambda m: (m in baselines, m))[:MAX_PANELS]
-    trained = [m for m in models if not params.get(m, {}).get("untrained")]
-    untrained = [m for m in models if params.get(m, {}).get("untrained")]
+    trained = [m for m in models if m not in untrained]
+    untrained = [m for m in models if m in untrained]
     x_values = sorted({json.dumps(params[m].get(x_param)) for m in trained}, key=lambda v: natural_key(json.loads(v)))
     hues = sorted({json.dumps(params[m].get(hue_param)) for m in trained},
                   key=lambda v: natural_key(json.loads(v))) if hue_param else ["null"]
@@ -255,30 +235,33 @@ def _short(label: str, width: int = 38) -> str:
 
 # ----------------------------------------------------------------------------- curves
 
-def morf_curves(per_seed: pd.DataFrame, folder: Path, key, *, baselines: set[str], family: str) -> Path | None:
-    """Mean MoRF curve f(x^k) against k per method (Rio-Torto), one panel per model; the band is
-    the spread of the per-seed mean curves (min to max over seeds)."""
+def curves(per_seed: pd.DataFrame, folder: Path, key, *, baselines: set[str], family: str, level: str = "level",
+           higher_is_better: bool | None = None) -> Path | None:
+    """A curve family's mean value against its level per method (Rio-Torto's MoRF curve f(x^k)
+    against the step k), one panel per model; the band is the spread of the per-seed mean curves
+    (min to max over seeds)."""
     if per_seed.empty:
         return None
-    data = per_seed.assign(k=[float(facets_of(v)[0]) for v in per_seed["value_name"].astype(str)],
-                           model=per_seed["model_label"].astype(object), method=per_seed["method_label"].astype(object))
+    data = per_seed.assign(k=per_seed["level"].to_numpy(float), model=per_seed["model_label"].astype(object),
+                           method=per_seed["method_label"].astype(object))
     models = sorted(data["model"].unique(), key=natural_key)[:MAX_PANELS]
     methods = sorted(data["method"].unique(), key=lambda m: (m in baselines, m))
     color = _colors(methods, baselines)
-    curves = data.groupby(["model", "method", "k"])["mean"].agg(["mean", "min", "max"])
+    lines = data.groupby(["model", "method", "k"])["mean"].agg(["mean", "min", "max"])
     fig, axes = _grid(len(models))
     for ax, model in zip(axes, models):
         for method in methods:
-            if (model, method) not in curves.index.droplevel(2):
+            if (model, method) not in lines.index.droplevel(2):
                 continue
-            line = curves.loc[(model, method)].sort_index()
+            line = lines.loc[(model, method)].sort_index()
             ax.plot(line.index, line["mean"], color=color[method], lw=1.4, ls="--" if method in baselines else "-",
                     label=text(method))
             ax.fill_between(line.index, line["min"], line["max"], color=color[method], alpha=0.08, lw=0)
         ax.set_title(_short(model), fontsize=8)
-        ax.set_xlabel("k (most relevant patches removed)", fontsize=7)
+        ax.set_xlabel(text(level), fontsize=7)
         ax.tick_params(labelsize=7)
-    axes[0].set_ylabel(text(f"{family}: mean f(x^k)"), fontsize=8)
+    better = {True: " (higher is better)", False: " (lower is better)"}.get(higher_is_better, "")
+    axes[0].set_ylabel(text(f"{family}: mean{better}"), fontsize=8)
     rows = _legend(fig, *axes[0].get_legend_handles_labels())
     return _save(fig, folder, "morf", key, rows)
 
@@ -289,14 +272,14 @@ def _trained_means(per_seed: pd.DataFrame, untrained: set[str], by: list[str]) -
 
 
 def severity_curves(per_seed: pd.DataFrame, folder: Path, key, *, baselines: set[str], family: str,
-                    untrained: set[str] = frozenset()) -> Path | None:
-    """Mean value against severity, one panel per corruption, one line per method, averaged over
-    the trained model variants and seeds: Treyer's RMSE against severity."""
+                    untrained: set[str] = frozenset(), facet: str = "facet", level: str = "level") -> Path | None:
+    """A grid family's mean value against its level, one panel per facet, one line per method,
+    averaged over the trained model variants and seeds: Treyer's RMSE against severity, per
+    corruption."""
     if per_seed.empty:
         return None
-    facets = [facets_of(v) for v in per_seed["value_name"].astype(str)]
-    data = per_seed.assign(corruption=[f[0] for f in facets], severity=[float(f[1]) for f in facets],
-                           method=per_seed["method_label"].astype(object))
+    data = per_seed.assign(corruption=per_seed["facet"].astype(object).to_numpy(),
+                           severity=per_seed["level"].to_numpy(float), method=per_seed["method_label"].astype(object))
     means = _trained_means(data, untrained, ["corruption", "method", "severity"])
     if means.empty:
         return None
@@ -313,8 +296,8 @@ def severity_curves(per_seed: pd.DataFrame, folder: Path, key, *, baselines: set
                     ls="--" if method in baselines else "-", label=text(method))
         severities = sorted(means.loc[corruption].index.get_level_values(1).unique())
         ax.set_xticks(severities, [f"{v:g}" for v in severities])
-        ax.set_title(_short(corruption), fontsize=8)
-        ax.set_xlabel("severity", fontsize=7)
+        ax.set_title(_short(f"{facet}: {corruption}"), fontsize=8)
+        ax.set_xlabel(text(level), fontsize=7)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel(text(family), fontsize=8)
     rows = _legend(fig, *axes[0].get_legend_handles_labels())
@@ -322,9 +305,10 @@ def severity_curves(per_seed: pd.DataFrame, folder: Path, key, *, baselines: set
 
 
 def layer_curves(per_seed: pd.DataFrame, method_params: dict[str, dict], folder: Path, key, *, family: str,
-                 untrained: set[str] = frozenset(), layer_param: str = "layer") -> Path | None:
-    """Mean value (over severities, trained model variants and seeds) against the target layer of
-    CAM methods, one line per corruption, one panel per method: Treyer's RMSE per layer."""
+                 untrained: set[str] = frozenset(), layer_param: str = "layer", level: str = "level") -> Path | None:
+    """Mean value (over levels, trained model variants and seeds) against the target layer of CAM
+    methods, one line per facet, one panel per method: Treyer's RMSE per layer, one line per
+    corruption, averaged over severities."""
     if per_seed.empty:
         return None
     labels = per_seed["method_label"].astype(object)
@@ -332,8 +316,7 @@ def layer_curves(per_seed: pd.DataFrame, method_params: dict[str, dict], folder:
     data = per_seed[labels.isin(layered).to_numpy()]
     if data.empty:
         return None
-    facets = [facets_of(v) for v in data["value_name"].astype(str)]
-    data = data.assign(corruption=[f[0] for f in facets],
+    data = data.assign(corruption=data["facet"].astype(object).to_numpy(),
                        layer=[str(method_params[m][layer_param]) for m in data["method_label"].astype(object)],
                        base=[_method_base(m) for m in data["method_label"].astype(object)])
     means = _trained_means(data, untrained, ["base", "corruption", "layer"])
@@ -357,7 +340,7 @@ def layer_curves(per_seed: pd.DataFrame, method_params: dict[str, dict], folder:
         ax.set_xticks(range(len(layers)), [text(x) for x in layers], rotation=45, ha="right", fontsize=6)
         ax.set_title(_short(base), fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0].set_ylabel(text(f"{family} (mean over severities)"), fontsize=8)
+    axes[0].set_ylabel(text(f"{family} (mean over {level})"), fontsize=8)
     rows = _legend(fig, *axes[0].get_legend_handles_labels(), cols=5)
     return _save(fig, folder, "layers", key, rows + 1)
 
@@ -374,8 +357,12 @@ def delta_vs_value(model_seed: pd.DataFrame, sample_seed: pd.DataFrame, folder: 
     severity. Returns the figure and the Pearson correlation per method."""
     if model_seed.empty or sample_seed.empty:
         return None
-    y = model_seed.assign(facet=[tuple(facets_of(v)) for v in model_seed["value_name"].astype(str)])
-    x = sample_seed.assign(facet=[tuple(facets_of(v)) for v in sample_seed["value_name"].astype(str)])
+
+    def facets(frame: pd.DataFrame) -> list[tuple]:
+        return list(zip(frame["facet"].astype(object), frame["level"].to_numpy(float)))
+
+    y = model_seed.assign(facet=facets(model_seed))
+    x = sample_seed.assign(facet=facets(sample_seed))
     y = y[["model_label", "seed", "facet", "mean"]].astype({"model_label": object}).rename(columns={"mean": "y"})
     x = x[["model_label", "method_label", "seed", "facet", "mean"]].astype({"model_label": object, "method_label": object})
     data = x.merge(y, on=["model_label", "seed", "facet"]).rename(columns={"mean": "x"})
@@ -391,7 +378,7 @@ def delta_vs_value(model_seed: pd.DataFrame, sample_seed: pd.DataFrame, folder: 
         sub = data[data["method_label"] == method]
         for c in corruptions:
             part = sub[[f[0] == c for f in sub["facet"]]]
-            sev = np.array([float(f[1]) if len(f) > 1 else 1.0 for f in part["facet"]])
+            sev = np.array([f[1] if np.isfinite(f[1]) else 1.0 for f in part["facet"]])
             ax.scatter(part["x"], part["y"], s=6 + 6 * sev, color=color[c], alpha=0.7, label=text(c), lw=0)
         r = float(np.corrcoef(sub["x"], sub["y"])[0, 1]) if len(sub) > 2 and sub["x"].std() > 0 and sub["y"].std() > 0 \
             else float("nan")
