@@ -20,18 +20,18 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from xbench import Dataset, DatasetInfo, FitContext, ModelSpec, hookimpl
+from xbench import Dataset, DatasetInfo, FitContext, ModelSpec, Param, hookimpl
 
 from ._training import fit_classifier
 
 PARAMS = {
-    "width": 64,
-    "epochs": 10,
-    "lr": 1e-3,
-    "momentum": 0.9,
-    "batch_size": 64,
-    "patience": 7,
-    "legacy_train_as_val": False,
+    "width": Param(64, "channels of the stem and the first stage (the source's 64; 2×, 4×, 8× after)", ge=1),
+    "epochs": Param(10, "most training epochs (the source's 10)", ge=1),
+    "lr": Param(1e-3, "SGD learning rate (the source's 1e-3)", gt=0),
+    "momentum": Param(0.9, "SGD momentum", ge=0, le=1),
+    "batch_size": Param(64, "training batch size", ge=1),
+    "patience": Param(7, "epochs without a better validation loss before stopping (the source's 7)", ge=1),
+    "legacy_train_as_val": Param(False, "early-stop on the training set, as the source did by mistake"),
 }
 
 
@@ -122,4 +122,5 @@ def xbench_models():
         params=PARAMS,
         provides=frozenset({"conv_layer", "gradients", "resnet"}),
         layers=layers,
+        architecture=("width",),
     )

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xbench import Dataset, DatasetInfo, FitContext, FitReport, ModelSpec, hookimpl
+from xbench import Dataset, DatasetInfo, FitContext, FitReport, ModelSpec, Param, hookimpl
 from xbench.errors import XbenchError
 
 from . import _pretraining as pretraining
@@ -33,17 +33,18 @@ LOSSES = ("heatmap", "cce")
 KERAS_EPSILON = 1e-7
 
 PARAMS = {
-    "loss": "heatmap",
-    "heatmap_weight": 1.0,
-    "region": "mask",
-    "width": 1.0,
-    "hidden": 100,
-    "pretrain": "imagenet",
-    "lr": 1e-5,
-    "batch_size": 8,
-    "epochs": 3,
-    "patience": 3,
-    "legacy_frozen_base": False,
+    "loss": Param("heatmap", "the objective: 'heatmap' (MSE on sigmoid outputs + the HiResCAM-outside-the-region "
+                             "term) or 'cce' (the cross-entropy baseline)", choices=LOSSES, label=True),
+    "heatmap_weight": Param(1.0, "weight of the HiResCAM term (the source's 1)", ge=0),
+    "region": Param("mask", "the region the CAM should stay inside: the ground-truth 'mask' or a named region"),
+    "width": Param(1.0, "channel scale of the VGG16 base (1 = the real one)", gt=0),
+    "hidden": Param(100, "units of the dense layer after the base (the source's 100)", ge=1),
+    "pretrain": Param("imagenet", "where the base's weights come from", choices=pretraining.SOURCES, label=True),
+    "lr": Param(1e-5, "Adam's learning rate", gt=0),
+    "batch_size": Param(8, "training batch size (the source's 1)", ge=1),
+    "epochs": Param(3, "most training epochs", ge=1),
+    "patience": Param(3, "epochs without a better validation loss before stopping", ge=1),
+    "legacy_frozen_base": Param(False, "freeze the VGG16 base for the CCE model, as the source did (a confound)"),
     **pretraining.PARAMS,
 }
 

@@ -13,11 +13,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbench import Dataset, DatasetInfo, FitContext, ModelSpec, hookimpl
+from xbench import Dataset, DatasetInfo, FitContext, ModelSpec, Param, hookimpl
 
 from ._training import fit_classifier
 
-PARAMS = {"width": 16, "epochs": 6, "lr": 1e-3, "batch_size": 32, "patience": 3}
+PARAMS = {
+    "width": Param(16, "channels of the first block (the next two have 2× and 4×)", ge=1),
+    "epochs": Param(6, "most training epochs", ge=1),
+    "lr": Param(1e-3, "Adam's learning rate", gt=0),
+    "batch_size": Param(32, "training batch size", ge=1),
+    "patience": Param(3, "epochs without a better validation loss before stopping", ge=1),
+}
 
 
 class SmallCNN(nn.Module):
@@ -56,4 +62,5 @@ def xbench_models():
         description="Three-block CNN (conv-ReLU-pool), Adam, early stopping on validation loss.",
         params=PARAMS,
         provides=frozenset({"conv_layer", "gradients", "lrp"}),
+        architecture=("width",),
     )
