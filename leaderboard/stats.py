@@ -85,20 +85,6 @@ def grouped_bootstrap_ci(values, groups, *, level: float = 0.95, resamples: int 
     return lo, hi, counts
 
 
-def pad_groups(values, groups, size: int | None = None) -> np.ndarray:
-    """Ragged groups as rows of a (G, max n) matrix padded with nan (values kept in order)."""
-    values = np.asarray(values, dtype=float)
-    groups = np.asarray(groups, dtype=np.int64)
-    size = int(groups.max()) + 1 if size is None and groups.size else (size or 0)
-    order = np.argsort(groups, kind="stable")
-    g = groups[order]
-    counts = np.bincount(g, minlength=size)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    out = np.full((size, int(counts.max()) if counts.size else 0), np.nan)
-    out[g, np.arange(g.size) - starts[g]] = values[order]
-    return out
-
-
 def bootstrap_rank_ci(matrix, higher_is_better: bool, *, level: float = 0.95, resamples: int = RESAMPLES,
                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Percentile intervals of each method's rank (1 = best) when the seeds, shared by all methods
