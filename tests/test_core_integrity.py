@@ -14,7 +14,7 @@ import time
 import pandas as pd
 import pytest
 
-from helpers import run_cli, write_config
+from helpers import TINY, run_cli, write_config
 from xbench import load_results
 from xbench.config import load_config
 from xbench.errors import UsageError
@@ -24,28 +24,9 @@ from xbench.results import MEASUREMENTS
 from xbench.runner import run
 from xbench.store import RunStore
 
-BASE = """
-[run]
-seeds = [0]
-batch_size = 16
-samples = 32
-gallery = 0
-
-[datasets."acme.planted"]
-n_train = 256
-n_test = 48
-size = 20
-
-[models.small-cnn]
-width = 8
-epochs = 6
-lr = 0.005
-
-[methods.saliency]
-
-[metrics.tpr-tnr]
-[metrics."acme.mass"]
-"""
+# the tiny benchmark of the other core tests, without its sample plugin's method and the model-level metric
+BASE = (TINY.replace('name = "tiny"\n', "").replace("gallery = 2", "gallery = 0")
+        .replace('[methods."acme.x-sign-grad"]\n', "").replace("[metrics.classification]\n", ""))
 
 HOSTILE = BASE + """
 [datasets."hostile.empty-test"]
