@@ -54,6 +54,8 @@ class RunOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("run", description="a title for the run, shown on the leaderboard")
+    about: str = Field("", description="what this run tests and what it leaves to other configs, in a sentence "
+                                       "or two; shown above the leaderboard's findings")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1,
                               description="one cell per dataset × model × seed; integers 0 ≤ seed < 2⁶³")
     device: str = "auto"

@@ -52,6 +52,7 @@ def summary_markdown(pages: list[DatasetPage], prov: dict[str, Any], rows: int, 
     md = [f"# xbench leaderboard: {md_escape(prov.get('run'))}", ""]
     md += [f"**{md_escape(status.headline)}**" if status.complete else f"> **Warning:** {md_escape(status.headline)}",
            ""]
+    md += [md_escape(prov["about"]), ""] if prov.get("about") else []
     md += [findings.rstrip("\n"), ""] if findings else ["This run states no claims.", ""]
     md += ["Mean over seeds [95% bootstrap CI] (rank among non-baseline methods; 1 = best, in bold). "
            "All test samples; the site also shows correctly classified samples only, statistics, the agreement "

@@ -50,6 +50,7 @@ def provenance(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     specs = manifest.get("specs") or {}
     return {
         "run": (config.get("run") or {}).get("name") or run_dir.name,
+        "about": (config.get("run") or {}).get("about") or "",
         "xbench": manifest.get("xbench_version"),
         "versions": manifest.get("versions") or {},
         "torch": (manifest.get("versions") or {}).get("torch"),
@@ -124,7 +125,7 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
         (site / page.page).write_text(env.get_template("dataset.html").render(p=page, figures=figures, **common),
                                       encoding="utf-8")
     (site / "index.html").write_text(env.get_template("index.html").render(
-        pages=pages, rows=len(frame), run=prov["run"], findings=findings, claims=bool(claims), **common),
+        pages=pages, rows=len(frame), run=prov["run"], about=prov["about"], findings=findings, claims=bool(claims), **common),
         encoding="utf-8")
     (site / "provenance.html").write_text(env.get_template("provenance.html").render(**common), encoding="utf-8")
     (site / "leaderboard.md").write_text(summary_markdown(pages, prov, len(frame), status,

@@ -23,7 +23,7 @@ MANIFEST = {
     "xbench_version": "9.9.9-test", "finished": "2031-02-03T04:05:06+00:00", "git": {"xbench": "abc123def4567890"},
     "versions": {"torch": "2.99"}, "device": {"device": "cpu", "gpu": None},
     "plugins": [{"name": EVIL, "version": "1.0", "distribution": "evil-dist", "status": "active"}],
-    "config": {"source": "tests.toml", "run": {"name": "site-test"}},
+    "config": {"source": "tests.toml", "run": {"name": "site-test", "about": "A miniature " + EVIL}},
 }
 
 
@@ -138,8 +138,11 @@ def test_every_plugin_and_data_string_is_escaped(site):
         assert "<script" not in text.replace('<script src="static/sort.js" defer></script>', ""), path.name
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page(site).read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in (site / "index.html").read_text()  # plugin name in the footer
+    index = (site / "index.html").read_text()
+    assert '<p id="about">A miniature &lt;script&gt;' in index  # the run's about line, above the findings
     md = (site / "leaderboard.md").read_text()
     assert "<script" not in md and "&lt;script&gt;" in md
+    assert "A miniature &lt;script&gt;" in md
     assert "## toy\\|set\\*" in md
 
 
