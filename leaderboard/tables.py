@@ -218,6 +218,28 @@ class Reliability:
 
 
 @dataclass
+class OverviewRow:
+    method: str
+    baseline: bool
+    ranks: list[float | None]  # per category: mean of the method's mean ranks over its ranked tables
+    cost: Cost | None = None
+
+
+@dataclass
+class Overview:
+    """Methods × categories at a glance: a method that localises well but fails the sanity checks
+    (Adebayo et al. 2018: its map ignores the model) shows it in one row."""
+
+    categories: list[str]
+    rows: list[OverviewRow]
+    costs: bool = False
+
+    def best(self, j: int) -> float | None:
+        ranks = [r.ranks[j] for r in self.rows if r.ranks[j] is not None and not r.baseline]
+        return min(ranks) if ranks else None
+
+
+@dataclass
 class ModelInfo:
     label: str
     params: dict[str, Any]
@@ -239,6 +261,7 @@ class DatasetPage:
     reliability: Reliability
     method_order: list[str] = field(default_factory=list)
     baselines: set[str] = field(default_factory=set)
+    overview: Overview | None = None
 
     @property
     def tables(self) -> int:
@@ -394,6 +417,27 @@ def sections(tables: list[ScoreTable]) -> list[Section]:
     return out
 
 
+def overview(secs: list[Section]) -> Overview | None:
+    """Per method, its mean rank in each category (over that category's ranked tables, trained
+    models only); rows ordered as the first category's."""
+    cats = [s for s in secs if s.ranked]
+    if len(cats) < 2:
+        return None
+    per: dict[str, dict[str, list[float]]] = {}
+    info: dict[str, MethodRow] = {}
+    for s in cats:
+        for t in s.ranked:
+            for r in t.rows:
+                info.setdefault(r.method, r)
+                if math.isfinite(r.mean_rank):
+                    per.setdefault(r.method, {}).setdefault(s.category, []).append(r.mean_rank)
+    rows = [OverviewRow(m, info[m].baseline,
+                        [float(np.mean(per[m][s.category])) if s.category in per.get(m, {}) else None for s in cats],
+                        info[m].cost) for m in info]
+    rows.sort(key=lambda r: (r.baseline, r.ranks[0] if r.ranks[0] is not None else 1e9, r.method))
+    return Overview([s.category for s in cats], rows, any(r.cost is not None for r in rows))
+
+
 def classification(ds_models: pd.DataFrame, models: list[str], untrained: set[str], names: Names
                    ) -> Classification | None:
     """Model-level values: rows = models, columns = values; categorical family members (per-class
@@ -516,7 +560,8 @@ def dataset_page(agg: Aggregates, name: str, page: str, names: Names) -> Dataset
         views=views, classification=classification(ds_models, models, untrained, names),
         grids=grid_tables(of(agg.model_per_seed), models, names),
         paired=comparison_blocks(of(agg.paired), display), groups=comparison_blocks(of(agg.groups), display),
-        reliability=reliability(of(agg.reliability), display), method_order=method_order, baselines=baselines)
+        reliability=reliability(of(agg.reliability), display), method_order=method_order, baselines=baselines,
+        overview=overview(views["all"]))
 
 
 def family_kinds(*frames: pd.DataFrame) -> dict[tuple[str, str], str]:

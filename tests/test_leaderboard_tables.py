@@ -132,3 +132,14 @@ def test_findings_rows(built):
     assert [(r.id, r.relation) for r in f.rows] == [("good-beats-bad", "greater")]
     assert f.counts == {"reproduced": 0, "contradicted": 0, "inconclusive": 1}  # no model-fit accuracy recorded
     assert f.rows[0].reason.startswith("no accuracy recorded")
+
+
+def test_methods_at_a_glance_ranks_each_method_per_category(built):
+    page, _ = built
+    o = page.overview
+    assert o.categories == ["localisation", "robustness"]
+    rows = {r.method: r for r in o.rows}
+    assert [r.method for r in o.rows] == ["good", "bad", "random"]
+    assert rows["good"].ranks == [1.0, 1.0] and rows["bad"].ranks == [2.0, 2.0]
+    assert rows["random"].baseline and rows["random"].ranks == [None, None]  # baselines are never ranked
+    assert o.best(0) == 1.0 and o.costs and rows["good"].cost.cells == 6
