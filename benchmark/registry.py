@@ -46,6 +46,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "xbench.plugins.metrics.faithfulness",
     "xbench.plugins.metrics.robustness",
     "xbench.plugins.metrics.randomisation",
+    "xbench.plugins.metrics.road",
+    "xbench.plugins.metrics.perturbation",
+    "xbench.plugins.metrics.pointing",
 )
 
 

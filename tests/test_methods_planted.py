@@ -29,7 +29,7 @@ def registry():
 def ours(registry):
     names = [n for n in registry.names("methods")
              if registry.get("methods", n).spec.explain.__module__.rsplit(".", 1)[-1] in MODULES]
-    assert len(names) == 21, names
+    assert len(names) == 22, names
     return names
 
 
@@ -140,6 +140,6 @@ def test_every_method_runs_through_the_runner_trained_and_untrained(tmp_path, re
         assert (part.groupby("method_label").size() == 8).all()
         assert part.value.notna().all()
         assert (part.model_untrained == is_untrained).all()  # the untrained architecture: a null baseline model
-        assert set(part[part.method_baseline].method) == {"random", "sobel", "laplace"}
+        assert set(part[part.method_baseline].method) == {"random", "sobel", "laplace", "centre"}
     labels = set(rows.method_label)
     assert {"grad-cam[layer=features.0]", "grad-cam[layer=#1]", "grad-cam[layer=features.6]"} <= labels

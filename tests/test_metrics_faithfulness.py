@@ -8,28 +8,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from xbench import MetricContext, TrainedModel, testing
 from xbench.plugins.metrics import faithfulness as fm
 from xbench import results
 from xbench.results import NONFINITE
 
+from helpers import PatchSum
+
 SPEC = next(iter(fm.xbench_metrics()))
-
-
-class PatchSum(nn.Module):
-    """logits = [0, Σ_pixels weight·x]; records every batch it sees."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.weight = weight
-        self.seen: list[torch.Tensor] = []
-
-    def forward(self, x):
-        self.seen.append(x.clone())
-        z = (x * self.weight).flatten(1).sum(1)
-        return torch.stack([torch.zeros_like(z), z], 1)
 
 
 def make_ctx(module, x, attribution, labels=None, seed=0):

@@ -39,6 +39,15 @@ untrained = true
 sweep = { fill = ["black", "uniform"] }
 patch = 32
 class = "1"
+[metrics.road]
+percentages = [30, 70]
+[metrics.deletion]
+steps = 4
+[metrics.insertion]
+steps = 4
+patch = 5
+[metrics.pointing-game]
+[metrics.relevance-mass-accuracy]
 [metrics.saliency-rmse]
 corruptions = ["contrast"]
 severities = [1, 5]
@@ -59,7 +68,8 @@ def test_all_metrics_through_the_runner(tmp_path):
     sample = df[df["scope"] == "sample"]
     names = set(sample["value_name"])
     assert {"tpr", "tnr", "pompom", "emd", "aopc", "mass/heart", "area/fat", "mass/marker",
-            "rmse/contrast/1", "rmse/contrast/5", "morf/0", "morf/20"} <= names  # 105×135 → 4×5 patches of 32
+            "rmse/contrast/1", "rmse/contrast/5", "morf/0", "morf/20", "road", "morf/30", "lerf/70", "deletion",
+            "deletion/0", "deletion/4", "insertion", "insertion/4", "pointing_game", "relevance_mass_accuracy"} <= names  # 105×135 → 4×5 patches of 32
     assert sample.groupby(["method", "metric_label", "value_name"]).size().eq(8).all()
     assert set(sample.loc[sample["metric"] == "aopc", "metric_label"]) == {"aopc[fill=black]", "aopc[fill=uniform]"}
     assert '"class":"1"' in sample.loc[sample["metric"] == "aopc", "metric_params"].iloc[0]

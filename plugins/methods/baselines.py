@@ -8,6 +8,10 @@ leaderboard has chance levels (seed-algorithms.md §2.7, §5.3). ``baseline=True
   reduction takes absolute values.
 - ``laplace``: ``scipy.ndimage.laplace`` of each input image: the sum of [1, -2, 1] along all
   three axes, boundary ``reflect``.
+- ``centre``: the same map for every image, an isotropic Gaussian exp(−r²/2σ²) centred on the
+  image's centre ((H−1)/2, (W−1)/2), σ = ``sigma`` × the shorter side. Objects tend to sit in the
+  middle of photographs, so this is the chance level of localisation metrics there (TorchRay's
+  model-free "center" baseline of the pointing game).
 
 Both filters are computed as tensor ops on the device for the whole batch and equal scipy's
 results. The source (Oliveira et al.) reported a copy of the Laplace results as "Sobel";
@@ -48,6 +52,19 @@ def laplace_map(x: torch.Tensor) -> torch.Tensor:
     return sum(correlate1d(x, (1.0, -2.0, 1.0), d) for d in (-3, -2, -1))
 
 
+def centre_map(height: int, width: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
+    """An isotropic Gaussian at the centre of an ``height × width`` image, σ = ``sigma`` × the shorter side."""
+    s = sigma * min(height, width)
+    y = torch.arange(height, device=device, dtype=dtype) - (height - 1) / 2
+    x = torch.arange(width, device=device, dtype=dtype) - (width - 1) / 2
+    return torch.exp(-(y[:, None] ** 2 + x[None, :] ** 2) / (2 * s * s))
+
+
+def centre(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, params: Mapping[str, Any]):
+    peak = centre_map(*x.shape[-2:], float(params["sigma"]), device=x.device)
+    return peak.expand(x.shape[0], 1, *peak.shape).clone()
+
+
 def random_map(model: TrainedModel, x: torch.Tensor, target: torch.Tensor, params: Mapping[str, Any], *,
                generator: torch.Generator):
     return torch.rand(x.shape[0], 1, *x.shape[-2:], device=x.device, generator=generator)
@@ -73,3 +90,7 @@ def xbench_methods():
                      description="Null baseline: Sobel edge map of the input (scipy.ndimage.sobel, last axis).")
     yield MethodSpec(name="laplace", explain=laplace, baseline=True,
                      description="Null baseline: Laplace edge map of the input (scipy.ndimage.laplace, all axes).")
+    yield MethodSpec(name="centre", explain=centre, baseline=True,
+                     params={"sigma": Param(0.25, "σ of the Gaussian, as a fraction of the image's shorter side", gt=0)},
+                     description="Null baseline: an isotropic Gaussian at the image centre, the same for every "
+                                 "image (model-free; TorchRay's center baseline).")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from xbench import MetricContext
-from xbench.errors import DataError
+from xbench.errors import DataError, UsageError
 
 
 def _names(ctx: MetricContext) -> tuple[str, str]:
@@ -41,3 +41,49 @@ def defined(ctx: MetricContext) -> torch.Tensor:
     if bad is None:
         return torch.ones(len(ctx.inputs), dtype=torch.bool, device=ctx.device)
     return ~bad.to(ctx.device)
+
+
+CLASS_DOC = ("whose softmax probability f is: the explained 'target', the 'label', the clean 'predicted' class, "
+             "or a fixed class index")
+
+
+def class_choice(value) -> str | None:
+    """The ``check`` of a ``class`` param (see :func:`explained_class`)."""
+    if value in ("target", "label", "predicted") or (isinstance(value, str) and value.isdigit()):
+        return None
+    return "must be 'target', 'label', 'predicted' or a class index as a string (e.g. \"1\")"
+
+
+def explained_class(ctx: MetricContext, choice) -> torch.Tensor:
+    """Class whose probability is f: the run's explained ``target``, the ``label``, the clean
+    ``predicted`` class, or a fixed class index (AOPC's source used index 1)."""
+    n = len(ctx.inputs)
+    if choice == "target":
+        return ctx.targets.long()
+    if choice == "label":
+        return ctx.labels.long()
+    if choice == "predicted":
+        return ctx.predictions.long()
+    k = ctx.logits.shape[1]
+    try:
+        index = int(choice)
+    except (TypeError, ValueError):
+        index = -1
+    if not 0 <= index < k:
+        raise UsageError(f"param 'class' must be 'target', 'label', 'predicted' or a class index "
+                         f"0..{k - 1} (as a string in TOML, e.g. \"1\"), got {choice!r}.")
+    return torch.full((n,), index, dtype=torch.long, device=ctx.device)
+
+
+def class_probability(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Softmax probability of ``classes`` under ``logits`` (N, K), as float64 (N,)."""
+    return logits.float().softmax(1).gather(1, classes[:, None].to(logits.device))[:, 0].double()
+
+
+def positive_share(a: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ(a⁺·region)/Σa⁺ per sample of ``a`` (N, H, W) in float64, and where Σa⁺ = 0 (the share is
+    then 0; callers report it as undefined)."""
+    h = a.double().clamp(min=0).flatten(1)
+    total = h.sum(1)
+    share = (h * region.flatten(1).double()).sum(1) / total.clamp(min=torch.finfo(h.dtype).tiny)
+    return share, total <= 0

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from xbench import Family, MetricContext, MetricSpec, Param, hookimpl
 from xbench.errors import UsageError
 
-from ._common import constant_maps, defined
+from ._common import CLASS_DOC, class_choice, class_probability, constant_maps, defined, explained_class
 
 FILLS = {"black": 0.0, "white": 1.0, "gray": 0.5, "blur": None, "uniform": None}
 
@@ -82,27 +82,6 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
 
 
-def explained_class(ctx: MetricContext, choice) -> torch.Tensor:
-    """Class whose probability is f: the run's explained ``target``, the ``label``, the clean
-    ``predicted`` class, or a fixed class index (the source used index 1)."""
-    n = len(ctx.inputs)
-    if choice == "target":
-        return ctx.targets.long()
-    if choice == "label":
-        return ctx.labels.long()
-    if choice == "predicted":
-        return ctx.predictions.long()
-    k = ctx.logits.shape[1]
-    try:
-        index = int(choice)
-    except (TypeError, ValueError):
-        index = -1
-    if not 0 <= index < k:
-        raise UsageError(f"AOPC param 'class' must be 'target', 'label', 'predicted' or a class index "
-                         f"0..{k - 1} (as a string in TOML, e.g. \"1\"), got {choice!r}.")
-    return torch.full((n,), index, dtype=torch.long, device=ctx.device)
-
-
 def fill_source(ctx: MetricContext, fill: str, patch: int):
     """A scalar fill, or the (N, C, H, W) image whose pixels replace perturbed ones."""
     if fill not in FILLS:
@@ -132,7 +111,7 @@ def morf_curve(ctx: MetricContext, a: torch.Tensor, *, patch: int, steps: int, f
     classes = explained_class(ctx, choice)
     source = fill_source(ctx, fill, patch)
     curve = torch.empty(n, steps_l + 1, dtype=torch.float64, device=x.device)
-    curve[:, 0] = ctx.logits.float().softmax(1).gather(1, classes[:, None])[:, 0].double()
+    curve[:, 0] = class_probability(ctx.logits, classes)
     total = n * steps_l
     chunk = int(chunk) if int(chunk) > 0 else n
     for start in range(0, total, chunk):
@@ -145,8 +124,7 @@ def morf_curve(ctx: MetricContext, a: torch.Tensor, *, patch: int, steps: int, f
         else:
             perturbed = torch.where(hit, source[sample], perturbed)
         with torch.no_grad():
-            prob = module(perturbed).float().softmax(1)
-        curve[sample, k] = prob.gather(1, classes[sample][:, None])[:, 0].double()
+            curve[sample, k] = class_probability(module(perturbed), classes[sample])
     return curve
 
 
@@ -177,12 +155,6 @@ def removal_check(ctx: MetricContext, fill: str) -> dict[str, torch.Tensor]:
     return {"in_distribution": torch.full((n,), float(inside), dtype=torch.float64, device=ctx.device)}
 
 
-def _class_choice(value) -> str | None:
-    if value in ("target", "label", "predicted") or (isinstance(value, str) and value.isdigit()):
-        return None
-    return "must be 'target', 'label', 'predicted' or a class index as a string (e.g. \"1\")"
-
-
 @hookimpl
 def xbench_metrics():
     yield MetricSpec(
@@ -191,8 +163,7 @@ def xbench_metrics():
         params={"patch": Param(8, "side of the square patches removed at each step, in pixels", ge=1),
                 "steps": Param(100, "L, the most patches removed (at most the number of patches)", ge=1),
                 "fill": Param("black", "what replaces a removed patch", choices=tuple(FILLS), label=True),
-                "class": Param("target", "whose softmax probability f is: the explained 'target', the 'label', "
-                                         "the clean 'predicted' class, or a fixed class index", check=_class_choice),
+                "class": Param("target", CLASS_DOC, check=class_choice),
                 "blur_sigma_patches": Param(0.5, "σ of the blur fill, in patch sides", gt=0),
                 "chunk": Param(0, "perturbed images per forward pass; 0 = the batch size", ge=0)},
         description="Area over the MoRF perturbation curve (Samek et al.; Rio-Torto et al. 2020): s×s patches "

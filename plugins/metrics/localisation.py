@@ -19,7 +19,7 @@ import torch
 from xbench import Family, MetricContext, MetricSpec, Param, hookimpl
 from xbench.errors import DataError, UsageError
 
-from ._common import _names, checked_mask, constant_maps, defined
+from ._common import _names, checked_mask, constant_maps, defined, positive_share
 
 TIES = ("split", "index", "random")
 
@@ -136,14 +136,12 @@ def mass_in_region(ctx: MetricContext) -> dict[str, torch.Tensor]:
         dataset, method = _names(ctx)
         raise DataError(f"Dataset {dataset!r} gives no named regions to score method {method!r} against; "
                         "the 'mass-in-region' metric needs a split with regions (tag 'regions').")
-    h = a.double().clamp(min=0).flatten(1)
-    total = h.sum(1)
-    silent = (total <= 0) & ok
+    silent = (a.flatten(1).amax(1) <= 0) & ok
     ctx.flag(silent, "no positive attribution: mass in regions undefined")
     mass, area = {}, {}
     for name, region in sorted(ctx.regions.items()):
         r = checked_mask(ctx, region, f"region {name!r}").flatten(1)
-        share = (h * r).sum(1) / total.clamp(min=torch.finfo(h.dtype).tiny)
+        share, _ = positive_share(a, r)
         mass[name] = torch.where(silent, torch.full_like(share, float("nan")), share)
         area[name] = r.double().mean(1)
         ctx.flag(~r.any(1), f"region {name!r} is empty in this image (its mass is 0)")

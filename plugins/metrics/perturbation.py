@@ -1,0 +1,116 @@
+"""Deletion and insertion (Petsiuk et al. 2018, RISE): the probability of the explained class as the
+most relevant pixels are deleted from the image, or inserted into a start image that lacks them.
+
+Pixels (``patch = 1``) or small s×s patches (ranked by their mean relevance, ties by a seeded random
+permutation, as AOPC) are taken most relevant first in ``steps`` equal fractions t_j = j/steps,
+j = 0..steps: at t_j the first round(t_j·P) of the P patches are deleted (replaced by the ``fill``:
+``black`` 0, ``blur`` the pixels of a Gaussian-blurred copy, σ = ``blur_sigma`` pixels, or ``mean``
+each image's per-channel mean) or inserted (copied from the image onto the ``start``: ``blurred``,
+the blurred copy, or ``black``). f is the softmax probability of the chosen class (param ``class``);
+the curves are ``deletion/<j>`` and ``insertion/<j>`` (j the step), and ``deletion`` and
+``insertion`` their areas under the curve over t ∈ [0, 1] by the trapezoid rule. A lower deletion
+and a higher insertion AUC are better. The deletion curve starts at the clean forward pass
+(``ctx.logits``) and the insertion curve ends there. Each step is one forward pass of the batch.
+
+RISE's defaults: deletion to black, insertion from a blur with σ = 5 (RISE used an 11×11 kernel,
+zero padding; here the radius is ⌈3σ⌉ with replicate padding, so borders do not darken), and
+steps of 224·8 pixels on 224×224 images (28 steps); ``steps`` fixes the number instead.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from xbench import Family, MetricContext, MetricSpec, Param, hookimpl
+
+from ._common import CLASS_DOC, class_choice, class_probability, constant_maps, defined, explained_class
+from .faithfulness import gaussian_blur, morf_ranks, patch_grid, patch_relevance
+
+DELETION_FILLS = ("black", "blur", "mean")
+INSERTION_STARTS = ("blurred", "black")
+
+
+def substrate(x: torch.Tensor, kind: str, sigma: float) -> torch.Tensor:
+    """The image whose pixels replace (deletion) or underlie (insertion) the original ones."""
+    if kind == "black":
+        return torch.zeros_like(x)
+    if kind == "mean":
+        return x.mean((2, 3), keepdim=True).expand_as(x)
+    return gaussian_blur(x, sigma)
+
+
+def curve(ctx: MetricContext, a: torch.Tensor, *, insert: bool, patch: int, steps: int, other: str,
+          sigma: float, choice) -> torch.Tensor:
+    """f at t_j = j/steps, j = 0..steps, (N, steps + 1) float64."""
+    x = ctx.inputs
+    n, _, h, w = x.shape
+    pixel_patch, gh, gw = patch_grid(h, w, patch, x.device)
+    pixel_rank = morf_ranks(patch_relevance(a, patch), ctx.generator)[:, pixel_patch].view(n, 1, h, w)
+    source = substrate(x, other, sigma)
+    classes = explained_class(ctx, choice)
+    out = torch.empty(n, steps + 1, dtype=torch.float64, device=x.device)
+    clean = steps if insert else 0
+    out[:, clean] = class_probability(ctx.logits, classes)
+    for j in range(steps + 1):
+        if j == clean:
+            continue
+        taken = pixel_rank < int(j * gh * gw / steps + 0.5)   # the first patches, most relevant first
+        image = torch.where(taken, x, source) if insert else torch.where(taken, source, x)
+        with torch.no_grad():
+            out[:, j] = class_probability(ctx.model.module(image), classes)
+    return out
+
+
+def trapezoid(values: torch.Tensor) -> torch.Tensor:
+    """Area under (N, steps + 1) values over equally spaced t ∈ [0, 1]."""
+    steps = values.shape[1] - 1
+    return (values.sum(1) - (values[:, 0] + values[:, -1]) / 2) / steps
+
+
+def _score(ctx: MetricContext, insert: bool) -> dict[str, torch.Tensor]:
+    p = ctx.params
+    a = ctx.attribution.float()
+    other = p["start"] if insert else p["fill"]
+    values = curve(ctx, a, insert=insert, patch=int(p["patch"]), steps=int(p["steps"]), other=other,
+                   sigma=float(p["blur_sigma"]), choice=p["class"])
+    ctx.flag(constant_maps(a) & defined(ctx), "constant attribution: patch order is a seeded random permutation")
+    name = "insertion" if insert else "deletion"
+    return {name: trapezoid(values), f"{name}_curve": {j: values[:, j] for j in range(values.shape[1])}}
+
+
+def deletion(ctx: MetricContext) -> dict[str, torch.Tensor]:
+    return _score(ctx, insert=False)
+
+
+def insertion(ctx: MetricContext) -> dict[str, torch.Tensor]:
+    return _score(ctx, insert=True)
+
+
+def _params(kind: str) -> dict[str, Param]:
+    common = {"patch": Param(1, "side of the square patches taken at once, in pixels (1 = pixel-wise)", ge=1),
+              "steps": Param(16, "number of equal fractions of the patches, the curve's steps", ge=1),
+              "blur_sigma": Param(5.0, "σ of the blurred image, in pixels (RISE: 5)", gt=0),
+              "class": Param("target", CLASS_DOC, check=class_choice)}
+    if kind == "deletion":
+        return {"fill": Param("black", "what replaces a deleted pixel", choices=DELETION_FILLS, label=True), **common}
+    return {"start": Param("blurred", "the image the pixels are inserted into", choices=INSERTION_STARTS, label=True),
+            **common}
+
+
+SUMMARIES = {
+    "deletion": (False, "delete the most relevant pixels (or patches) in equal steps (black, blur or mean fill)",
+                 "Lower"),
+    "insertion": (True, "insert the most relevant pixels (or patches) in equal steps into a blurred (or black) "
+                        "image", "Higher"),
+}
+
+
+@hookimpl
+def xbench_metrics():
+    for name, (higher, what, better) in SUMMARIES.items():
+        yield MetricSpec(
+            name=name, score=insertion if higher else deletion, category="faithfulness", params=_params(name),
+            values={name: higher, f"{name}_curve": Family(higher, level="step", name=name)},
+            description=f"{name.capitalize()} (Petsiuk et al. 2018): {what}; {name} = area under the "
+                        f"class-probability curve {name}/<step>. {better} is better.",
+        )
