@@ -178,7 +178,10 @@ def load(params: Mapping[str, Any], seed: int) -> Dataset:
     splits = {name: generate(int(params[f"n_{name}"]), seed, i, params)
               for i, name in enumerate(("train", "val", "test"))}
     target = f"{{{params['target_vertices']}/{params['target_step']}}}"
-    return Dataset("polygons", CLASSES, splits, info={"target": target, "mask": params["mask"]})
+    # black outlines on a white background: a white patch (the background) or a blurred one removes
+    # what it covers; a black patch draws a filled square, i.e. adds shape instead of removing it
+    return Dataset("polygons", CLASSES, splits, info={"target": target, "mask": params["mask"],
+                                                      "removal_fills": ["white", "blur"]})
 
 
 @hookimpl

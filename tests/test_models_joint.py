@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xbench import DatasetInfo, FitContext, testing
+from xbench import DatasetInfo, FitContext, Param, testing
 from xbench.errors import XbenchError
 from xbench.plugins.models import joint_explainer as jx
 from xbench.plugins.models._training import _resident, evaluate
@@ -185,3 +185,50 @@ def test_a_phase_with_nothing_to_train_is_a_clear_error():
     model = jx.build(data.describe(), params)
     with pytest.raises(XbenchError, match=r"phase 1 \(classifier\) has 1 epochs but nothing to train"):
         jx.fit(model, data, params, FitContext(0, CPU, ""))
+
+
+def test_params_are_params_with_the_loss_as_label_and_paired_seeding_by_architecture():
+    spec = next(iter(jx.xbench_models()))
+    assert all(isinstance(p, Param) for p in jx.PARAMS.values())
+    assert jx.PARAMS["loss"].label and not jx.PARAMS["width"].label
+    assert set(spec.architecture) == {"classifier", "width", "stem", "init_bias"}
+    assert jx.PARAMS["alpha"].check([1.0, 0.5]) and jx.PARAMS["alpha"].check([1.0, 0.5, 0.9]) is None
+    # the loss is not an architecture param: unsupervised and hybrid of a seed build the same weights
+    info = DatasetInfo("x", 3, 32, 32, ("a", "b"))
+    built = []
+    for loss in ("unsupervised", "hybrid"):
+        torch.manual_seed(7)
+        built.append(jx.build(info, {**defaults(jx.PARAMS), "width": 0.125, "loss": loss}).state_dict())
+    assert _same(*built)
+
+
+def test_the_degenerate_explainer_warning_fires_on_a_constant_map_and_not_on_a_varied_one():
+    data = testing.planted_dataset(n_train=32, n_val=32, n_test=16, size=16)
+    torch.manual_seed(0)
+    model = jx.build(data.describe(), {**defaults(jx.PARAMS), "classifier": "vgg", "width": 0.125})
+    # the untrained explainer is its saturated start: tanh(3) everywhere
+    stats = jx.explanation_stats(model, data.val, CPU)
+    assert stats["mean"] > 0.95 and stats["spread"] < 1e-3
+    (warning,) = jx.degenerate_warnings(stats)
+    assert "saturated" in warning
+    with torch.no_grad():
+        model.explainer.norm.bias.fill_(-5.0)  # ReLU(tanh(< 0)) = 0: the collapsed explainer
+    (warning,) = jx.degenerate_warnings(jx.explanation_stats(model, data.val, CPU))
+    assert "collapsed to 0" in warning
+    assert jx.degenerate_warnings({"mean": 0.4, "spread": 0.3, "between": 0.1}) == []
+    # and fit reports it: one phase-1 epoch leaves the frozen explainer at its start
+    params = {**defaults(jx.PARAMS), "classifier": "vgg", "width": 0.125, "batch_size": 32, "epochs": [1, 0, 0]}
+    report = jx.fit(jx.build(data.describe(), params), data, params, FitContext(0, CPU, ""))
+    assert any("degenerate" in w for w in report.warnings)
+    assert report.metrics["val_explanation_mean"] > 0.95
+
+
+def test_polygons_declare_which_fills_remove_content():
+    from xbench.datasets import polygons
+
+    params = {**defaults(polygons.PARAMS), "size": 64, "rad_min": 4, "rad_max": 9, "n_train": 8, "n_val": 4,
+              "n_test": 4}
+    data = polygons.load(params, 0)
+    assert data.info["removal_fills"] == ["white", "blur"]
+    x = data.train.images
+    assert float((x == 1).float().mean()) > 0.8  # white background: white is the removal value, black is ink

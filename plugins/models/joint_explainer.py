@@ -18,12 +18,31 @@ Deviations, on purpose: inputs whose sides are not multiples of 8 are zero-padde
 explainer and its map cropped back; explanations are pooled to each feature map's exact size
 (adaptive average pooling, which equals the source's AvgPool(2)/(4) wherever sizes divide); in
 phase 2 the frozen classifier is in eval mode, so its batch-norm statistics stay frozen too (the
-source left it in train mode: ``legacy_phase2_train_mode``); no augmentation.
+source left it in train mode: ``legacy_phase2_train_mode``); no augmentation; ``stem = "small"``
+(3×3/1, no max-pool) is offered for the ResNet-18 classifier on inputs far below 224 px.
+
+After training, the explanations of the validation set are summarised (``val_explanation_mean``,
+``_spread``: mean per-map standard deviation, ``_between``: standard deviation of per-map means), and
+the fit report warns when both spreads are below 0.02: an explainer still at its saturated
+all-white start, or collapsed to 0 (the phase-2 trap: with α₂ = 0.25, and more so with the
+hybrid's γ·L_weak, an all-zero explanation has a lower validation loss than a white one whenever
+the phase-1 classifier carries no generalising signal, so best-validation selection keeps it, and
+ReLU(tanh) never revives it).
+
+No LRP tag (Zennit): the explanation gates every feature map multiplicatively, ``x · e(x)``, with
+``e`` itself computed from the input by the U-Net. Zennit has rules for layers only and passes the
+gradient through every other operation, here to both factors of the product, so it would return a
+modified gradient that is not LRP, without an error. An LRP of this model needs a rule for the
+gate (e.g. treating ``e`` as a constant, the "signal-take-all" rule of LRP for LSTM gates) that
+the composites do not have; the ResNet-18 classifier would in addition need the residual
+canonizer, which the plan reaches through the ``resnet`` tag and not ``lrp`` (see
+``plugins/methods/zennit.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,38 +50,58 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xbench import Dataset, DatasetInfo, FitContext, FitReport, ModelSpec, hookimpl
+from xbench import Dataset, DatasetInfo, FitContext, FitReport, ModelSpec, Param, hookimpl
 from xbench.errors import XbenchError
+from xbench.specs import defaults
 
 from .cifar_resnet import init_resnet, make_stages
-from ._training import fit_classifier, trainable_parameters
+from ._training import _resident, fit_classifier, iterate, trainable_parameters
 
 CLASSIFIERS = ("vgg", "resnet18")
 LOSSES = ("unsupervised", "hybrid")
 PHASES = ("classifier", "explainer", "both")
+STEMS = ("imagenet", "small")
 WEAK_EPSILON = 1e-6
 
+
+def _three(value) -> str | None:
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        return "must list one value per phase (classifier, explainer, both)"
+    return None
+
+
 PARAMS = {
-    "classifier": "resnet18",
-    "width": 1.0,
-    "loss": "hybrid",
-    "region": "mask",
-    "init_bias": 3.0,
-    "alpha": [1.0, 0.25, 0.9],
-    "beta": 0.9,
-    "gamma": 1.0,
-    "epochs": [10, 10, 100],
-    "lr_clf": [0.01, 0.0, 0.01],
-    "lr_expl": [0.0, 0.01, 0.01],
-    "patience": [100, 100, 10],
-    "min_delta": 1e-4,
-    "batch_size": 8,
-    "momentum": 0.9,
-    "weight_decay": 1e-4,
-    "plateau_factor": 0.2,
-    "plateau_patience": 10,
-    "plateau_min_lr": 1e-5,
-    "legacy_phase2_train_mode": False,
+    "classifier": Param("resnet18", "the classifier the explanation gates: the source's small 'vgg' or 'resnet18' "
+                                    "(what the paper's results use)", choices=CLASSIFIERS),
+    "width": Param(1.0, "channel scale of explainer and classifier (1 = the source's)", gt=0),
+    "stem": Param("imagenet", "ResNet-18 stem: 'imagenet' (7×7/2 conv + max-pool, the source) or 'small' "
+                              "(3×3/1, no max-pool, for inputs far below 224 px)", choices=STEMS),
+    "loss": Param("hybrid", "the explanation loss: 'unsupervised' (sparsity + total variation) or 'hybrid' "
+                            "(adds the mean explanation outside the ground-truth region)", choices=LOSSES, label=True),
+    "region": Param("mask", "the hybrid loss's region of interest: the ground-truth 'mask' or a named region"),
+    "init_bias": Param(3.0, "initial bias of the explainer's batch norm: the start explanation is ≈ tanh(init_bias) "
+                            "everywhere (the source's 3: ≈ 0.995, white)"),
+    "alpha": Param([1.0, 0.25, 0.9], "α per phase: the weight of cross-entropy against the explanation loss",
+                   ge=0, le=1, check=_three),
+    "beta": Param(0.9, "β: sparsity against total variation inside the explanation loss", ge=0, le=1),
+    "gamma": Param(1.0, "γ: weight of the hybrid's outside-the-region term", ge=0),
+    "epochs": Param([10, 10, 100], "most epochs per phase (classifier, explainer, both); 0 skips a phase",
+                    ge=0, check=_three),
+    "lr_clf": Param([0.01, 0.0, 0.01], "the classifier's SGD learning rate per phase (0 = frozen)", ge=0,
+                    check=_three),
+    "lr_expl": Param([0.0, 0.01, 0.01], "the explainer's SGD learning rate per phase (0 = frozen)", ge=0,
+                     check=_three),
+    "patience": Param([100, 100, 10], "epochs without a better validation loss before a phase stops", ge=1,
+                      check=_three),
+    "min_delta": Param(1e-4, "the smallest validation-loss improvement that counts", ge=0),
+    "batch_size": Param(8, "training batch size (the README's 8)", ge=1),
+    "momentum": Param(0.9, "SGD momentum", ge=0, le=1),
+    "weight_decay": Param(1e-4, "SGD weight decay", ge=0),
+    "plateau_factor": Param(0.2, "ReduceLROnPlateau factor (ResNet classifier)", gt=0, le=1),
+    "plateau_patience": Param(10, "ReduceLROnPlateau patience in epochs (ResNet classifier)", ge=0),
+    "plateau_min_lr": Param(1e-5, "ReduceLROnPlateau's smallest learning rate", ge=0),
+    "legacy_phase2_train_mode": Param(False, "keep the frozen classifier in train mode in phase 2, as the source "
+                                             "did (its batch-norm statistics move)"),
 }
 
 
@@ -144,13 +183,17 @@ class ResNetClassifier(nn.Module):
     """ResNet-18 (torchvision layout: 7×7/2 stem, max-pool, four stages of two BasicBlocks) with the
     explanation multiplied into the stem output and every block's output."""
 
-    def __init__(self, channels: int, classes: int, width: float = 1.0):
+    def __init__(self, channels: int, classes: int, width: float = 1.0, stem: str = "imagenet"):
         super().__init__()
         widths = tuple(_c(n, width) for n in (64, 128, 256, 512))
-        self.conv1 = nn.Conv2d(channels, widths[0], 7, stride=2, padding=3, bias=False)
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(channels, widths[0], 7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        else:  # "small": 3×3 stride 1, no max-pool (CIFAR-style), for inputs far below 224 px
+            self.conv1 = nn.Conv2d(channels, widths[0], 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.stages = make_stages(widths[0], widths)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[-1], classes)
@@ -172,13 +215,13 @@ class JointModel(nn.Module):
     """Explainer and classifier; ``forward`` gives the classifier's logits on the explained input."""
 
     def __init__(self, channels: int, classes: int, classifier: str = "resnet18", width: float = 1.0,
-                 init_bias: float = 3.0):
+                 init_bias: float = 3.0, stem: str = "imagenet"):
         super().__init__()
         if classifier not in CLASSIFIERS:
             raise XbenchError(f"joint-explainer: classifier {classifier!r} is unknown; use one of {', '.join(CLASSIFIERS)}.")
         self.explainer = Explainer(channels, width, init_bias)
-        make = VGGClassifier if classifier == "vgg" else ResNetClassifier
-        self.classifier = make(channels, classes, width)
+        self.classifier = (VGGClassifier(channels, classes, width) if classifier == "vgg"
+                           else ResNetClassifier(channels, classes, width, stem))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(x, self.explainer(x))
@@ -245,7 +288,7 @@ def phase_values(params: Mapping[str, Any]) -> list[dict[str, float]]:
     for key, value in lists.items():
         if not isinstance(value, (list, tuple)) or len(value) != 3:
             raise XbenchError(f"joint-explainer: {key} must list one value per phase (classifier, explainer, "
-                              f"both), e.g. {PARAMS[key]!r}; got {value!r}.")
+                              f"both), e.g. {defaults(PARAMS)[key]!r}; got {value!r}.")
     phases = [{k: float(v[i]) for k, v in lists.items()} for i in range(3)]
     for i, p in enumerate(phases):
         if not 0.0 <= p["alpha"] <= 1.0:
@@ -295,7 +338,7 @@ def check(params: Mapping[str, Any]) -> None:
 def build(info: DatasetInfo, params: Mapping[str, Any]) -> nn.Module:
     check(params)
     return JointModel(info.channels, info.num_classes, str(params["classifier"]), float(params["width"]),
-                      float(params["init_bias"]))
+                      float(params["init_bias"]), str(params.get("stem", "imagenet")))
 
 
 def fit(module: nn.Module, data: Dataset, params: Mapping[str, Any], ctx: FitContext) -> FitReport:
@@ -341,7 +384,46 @@ def fit(module: nn.Module, data: Dataset, params: Mapping[str, Any], ctx: FitCon
     for p in module.parameters():
         p.requires_grad_(True)
     module.eval()
-    return FitReport(history=history, metrics=metrics)
+    stats = explanation_stats(module, data.val, ctx.device, int(params["batch_size"]))
+    metrics.update({f"val_explanation_{k}": v for k, v in stats.items()})
+    return FitReport(history=history, metrics=metrics, warnings=degenerate_warnings(stats))
+
+
+DEGENERATE_SPREAD = 0.02
+"""Below this spread (the mean over images of each map's standard deviation, and the standard
+deviation of the per-image means) an explanation in [0, 1) says nothing about where to look."""
+
+
+@torch.no_grad()
+def explanation_stats(module: JointModel, split, device: torch.device, batch_size: int = 64) -> dict[str, float]:
+    """Mean, within-image spread (mean per-map std) and between-image spread (std of per-map means)
+    of the explanations of a split, in eval mode."""
+    module.eval()
+    means, stds = [], []
+    for batch in iterate(_resident(split, device), max(batch_size, 32), device):
+        z = module.explain(batch["x"]).flatten(1).double()
+        means.append(z.mean(1))
+        stds.append(z.std(1) if z.shape[1] > 1 else torch.zeros(len(z), dtype=z.dtype, device=z.device))
+    if not means:
+        return {"mean": math.nan, "spread": math.nan, "between": math.nan}
+    m, sd = torch.cat(means), torch.cat(stds)
+    return {"mean": float(m.mean()), "spread": float(sd.mean()),
+            "between": float(m.std()) if len(m) > 1 else 0.0}
+
+
+def degenerate_warnings(stats: Mapping[str, float], tolerance: float = DEGENERATE_SPREAD) -> list[str]:
+    """One sentence when the explainer's output is near-constant: every map the same value
+    (saturated white at its start, or collapsed to 0) explains nothing, and the classifier is
+    then ungated (white) or sees nothing (0)."""
+    mean, spread, between = stats.get("mean", math.nan), stats.get("spread", math.nan), stats.get("between", math.nan)
+    if not all(math.isfinite(v) for v in (mean, spread, between)) or spread >= tolerance or between >= tolerance:
+        return []
+    kind = ("collapsed to 0" if mean < 0.05 else "saturated near its all-white start" if mean > 0.8
+            else "constant")
+    return [f"the in-model explanation is degenerate on the validation set: {kind} (mean {mean:.3f}, "
+            f"spread within a map {spread:.4f}, between maps {between:.4f}, both below {tolerance:g}); "
+            "it does not say where the model looks (see the explainer's phase-2 settings: alpha, lr_expl, "
+            "epochs, init_bias)."]
 
 
 def layers(module: nn.Module) -> dict[str, nn.Module]:
@@ -362,7 +444,7 @@ def xbench_models():
         name="joint-explainer",
         build=build,
         fit=fit,
-        version="1",
+        version="2",
         description="In-model explainer + classifier (small VGG or ResNet-18), three-phase training with an "
                     "unsupervised or hybrid explanation loss (Rio-Torto et al.).",
         params=PARAMS,
@@ -370,4 +452,7 @@ def xbench_models():
         requires=requires,
         layers=layers,
         explainer=lambda module: module.explain,
+        # what decides the initial weights: with seeding = "paired", the unsupervised and the hybrid
+        # model of a seed start from the same weights and see the same batches
+        architecture=("classifier", "width", "stem", "init_bias"),
     )
