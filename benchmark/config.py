@@ -207,14 +207,14 @@ def load_config(
     notes: list[str] = []
     variants = {kind: _resolve_kind(kind, getattr(raw, kind), registry, source, notes) for kind in KINDS}
     _check_only(variants, registry, source)
+    claims = parse_claims(raw.claims, source)
+    _check_claims(claims, variants, source)  # against the whole config: a filtered run leaves claims inconclusive
     for kind, patterns in (filters or {}).items():
         if patterns:
             variants[kind] = _filter(kind, variants[kind], patterns, source)
     for kind in KINDS:
         if not variants[kind]:
             raise UsageError(f"Config {source} selects no {kind}. Add a [{kind}.<name or glob>] table.")
-    claims = parse_claims(raw.claims, source)
-    _check_claims(claims, variants, source)
     if raw.run.executor not in registry.entries["executors"]:
         raise UsageError(
             f"Config {source}: run.executor {raw.run.executor!r} is not an installed executor"
