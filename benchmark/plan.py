@@ -183,4 +183,9 @@ def make_plan(config: Config, registry: Registry) -> Plan:
                     Unit(cell, method, metric, unit_key(cell, method, metric, config, scope))
                     for method, metric, scope in pairs
                 ]
+    # dataset, then seed, then model: a dataset's data depends on the seed, and a worker keeps the
+    # last dataset it loaded, so this order loads each (dataset, seed) once instead of once per cell
+    datasets = {label: i for i, label in enumerate(dict.fromkeys(c.dataset.label for c in plan.cells))}
+    seeds = {seed: i for i, seed in enumerate(config.run.seeds)}
+    plan.cells.sort(key=lambda c: (datasets[c.dataset.label], seeds[c.seed]))
     return plan

@@ -206,3 +206,27 @@ def test_the_paper_preset_runs_each_study_on_its_own_data():
     vgg = sorted({c.model.label for c in cells if c.model.name == "vgg16-finetune"})
     assert len(vgg) == 11 and "vgg16-finetune[untrained=true]" in vgg
     assert {c.seed for c in cells} == {0, 1, 2, 3, 4}  # five: Mann–Whitney over seeds can reach p < 0.05
+
+
+def test_cells_run_dataset_then_seed_then_model(tmp_path):
+    """A dataset's data depends on the seed and a worker keeps the last one it loaded: cells of one
+    (dataset, seed) come together, so each is loaded once."""
+    from xbench.plan import make_plan
+
+    registry = load_registry()
+    path = write_config(tmp_path / "order.toml", """
+[run]
+seeds = [3, 1]
+[datasets.synthetic-cardiac]
+sweep = { mode = ["sex_size", "sex_marker"] }
+n_train = 8
+[models.small-cnn]
+sweep = { width = [4, 8] }
+[methods.saliency]
+[metrics.classification]
+""")
+    cells = make_plan(load_config(str(path), registry), registry).cells
+    order = [(c.dataset.label, c.seed) for c in cells]
+    assert len(cells) == 8 and len(set(order)) == 4
+    assert all(order[i] == order[i + 1] for i in range(0, 8, 2))  # both models of a (dataset, seed) together
+    assert [seed for _, seed in order[::2]] == [3, 1, 3, 1]  # the configured seed order, per dataset

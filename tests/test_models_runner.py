@@ -56,7 +56,8 @@ def _run(tmp_path, name):
 def test_a_cached_model_is_reused_on_the_second_run(tmp_path):
     first, rows1 = _run(tmp_path, "first")
     second, rows2 = _run(tmp_path, "second")
-    trained = ["cifar-resnet18[untrained=false]", "vgg16-finetune"]
+    vgg = "vgg16-finetune[degree=2,pretrain=synthetic-ood]"  # degree and pretrain label a variant
+    trained = ["cifar-resnet18[untrained=false]", vgg]
     assert set(first) == set(trained) | {"cifar-resnet18[untrained=true]"}
     for name in trained:
         assert first[name]["model_cached"] is False and second[name]["model_cached"] is True
@@ -65,8 +66,8 @@ def test_a_cached_model_is_reused_on_the_second_run(tmp_path):
     # the untrained null baseline is never trained, so there is nothing to cache
     baseline = first["cifar-resnet18[untrained=true]"]
     assert baseline["model_cached"] is False and baseline["fit"]["history"] == []
-    assert first["vgg16-finetune"]["fit"]["metrics"]["pretrain_cached"] == 0.0
-    assert list((tmp_path / "cache" / "plugins" / "vgg16-finetune" / "pretrain").glob("synthetic-ood-*.pt"))
+    assert first[vgg]["fit"]["metrics"]["pretrain_cached"] == 0.0
+    assert list((tmp_path / "cache" / "plugins" / "vgg16-finetune" / "models").glob("pretrain-synthetic-ood-*.pt"))
     key = ["model_label", "method", "metric", "value_name", "sample"]
     a = rows1.sort_values(key, na_position="first").reset_index(drop=True)["value"]
     b = rows2.sort_values(key, na_position="first").reset_index(drop=True)["value"]

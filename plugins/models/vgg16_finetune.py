@@ -13,6 +13,18 @@ StepLR(7, 0.1), batch 32, ≤ 40 epochs; the kept model is the first epoch's, re
 validation accuracy improves while |val acc − train acc| ≤ ``acc_dif`` (the source read a global
 here); training stops once the last three changes of validation accuracy are all below
 ``stop_value`` and validation accuracy was below training accuracy for the last three epochs.
+That recipe is ``head = "vgg"``, ``batch_norm = false``, ``optimizer = "sgd"``, ``lr = 0`` (the
+source's rates) and ``select = "source"``: the paper preset sets it.
+
+The defaults are a recipe that learns at CPU scale (64 px, width 1/8, ~2000 images; the
+``oliveira`` preset), where the source's stays at chance: plain VGG16 without batch norm hardly
+trains from scratch, VGG's 7×7-pool classifier on a 2×2 map memorises, and the source's selection
+rule keeps the first epoch whenever training accuracy runs ahead of validation accuracy by more than
+``acc_dif``. So by default the network fine-tunes as its batch-norm twin (folded into the plain
+network when fit ends: the model that is explained is plain VGG16 either way) with a global-average-
+pool head, Adam at 0.002 and the best validation epoch kept (``patience`` 5: models from out-of-domain
+pre-training can sit at chance for two or three epochs before they learn). Low degrees also need
+pre-training whose frozen features see small shapes (``_pretraining``: ``mri_pretext = "shapes"``).
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbench import Dataset, DatasetInfo, FitContext, FitReport, ModelSpec, hookimpl
+from xbench import Dataset, DatasetInfo, FitContext, FitReport, ModelSpec, Param, Split, hookimpl
 from xbench.errors import XbenchError
 
 from . import _pretraining as pretraining
@@ -40,24 +52,52 @@ LEARNING_RATES = {
     "same": {"imagenet": (0.02, 0.0018, 0.0008, 0.0006, 0.0006), "mri": (0.038, 0.01, 0.005, 0.005, 0.005)},
 }
 
+HEADS = ("vgg", "gap")
+OPTIMIZERS = ("sgd", "adam")
+SELECTIONS = ("source", "val_accuracy")
+FEATURE_BYTES_LIMIT = 1024**3  # frozen-prefix outputs larger than this are recomputed every epoch instead
+
 PARAMS = {
-    "width": 1.0,
-    "degree": "all",
-    "pretrain": "imagenet",
-    "lr": 0.0,
-    "lr_set": "best",
-    "momentum": 0.5,
-    "weight_decay": 0.0,
-    "step_size": 7,
-    "gamma": 0.1,
-    "batch_size": 32,
-    "epochs": 40,
-    "acc_dif": 0.05,
-    "stop_value": 0.005,
-    "dropout": 0.5,
-    "legacy_offbyone": False,
+    "width": Param(1.0, "channel scale of every layer (1 = the real VGG16; torchvision's ImageNet weights need 1)", gt=0),
+    "degree": Param("all", "fine-tune degree: the last k conv blocks plus the classifier train, the rest stays "
+                           "frozen; 'all' trains everything", choices=DEGREES, label=True),
+    "pretrain": Param("imagenet", "where the starting weights come from (see _pretraining: 'mri' and "
+                                  "'synthetic-ood' are pre-trained by xbench, 'imagenet' is read from a local file)",
+                      choices=pretraining.SOURCES, label=True),
+    "head": Param("gap", "classifier: 'vgg' = torchvision's (7×7 average pool, 4096-4096-classes with dropout; the "
+                         "source's) or 'gap' = global average pool + one linear layer (for small inputs, where "
+                         "VGG's 7×7 pool only replicates a 2×2 map)", choices=HEADS),
+    "batch_norm": Param(True, "fine-tune with a BatchNorm2d after each conv (frozen blocks' in eval mode; "
+                               "pre-trained statistics when the pretext had them), folded into the convs when "
+                               "fit ends, so the explained network is plain VGG16 either way"),
+    "optimizer": Param("adam", "'sgd' (the source's: momentum, no weight decay, StepLR) or 'adam' (same StepLR)",
+                       choices=OPTIMIZERS),
+    "lr": Param(0.002, "learning rate; 0 = the source's SGD rate for this pre-training and degree (lr_set)", ge=0),
+    "lr_set": Param("best", "the source's learning-rate table used when lr = 0: 'best' (highest accuracy) or "
+                            "'same' (matched accuracy)", choices=tuple(LEARNING_RATES)),
+    "momentum": Param(0.5, "SGD momentum (the source's 0.5)", ge=0, le=1),
+    "weight_decay": Param(0.0, "weight decay", ge=0),
+    "step_size": Param(7, "StepLR: epochs between learning-rate drops", ge=1),
+    "gamma": Param(0.1, "StepLR: factor of each drop", gt=0, le=1),
+    "batch_size": Param(32, "training batch size", ge=1),
+    "epochs": Param(40, "most training epochs", ge=1),
+    "select": Param("val_accuracy", "which epoch is kept: 'source' = the first, replaced when validation accuracy "
+                              "improves within acc_dif of training accuracy (the source's rule), or "
+                              "'val_accuracy' = the best validation accuracy, stopping after `patience` epochs "
+                              "without improvement", choices=SELECTIONS),
+    "patience": Param(5, "with select = 'val_accuracy': epochs without a better validation accuracy before "
+                          "stopping", ge=1),
+    "acc_dif": Param(0.05, "the source's rule: largest |val acc − train acc| of a kept epoch", ge=0, le=1),
+    "stop_value": Param(0.005, "the source's early stop: changes of validation accuracy counted as flat", ge=0),
+    "dropout": Param(0.5, "dropout in the 'vgg' classifier", ge=0, le=1),
+    "legacy_offbyone": Param(False, "keep the first conv of the deepest unfrozen block frozen, as the source's "
+                                    "slices did"),
     **pretraining.PARAMS,
 }
+
+ARCHITECTURE = ("width", "head", "dropout", "batch_norm", "pretrain", *pretraining.PARAMS)
+"""The params that decide a model's initial weights: with seeding = "paired", every degree (and the
+untrained baseline) of one pre-training starts from the same weights and sees the same batches."""
 
 
 def _channels(c: int, width: float) -> int:
@@ -65,21 +105,42 @@ def _channels(c: int, width: float) -> int:
 
 
 class VGG16(nn.Module):
-    """torchvision's VGG16 layout (``features``, ``avgpool``, ``classifier``), scaled by ``width``."""
+    """torchvision's VGG16 layout (``features``, ``avgpool``, ``classifier``), scaled by ``width``.
+
+    ``head = "vgg"``: torchvision's classifier (7×7 average pool, two hidden layers with dropout);
+    ``head = "gap"``: a global average pool and one linear layer (``classifier.0``)."""
 
     def __init__(self, channels: int, classes: int, width: float = 1.0, dropout: float = 0.5,
-                 batch_norm: bool = False):
+                 batch_norm: bool = False, head: str = "vgg"):
         super().__init__()
+        if head not in HEADS:
+            raise XbenchError(f"vgg16-finetune: head {head!r} is unknown; use one of {', '.join(HEADS)}.")
         self.features = vgg16_features(channels, width, batch_norm)
-        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         last, hidden = _channels(512, width), _channels(4096, width)
-        self.classifier = nn.Sequential(
-            nn.Linear(last * 7 * 7, hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, classes),
-        )
+        if head == "gap":
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.classifier = nn.Sequential(nn.Linear(last, classes))
+        else:
+            self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+            self.classifier = nn.Sequential(
+                nn.Linear(last * 7 * 7, hidden), nn.ReLU(), nn.Dropout(dropout),
+                nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+                nn.Linear(hidden, classes),
+            )
         init_vgg(self)
-        self.classifier[6].reset_parameters()  # a new task head: nn.Linear's default init, as in the source
+        self.classifier[-1].reset_parameters()  # a new task head: nn.Linear's default init, as in the source
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class _Tail(nn.Module):
+    """The trainable end of a VGG16 from ``features[start]`` on; its layers are the model's own."""
+
+    def __init__(self, model: VGG16, start: int):
+        super().__init__()
+        self.features = model.features[start:]
+        self.avgpool, self.classifier = model.avgpool, model.classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -142,19 +203,31 @@ def check_degree(degree: Any) -> str:
     return text
 
 
-def set_degree(module: VGG16, degree: Any, legacy_offbyone: bool = False) -> None:
-    """Freeze everything, then unfreeze the classifier and the last ``degree`` conv blocks."""
+def first_trainable(features: nn.Sequential, degree: Any, legacy_offbyone: bool = False) -> int:
+    """Index in ``features`` of the first layer that trains at ``degree`` (0 for "all"). With
+    ``legacy_offbyone`` the first conv of the deepest unfrozen block (and its BatchNorm) stays frozen."""
     degree = check_degree(degree)
+    if degree == "all":
+        return 0
+    start = block_starts(features)[-int(degree)]
+    if legacy_offbyone:
+        start += 2 if isinstance(features[start + 1], nn.BatchNorm2d) else 1
+    return start
+
+
+def set_degree(module: VGG16, degree: Any, legacy_offbyone: bool = False) -> int:
+    """Freeze everything, then unfreeze the classifier and the last ``degree`` conv blocks; returns
+    the index of the first trainable layer of ``features``."""
+    degree = check_degree(degree)
+    start = first_trainable(module.features, degree, legacy_offbyone)
     for p in module.parameters():
         p.requires_grad_(degree == "all")
-    if degree == "all":
-        return
     for p in module.classifier.parameters():
         p.requires_grad_(True)
-    start = block_starts(module.features)[-int(degree)] + (1 if legacy_offbyone else 0)
     for layer in list(module.features)[start:]:
         for p in layer.parameters():
             p.requires_grad_(True)
+    return start
 
 
 def learning_rate(params: Mapping[str, Any]) -> float:
@@ -199,34 +272,127 @@ def plateau_stop(stop_value: float, window: int = 3):
 
 def build(info: DatasetInfo, params: Mapping[str, Any]) -> nn.Module:
     check_degree(params["degree"])
-    return VGG16(info.channels, info.num_classes, float(params["width"]), float(params["dropout"]))
+    return VGG16(info.channels, info.num_classes, float(params["width"]), float(params["dropout"]),
+                 head=str(params["head"]))
 
 
 def layers(module: nn.Module) -> dict[str, nn.Module]:
     return block_last_convs(module.features)
 
 
+def selection(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``fit_classifier``'s selection and stopping arguments for ``params["select"]``."""
+    if params["select"] == "val_accuracy":
+        return {"select": "val_accuracy", "patience": int(params["patience"])}
+    return {"select": keep_if_generalising(float(params["acc_dif"])), "stop": plateau_stop(float(params["stop_value"]))}
+
+
+def frozen_train_mode(start: int):
+    """``train()``, except the frozen layers ``features[:start]`` (their BatchNorm keeps its statistics)."""
+
+    def mode(module: nn.Module) -> None:
+        module.train()
+        features = module.features if isinstance(module, VGG16) else None
+        if features is not None:
+            features[:start].eval()
+
+    return mode
+
+
+@torch.no_grad()
+def _prefix_outputs(prefix: nn.Module, split: Split, device: torch.device, batch: int = 256) -> torch.Tensor:
+    n = len(split.labels)
+    out = []
+    for s in range(0, n, batch):
+        idx = list(range(s, min(s + batch, n)))
+        images = split.images[idx] if not isinstance(split.images, torch.Tensor) else split.images[s:s + len(idx)]
+        out.append(prefix(images.to(device)).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _prefix_bytes(module: VGG16, start: int, split: Split) -> int:
+    """Bytes the outputs of ``features[:start]`` would take for ``split``."""
+    shape = split.images.shape[1:] if hasattr(split.images, "shape") else None
+    if shape is None:
+        return FEATURE_BYTES_LIMIT + 1
+    with torch.no_grad():
+        probe = module.features[:start].eval()(torch.zeros(1, *shape, device=next(module.parameters()).device))
+    return probe.numel() * 4 * len(split.labels)
+
+
 def fit(module: nn.Module, data: Dataset, params: Mapping[str, Any], ctx: FitContext) -> FitReport:
+    """Pre-train (or load) the backbone, fine-tune at ``degree``, keep the selected epoch.
+
+    With ``batch_norm`` the network that trains is ``module``'s twin with a BatchNorm2d after each
+    conv; when fit ends the twin is folded into ``module`` (exactly equivalent in eval mode). The
+    frozen layers are a fixed function of the input (eval mode, no dropout), so when their outputs
+    fit in memory (``FEATURE_BYTES_LIMIT``) they are computed once and only the trainable end runs
+    each epoch: the same training, at a fraction of the cost for low degrees."""
     info = data.describe()
-    facts = pretraining.initialise(
-        module, info, params, ctx, head="classifier.6",
-        build_pretext=lambda k: VGG16(info.channels, k, float(params["width"]), float(params["dropout"]), batch_norm=True))
-    set_degree(module, params["degree"], bool(params["legacy_offbyone"]))
+    bn = bool(params["batch_norm"])
+    width, dropout, head = float(params["width"]), float(params["dropout"]), str(params["head"])
+    make = lambda k, batch_norm: VGG16(info.channels, k, width, dropout, batch_norm=batch_norm, head=head)  # noqa: E731
+    # pretext weights (trained with batch norm) go into the twin as they are; ImageNet's (plain) into
+    # the plain model first, which the twin then copies
+    pretext = str(params["pretrain"]) in ("mri", "synthetic-ood")
+    net = make(info.num_classes, True) if bn else module
+    if bn and pretext:
+        _copy_plain_into_bn(module, net)
+        facts = _initialise(net, info, params, ctx, make)
+    else:
+        facts = _initialise(module, info, params, ctx, make)
+        if bn:
+            _copy_plain_into_bn(module, net)
+    start = set_degree(net, params["degree"], bool(params["legacy_offbyone"]))
     lr = learning_rate(params)
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(trainable, lr=lr, momentum=float(params["momentum"]),
-                                weight_decay=float(params["weight_decay"]))
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    if params["optimizer"] == "adam":
+        optimizer = torch.optim.Adam(trainable, lr=lr, weight_decay=float(params["weight_decay"]))
+    else:
+        optimizer = torch.optim.SGD(trainable, lr=lr, momentum=float(params["momentum"]),
+                                    weight_decay=float(params["weight_decay"]))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(params["step_size"]), gamma=float(params["gamma"]))
-    counts = {"trainable_parameters": float(trainable_parameters(module)),
-              "total_parameters": float(sum(p.numel() for p in module.parameters()))}
-    report = fit_classifier(module, data.train, data.val, ctx, epochs=int(params["epochs"]), optimizer=optimizer,
-                            batch_size=int(params["batch_size"]), scheduler=scheduler,
-                            select=keep_if_generalising(float(params["acc_dif"])),
-                            stop=plateau_stop(float(params["stop_value"])), name="vgg16-finetune")
+    counts = {"trainable_parameters": float(trainable_parameters(net)),
+              "total_parameters": float(sum(p.numel() for p in net.parameters()))}
+    net.to(ctx.device)
+    common = dict(epochs=int(params["epochs"]), optimizer=optimizer, batch_size=int(params["batch_size"]),
+                  scheduler=scheduler, name="vgg16-finetune", **selection(params))
+    cached = start > 0 and max(_prefix_bytes(net, start, data.train),
+                               _prefix_bytes(net, start, data.val)) <= FEATURE_BYTES_LIMIT
+    if cached:
+        prefix = net.features[:start].eval()
+        train = Split(_prefix_outputs(prefix, data.train, ctx.device), data.train.labels)
+        val = Split(_prefix_outputs(prefix, data.val, ctx.device), data.val.labels)
+        report = fit_classifier(_Tail(net, start), train, val, ctx, **common)
+    else:
+        report = fit_classifier(net, data.train, data.val, ctx, train_mode=frozen_train_mode(start), **common)
+    net.eval()
+    if bn:
+        module.load_state_dict(pretraining.fold_batchnorm(net))
     for p in module.parameters():
         p.requires_grad_(True)
-    report.metrics.update(lr=lr, **counts, **facts)
+    module.eval()
+    report.metrics.update(lr=lr, frozen_outputs_cached=float(cached), **counts, **facts)
     return report
+
+
+def _initialise(target: nn.Module, info: DatasetInfo, params: Mapping[str, Any], ctx: FitContext,
+                make) -> dict[str, float]:
+    """``target``'s pre-trained weights (all but the new head), the pretext built by ``make``."""
+    head = "classifier" if params["head"] == "gap" else "classifier.6"
+    return pretraining.initialise(target, info, params, ctx, head=head, build_pretext=lambda k: make(k, True))
+
+
+def _copy_plain_into_bn(plain: VGG16, bn: VGG16) -> None:
+    """Give the BatchNorm twin the plain model's initial weights (its convs and classifier), so that
+    the run's seeded initialisation decides both."""
+    convs_plain = [m for m in plain.features if isinstance(m, nn.Conv2d)]
+    convs_bn = [m for m in bn.features if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        for a, b in zip(convs_plain, convs_bn):
+            b.weight.copy_(a.weight)
+            b.bias.copy_(a.bias)
+    bn.classifier.load_state_dict(plain.classifier.state_dict())
 
 
 @hookimpl
@@ -235,10 +401,11 @@ def xbench_models():
         name="vgg16-finetune",
         build=build,
         fit=fit,
-        version="1",
+        version="2",
         description="torchvision VGG16 fine-tuned to depth 1–4 blocks or all, from ImageNet, in-domain MRI, "
                     "synthetic out-of-domain or no pre-training (Oliveira et al.).",
         params=PARAMS,
         provides=frozenset({"conv_layer", "gradients", "lrp"}),
         layers=layers,
+        architecture=ARCHITECTURE,
     )
