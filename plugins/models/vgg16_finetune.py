@@ -74,7 +74,8 @@ PARAMS = {
                        choices=OPTIMIZERS),
     "lr": Param(0.002, "learning rate; 0 = the source's SGD rate for this pre-training and degree (lr_set)", ge=0),
     "lr_set": Param("best", "the source's learning-rate table used when lr = 0: 'best' (highest accuracy) or "
-                            "'same' (matched accuracy)", choices=tuple(LEARNING_RATES)),
+                            "'same' (matched accuracy); the source has tables for imagenet and mri only, so "
+                            "synthetic-ood and none pre-training use the imagenet rates", choices=tuple(LEARNING_RATES)),
     "momentum": Param(0.5, "SGD momentum (the source's 0.5)", ge=0, le=1),
     "weight_decay": Param(0.0, "weight decay", ge=0),
     "step_size": Param(7, "StepLR: epochs between learning-rate drops", ge=1),
