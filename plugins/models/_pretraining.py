@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xbench import Dataset, DatasetInfo, FitContext, FitReport, Param, Split
+from xbench.attribution import LUMINANCE
 from xbench.cache import Cache
 from xbench.errors import XbenchError
 from xbench.hashing import content_hash
@@ -347,7 +348,7 @@ def ood_images(count: int, height: int, width: int, channels: int, seed: int,
         if channels == 3:
             out[s:s + n] = rgb
         else:
-            grey = (rgb * torch.tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            grey = (rgb * torch.tensor(LUMINANCE).view(1, 3, 1, 1)).sum(1, keepdim=True)
             out[s:s + n] = grey.expand(-1, channels, -1, -1)
     return out, labels
 
