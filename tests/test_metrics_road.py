@@ -170,6 +170,28 @@ def test_batch_invariance():
             torch.testing.assert_close(whole[key][i:i + 1], one[key], rtol=0, atol=1e-5)
 
 
+def test_solving_all_percentages_together_gives_the_curves_of_one_solve_each(monkeypatch):
+    """The GPU's chunking (every percentage and order in one solve), forced on the CPU."""
+    torch.manual_seed(1)
+    from xbench.plugins.models.small_cnn import SmallCNN
+
+    model = SmallCNN(1, 2, 4).eval()
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    a = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(3))
+    labels = torch.tensor([0, 1, 1])
+    monkeypatch.setitem(rm.IMPUTE_ELEMENTS, "cpu", x.numel())       # one set per solve
+    apart = testing.score(SPEC, make_ctx(model, x, a, labels=labels), noise=0.0, percentages=[20, 50, 80])
+    monkeypatch.setitem(rm.IMPUTE_ELEMENTS, "cpu", 6 * x.numel())   # all six sets in one solve
+    together = testing.score(SPEC, make_ctx(model, x, a, labels=labels), noise=0.0, percentages=[20, 50, 80])
+    monkeypatch.setitem(rm.IMPUTE_ELEMENTS, "cpu", 4 * x.numel())   # chunks of four sets and two
+    uneven = testing.score(SPEC, make_ctx(model, x, a, labels=labels), noise=0.0, percentages=[20, 50, 80])
+    assert set(apart) == set(together) == set(uneven)
+    for key in apart:
+        torch.testing.assert_close(together[key], apart[key], rtol=0, atol=1e-5)
+        torch.testing.assert_close(uneven[key], apart[key], rtol=0, atol=1e-5)
+    assert not torch.equal(apart["morf/20"], apart["morf/80"])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dtype_and_device_follow_the_inputs(dtype):
     x = torch.rand(2, 2, 12, 12, dtype=dtype, generator=torch.Generator().manual_seed(0))
