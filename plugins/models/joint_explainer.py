@@ -21,6 +21,17 @@ phase 2 the frozen classifier is in eval mode, so its batch-norm statistics stay
 source left it in train mode: ``legacy_phase2_train_mode``); no augmentation; ``stem = "small"``
 (3×3/1, no max-pool) is offered for the ResNet-18 classifier on inputs far below 224 px.
 
+Defaults that differ from the source, on purpose (the ``paper`` preset sets the source's): the
+explainer starts at ``init_bias = 1.5`` (≈ 0.905 everywhere) instead of 3 (≈ 0.995), and phase 2
+weighs cross-entropy with α₂ = 0.75 instead of 0.25. At CPU scale (a few hundred steps per phase)
+the source's settings end in one of two traps, measured on polygons at 64 px: from tanh(3), whose
+gradient is ≈ 0.01, the explainer stays white (a higher phase-2 learning rate drives it further
+into saturation, since the phase-1 classifier was trained unmasked); from a lower start with
+α₂ = 0.25 it collapses to 0, because the all-zero map costs α₂·ln 2 ≈ 0.17 while any map of mean
+μ costs at least (1 − α₂)·β·μ = 0.675·μ, and ReLU(tanh) never revives it. With α₂ = 0.75 the
+all-zero map costs 0.52, more than a white map on a classifier that has learnt; the explanation
+loss still shapes the map (0.25 of the loss).
+
 After training, the explanations of the validation set are summarised (``val_explanation_mean``,
 ``_spread``: mean per-map standard deviation, ``_between``: standard deviation of per-map means), and
 the fit report warns when both spreads are below 0.02: an explainer still at its saturated
@@ -51,6 +62,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from xbench import Dataset, DatasetInfo, FitContext, FitReport, ModelSpec, Param, hookimpl
+from xbench.cache import Cache
+from xbench.hashing import array_digest, content_hash
 from xbench.errors import XbenchError
 from xbench.specs import defaults
 
@@ -79,9 +92,11 @@ PARAMS = {
     "loss": Param("hybrid", "the explanation loss: 'unsupervised' (sparsity + total variation) or 'hybrid' "
                             "(adds the mean explanation outside the ground-truth region)", choices=LOSSES, label=True),
     "region": Param("mask", "the hybrid loss's region of interest: the ground-truth 'mask' or a named region"),
-    "init_bias": Param(3.0, "initial bias of the explainer's batch norm: the start explanation is ≈ tanh(init_bias) "
-                            "everywhere (the source's 3: ≈ 0.995, white)"),
-    "alpha": Param([1.0, 0.25, 0.9], "α per phase: the weight of cross-entropy against the explanation loss",
+    "init_bias": Param(1.5, "initial bias of the explainer's batch norm: the start explanation is ≈ tanh(init_bias) "
+                            "everywhere (1.5: ≈ 0.905, whose gradient lets a few epochs move it; the source's 3: "
+                            "≈ 0.995, saturated)"),
+    "alpha": Param([1.0, 0.75, 0.9], "α per phase: the weight of cross-entropy against the explanation loss (the "
+                                     "source's phase 2: 0.25, where an all-zero map can beat a useful one)",
                    ge=0, le=1, check=_three),
     "beta": Param(0.9, "β: sparsity against total variation inside the explanation loss", ge=0, le=1),
     "gamma": Param(1.0, "γ: weight of the hybrid's outside-the-region term", ge=0),
@@ -126,7 +141,7 @@ class ConvMod(nn.Module):
 class Explainer(nn.Module):
     """The U-Net-like explainer: ``(N, C, H, W)`` → ``(N, 1, H, W)`` in [0, 1)."""
 
-    def __init__(self, channels: int, width: float = 1.0, init_bias: float = 3.0):
+    def __init__(self, channels: int, width: float = 1.0, init_bias: float = 1.5):
         super().__init__()
         f0, f1, f2 = _c(32, width), _c(64, width), _c(128, width)
         self.enc0, self.enc1, self.enc2 = ConvMod(channels, f0), ConvMod(f0, f1), ConvMod(f1, f2)
@@ -215,7 +230,7 @@ class JointModel(nn.Module):
     """Explainer and classifier; ``forward`` gives the classifier's logits on the explained input."""
 
     def __init__(self, channels: int, classes: int, classifier: str = "resnet18", width: float = 1.0,
-                 init_bias: float = 3.0, stem: str = "imagenet"):
+                 init_bias: float = 1.5, stem: str = "imagenet"):
         super().__init__()
         if classifier not in CLASSIFIERS:
             raise XbenchError(f"joint-explainer: classifier {classifier!r} is unknown; use one of {', '.join(CLASSIFIERS)}.")
@@ -348,45 +363,128 @@ def fit(module: nn.Module, data: Dataset, params: Mapping[str, Any], ctx: FitCon
     for index, phase in enumerate(phase_values(params)):
         if phase["epochs"] <= 0:
             continue
-        groups = configure_phase(module, index, phase)
-        if not groups:
-            raise XbenchError(f"joint-explainer: phase {index + 1} ({PHASES[index]}) has {int(phase['epochs'])} "
-                              "epochs but nothing to train: its learning rates (lr_clf, lr_expl) are all 0. "
-                              "Give the phase a positive learning rate or 0 epochs.")
-        metrics[f"phase{index + 1}_trainable_parameters"] = float(trainable_parameters(module))
-        optimizer = torch.optim.SGD(groups, momentum=float(params["momentum"]), weight_decay=float(params["weight_decay"]))
-        scheduler = None
-        if params["classifier"] == "resnet18":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, factor=float(params["plateau_factor"]), patience=int(params["plateau_patience"]),
-                min_lr=float(params["plateau_min_lr"]))
-        alpha = phase["alpha"]
-
-        def step(m, batch, alpha=alpha):
-            loss, logits = global_loss(m, batch, params, alpha)
-            return loss.mean(), logits
-
-        def eval_loss(m, batch, alpha=alpha):
-            loss, logits = global_loss(m, batch, params, alpha)
-            return loss.sum(), logits
-
-        progress = ctx.progress
-        pctx = dataclasses.replace(ctx, progress=lambda s, t, i=index, **n: progress(s, t, phase=i + 1, **n))
-        report = fit_classifier(module, data.train, data.val, pctx, epochs=int(phase["epochs"]), optimizer=optimizer,
-                                batch_size=int(params["batch_size"]), step=step, eval_loss=eval_loss,
-                                scheduler=scheduler, patience=int(phase["patience"]),
-                                min_delta=float(params["min_delta"]), select="val_loss",
-                                train_mode=phase_mode(index, bool(params["legacy_phase2_train_mode"])),
-                                name=f"joint-explainer phase {index + 1}")
+        if index == 0:
+            report = shared_phase1(module, data, params, ctx, phase)
+        else:
+            report = run_phase(module, data, params, ctx, index, phase)
         history += [{"phase": float(index + 1), **h} for h in report.history]
         metrics.update({f"phase{index + 1}_{k}": v for k, v in report.metrics.items()})
-        metrics.update(report.metrics)
+        metrics.update({k: v for k, v in report.metrics.items() if k not in PER_PHASE_ONLY})
     for p in module.parameters():
         p.requires_grad_(True)
     module.eval()
     stats = explanation_stats(module, data.val, ctx.device, int(params["batch_size"]))
     metrics.update({f"val_explanation_{k}": v for k, v in stats.items()})
     return FitReport(history=history, metrics=metrics, warnings=degenerate_warnings(stats))
+
+
+PER_PHASE_ONLY = ("trainable_parameters", "cached")
+"""Facts recorded only with their phase's prefix (the unprefixed metrics are the last phase's)."""
+
+
+def run_phase(module: JointModel, data: Dataset, params: Mapping[str, Any], ctx: FitContext, index: int,
+              phase: Mapping[str, float]) -> FitReport:
+    """Train phase ``index`` (0, 1, 2) in place; the best checkpoint by validation loss is kept."""
+    groups = configure_phase(module, index, phase)
+    if not groups:
+        raise XbenchError(f"joint-explainer: phase {index + 1} ({PHASES[index]}) has {int(phase['epochs'])} "
+                          "epochs but nothing to train: its learning rates (lr_clf, lr_expl) are all 0. "
+                          "Give the phase a positive learning rate or 0 epochs.")
+    trainable = float(trainable_parameters(module))
+    optimizer = torch.optim.SGD(groups, momentum=float(params["momentum"]), weight_decay=float(params["weight_decay"]))
+    scheduler = None
+    if params["classifier"] == "resnet18":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=float(params["plateau_factor"]), patience=int(params["plateau_patience"]),
+            min_lr=float(params["plateau_min_lr"]))
+    alpha = phase["alpha"]
+
+    def step(m, batch):
+        loss, logits = global_loss(m, batch, params, alpha)
+        return loss.mean(), logits
+
+    def eval_loss(m, batch):
+        loss, logits = global_loss(m, batch, params, alpha)
+        return loss.sum(), logits
+
+    progress = ctx.progress
+    pctx = dataclasses.replace(ctx, progress=lambda s, t, **n: progress(s, t, phase=index + 1, **n))
+    report = fit_classifier(module, data.train, data.val, pctx, epochs=int(phase["epochs"]), optimizer=optimizer,
+                            batch_size=int(params["batch_size"]), step=step, eval_loss=eval_loss,
+                            scheduler=scheduler, patience=int(phase["patience"]),
+                            min_delta=float(params["min_delta"]), select="val_loss",
+                            train_mode=phase_mode(index, bool(params["legacy_phase2_train_mode"])),
+                            name=f"joint-explainer phase {index + 1}")
+    report.metrics["trainable_parameters"] = trainable
+    return report
+
+
+PHASE1_ONLY_LOSS = ("loss", "region", "beta", "gamma")
+"""Params that phase 1 does not read when its α is 1 (cross-entropy alone)."""
+
+
+def phase1_identity(module: JointModel, data: Dataset, params: Mapping[str, Any], ctx: FitContext,
+                    phase: Mapping[str, float]) -> dict[str, Any]:
+    """Everything that decides the outcome of phase 1: the initial weights, the data, the RNG
+    states, the shuffling seed and the params phase 1 reads (not the later phases' settings)."""
+    later = set(PARAMS) - {"classifier", "width", "stem", "init_bias", "batch_size", "momentum", "weight_decay",
+                           "min_delta", "plateau_factor", "plateau_patience", "plateau_min_lr"}
+    if phase["alpha"] < 1:
+        later -= set(PHASE1_ONLY_LOSS)
+    train, val = data.train, data.val
+    uses_masks = phase["alpha"] < 1 and params["loss"] == "hybrid"
+    return {
+        "version": PHASE1_CACHE_VERSION, "device": ctx.device.type, "seed": ctx.seed, "phase": dict(phase),
+        "params": {k: v for k, v in params.items() if k not in later},
+        "weights": array_digest(*module.state_dict().values()),
+        "rng": array_digest(*_rng_states(ctx.device)),
+        "data": array_digest(train.images, train.labels, val.images, val.labels,
+                             *((train.masks, val.masks) if uses_masks else ()),
+                             *((*train.regions.values(), *val.regions.values()) if uses_masks else ())),
+    }
+
+
+PHASE1_CACHE_VERSION = 1
+
+
+def shared_phase1(module: JointModel, data: Dataset, params: Mapping[str, Any], ctx: FitContext,
+                  phase: Mapping[str, float]) -> FitReport:
+    """Phase 1 (the classifier alone, cross-entropy only at α = 1) does not depend on the explanation
+    loss: with paired seeding the unsupervised and the hybrid model of a seed start from the same
+    weights and see the same batches, so they share one phase 1 through the plugin's cache. Its
+    weights and the RNG states after it are restored exactly, so phases 2–3 run as if it had just
+    been trained."""
+    cache = Cache(ctx.cache_dir) if ctx.cache_dir else None
+    key = f"phase1-{content_hash(phase1_identity(module, data, params, ctx, phase))}"
+    hit = cache.load_model(key) if cache is not None else None
+    if hit is not None:
+        state, report = hit
+        rng = [state.pop(k) for k in sorted(k for k in state if k.startswith(RNG_KEY))]
+        module.load_state_dict(state)
+        _restore_rng_states(ctx.device, rng)
+        return FitReport(history=report.history, metrics={**report.metrics, "cached": 1.0})
+    report = run_phase(module, data, params, ctx, 0, phase)
+    if cache is not None:
+        extra = {f"{RNG_KEY}{i}": s for i, s in enumerate(_rng_states(ctx.device))}
+        cache.save_model(key, {**module.state_dict(), **extra}, report, {"what": "joint-explainer phase 1"})
+    return FitReport(history=report.history, metrics={**report.metrics, "cached": 0.0})
+
+
+RNG_KEY = "__rng_state_"
+
+
+def _rng_states(device: torch.device) -> list[torch.Tensor]:
+    """torch's CPU generator state, and the device's on CUDA (dropout in the small VGG draws from it)."""
+    states = [torch.random.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return states
+
+
+def _restore_rng_states(device: torch.device, states: list[torch.Tensor]) -> None:
+    torch.random.set_rng_state(states[0])
+    if device.type == "cuda" and len(states) > 1:
+        torch.cuda.set_rng_state(states[1], device)
 
 
 DEGENERATE_SPREAD = 0.02
