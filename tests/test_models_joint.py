@@ -262,7 +262,7 @@ def test_paired_variants_share_one_phase_1_and_end_as_if_each_had_trained_it(tmp
 def test_the_riotorto_recipe_learns_polygons_above_chance():
     """The riotorto preset's polygons (64 px, radii 8–16, 2000 training images) and its phase-1
     recipe (4 epochs at lr 0.02), then one epoch of phase 2: the classifier learns the triangle-vs-
-    circles task and the explainer leaves its start without degenerating (about a minute)."""
+    circles task and the explanation is neither saturated nor collapsed (about a minute)."""
     from xbench.datasets import polygons
 
     data = polygons.load({**defaults(polygons.PARAMS), "size": 64, "rad_min": 8, "rad_max": 16, "n_train": 2000,
