@@ -10,8 +10,9 @@ removed pixels. Then Gaussian noise N(0, ``noise``²) is added to the removed pi
 seeded ``ctx.generator``). ``noise = 0`` makes it deterministic.
 
 How it is solved: not one scipy solve per image, channel and percentage (the reference), but one
-batched solve for all N images × C channels of a percentage and order, and on a GPU of every
-percentage and both orders together (``IMPUTE_ELEMENTS``), on the inputs' device. The system is
+batched solve for all N images × C channels of as many removal sets (percentage and order) as fit
+in ``IMPUTE_ELEMENTS`` values (on a CPU one set of 32 × 3 × 64 × 64, on a GPU every set together),
+on the inputs' device. The system is
 the graph Laplacian of the removed pixels with the known pixels as Dirichlet boundary, symmetric
 positive definite whenever one pixel is known (at most ``100 − ε`` % are removed, and at least one
 pixel is always kept). It is solved by conjugate gradients preconditioned with one geometric
@@ -81,11 +82,9 @@ class _Grid:
         g, p = u.shape[-1], self.pitch
         s = u[..., :-2] + u[..., 2:]
         s.add_(u[..., 1:-1], alpha=2)                        # s[j] is the row filter at j + 1
-        t = torch.empty_like(u)
-        t[..., :p + 1].zero_()                               # the first and last padding rows
-        t[..., g - p - 1:].zero_()
+        t = torch.zeros_like(u)
         core = t[..., p + 1:g - p - 1]
-        torch.add(s[..., :g - 2 * p - 2], s[..., 2 * p:g - 2], out=core).add_(s[..., p:g - p - 2], alpha=2)
+        core.copy_(s[..., :g - 2 * p - 2]).add_(s[..., 2 * p:g - 2]).add_(s[..., p:g - p - 2], alpha=2)
         return t
 
     def apply(self, u: torch.Tensor) -> torch.Tensor:

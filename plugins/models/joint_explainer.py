@@ -419,32 +419,30 @@ def run_phase(module: JointModel, data: Dataset, params: Mapping[str, Any], ctx:
     return report
 
 
-PHASE1_ONLY_LOSS = ("loss", "region", "beta", "gamma")
-"""Params that phase 1 does not read when its α is 1 (cross-entropy alone)."""
+PHASE1_READS = ("classifier", "width", "stem", "init_bias", "batch_size", "momentum", "weight_decay", "min_delta",
+                "plateau_factor", "plateau_patience", "plateau_min_lr")
+"""The params phase 1 reads besides its own per-phase values."""
+EXPLANATION_LOSS = ("loss", "region", "beta", "gamma")
+"""The explanation loss's params, which phase 1 reads only when its α is below 1."""
+PHASE1_CACHE_VERSION = 1
 
 
 def phase1_identity(module: JointModel, data: Dataset, params: Mapping[str, Any], ctx: FitContext,
                     phase: Mapping[str, float]) -> dict[str, Any]:
     """Everything that decides the outcome of phase 1: the initial weights, the data, the RNG
     states, the shuffling seed and the params phase 1 reads (not the later phases' settings)."""
-    later = set(PARAMS) - {"classifier", "width", "stem", "init_bias", "batch_size", "momentum", "weight_decay",
-                           "min_delta", "plateau_factor", "plateau_patience", "plateau_min_lr"}
-    if phase["alpha"] < 1:
-        later -= set(PHASE1_ONLY_LOSS)
+    explains = phase["alpha"] < 1
     train, val = data.train, data.val
-    uses_masks = phase["alpha"] < 1 and params["loss"] == "hybrid"
+    uses_masks = explains and params["loss"] == "hybrid"
     return {
         "version": PHASE1_CACHE_VERSION, "device": ctx.device.type, "seed": ctx.seed, "phase": dict(phase),
-        "params": {k: v for k, v in params.items() if k not in later},
+        "params": {k: params[k] for k in PHASE1_READS + (EXPLANATION_LOSS if explains else ())},
         "weights": array_digest(*module.state_dict().values()),
         "rng": array_digest(*_rng_states(ctx.device)),
         "data": array_digest(train.images, train.labels, val.images, val.labels,
                              *((train.masks, val.masks) if uses_masks else ()),
                              *((*train.regions.values(), *val.regions.values()) if uses_masks else ())),
     }
-
-
-PHASE1_CACHE_VERSION = 1
 
 
 def shared_phase1(module: JointModel, data: Dataset, params: Mapping[str, Any], ctx: FitContext,
