@@ -27,6 +27,7 @@ ENTRY_POINT_GROUP = "xbench"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "xbench.executors",
     "xbench.datasets.synthetic_cardiac",
+    "xbench.datasets.synthetic_ultrasound",
     "xbench.datasets.hcp_lesions",
     "xbench.datasets.medmnist",
     "xbench.datasets.imagenet_hvz",

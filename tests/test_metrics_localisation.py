@@ -179,18 +179,21 @@ def test_pompom_minmax_rule_and_edge_cases():
 # ----------------------------------------------------------------------------- mass in region
 
 def test_mass_in_region_hand_computed():
-    a = torch.tensor([[[1.0, -2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]])
-    heart = torch.tensor([[[1, 1], [0, 0]], [[1, 0], [0, 0]]])
-    marker = torch.zeros(2, 2, 2)
-    ctx = ctx_for(a, regions={"heart": heart, "sex marker": marker})
+    a = torch.tensor([[[1.0, -2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[-1.0, -2.0], [-3.0, -4.0]]])
+    heart = torch.tensor([[[1, 1], [0, 0]], [[1, 0], [0, 0]], [[1, 0], [0, 0]]])
+    marker = torch.zeros(3, 2, 2)
+    ctx = ctx_for(a, regions={"heart": heart, "sex marker": marker}, method="hires-cam")
     out = score("mass-in-region", ctx)
     assert out["mass/heart"][0].item() == pytest.approx(1 / 8)  # negative part excluded: h⁺ sums to 8
-    assert out["area/heart"].tolist() == [0.5, 0.25]
-    assert out["mass/sex-marker"][0].item() == 0 and out["area/sex-marker"].tolist() == [0, 0]
-    assert math.isnan(out["mass/heart"][1])  # no positive attribution
-    flags = notes(ctx)
-    assert flags["no positive attribution: mass in regions undefined"] == [False, True]
-    assert flags["region 'sex marker' is empty in this image (its mass is 0)"] == [True, True]
+    assert out["area/heart"].tolist() == [0.5, 0.25, 0.25]
+    assert out["mass/sex-marker"][0].item() == 0 and out["area/sex-marker"].tolist() == [0, 0, 0]
+    assert math.isnan(out["mass/heart"][1]) and math.isnan(out["mass/heart"][2])  # no positive attribution
+    flags = notes(ctx)  # the rows say why the value is undefined
+    assert flags["hires-cam map all zero: no positive evidence for the explained class, so the share of its mass "
+                 "in each region is undefined (0/0)"] == [False, True, False]
+    assert flags["hires-cam map all negative: no positive attribution, so the share of its mass in each region "
+                 "is undefined (0/0)"] == [False, False, True]
+    assert flags["region 'sex marker' is empty in this image (its mass is 0)"] == [True, True, True]
 
 
 def test_mass_in_region_oracle_on_planted_regions():

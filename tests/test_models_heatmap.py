@@ -169,3 +169,28 @@ def test_requires_follow_the_params_and_missing_mask_is_clear():
         hl.region_of({"regions": {"heart": None}}, "fat")
     with pytest.raises(XbenchError, match="loss 'mse' is unknown"):
         hl.check({"loss": "mse"})
+
+
+def _unread_cam_cells(height: int, width: int) -> torch.Tensor:
+    """Which cells of the last conv's map get no gradient from the logits at this canvas, (h, w) bool."""
+    torch.manual_seed(0)
+    model = hl.HeatmapVGG(3, 4, height, width, width=0.125)
+    a, logits = model.activations(torch.rand(4, 3, height, width))
+    (g,) = torch.autograd.grad(logits.sum(), a)
+    return g.abs().sum((0, 1)) == 0
+
+
+def test_the_callanan_canvas_lets_every_cam_cell_reach_the_classifier():
+    """At half resolution (52×67) VGG16's last pooling floors conv5's three rows to one pair, so the
+    bottom row, where the male marker lies, never reaches the classifier: every CAM is zero there
+    and the marker claim could not be decided. The preset's canvas must not drop a cell."""
+    import tomllib
+    from importlib import resources
+
+    from xbench.datasets.synthetic_cardiac import rescaled
+
+    assert _unread_cam_cells(52, 67)[-1].all() and not _unread_cam_cells(52, 67)[:-1].any()
+    preset = tomllib.loads(resources.files("xbench").joinpath("presets", "callanan.toml").read_text("utf-8"))
+    scale = preset["datasets"]["synthetic-cardiac"]["scale"]
+    height, width = rescaled(generate(1, 0, 0, mode="sex_marker"), scale).images.shape[-2:]
+    assert not _unread_cam_cells(height, width).any(), (height, width)

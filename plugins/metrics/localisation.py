@@ -136,8 +136,15 @@ def mass_in_region(ctx: MetricContext) -> dict[str, torch.Tensor]:
         dataset, method = _names(ctx)
         raise DataError(f"Dataset {dataset!r} gives no named regions to score method {method!r} against; "
                         "the 'mass-in-region' metric needs a split with regions (tag 'regions').")
-    silent = (a.flatten(1).amax(1) <= 0) & ok
-    ctx.flag(silent, "no positive attribution: mass in regions undefined")
+    peak = a.flatten(1).amax(1)
+    silent = (peak <= 0) & ok
+    _, method = _names(ctx)
+    # say why, on the row: a CAM of the explained class with no positive cell (its evidence there is
+    # all negative) is a real outcome, e.g. a class predicted because the others score lower still
+    ctx.flag(silent & (peak == 0), f"{method} map all zero: no positive evidence for the explained class, "
+                                   "so the share of its mass in each region is undefined (0/0)")
+    ctx.flag(silent & (peak < 0), f"{method} map all negative: no positive attribution, so the share of its "
+                                  "mass in each region is undefined (0/0)")
     mass, area = {}, {}
     for name, region in sorted(ctx.regions.items()):
         r = checked_mask(ctx, region, f"region {name!r}").flatten(1)
