@@ -430,14 +430,16 @@ def verify(patterns, as_json, out_dir):
     else:
         style = {"pass": "green", "fail": "bold red", "error": "bold red", "skipped": "yellow"}
         table = Table(title="Verification against independent implementations", show_lines=True)
-        for column in ("plugin", "reference", "inputs", "max abs diff", "tolerance", "verdict",
-                       "definition differences adjusted for"):
+        table.add_column("plugin", no_wrap=True)
+        table.add_column("reference · inputs · definition differences adjusted for", overflow="fold", ratio=1)
+        for column in ("max |Δ|", "tol.", "verdict"):
             table.add_column(column, overflow="fold")
         for o in record.outcomes:
             verdict = f"[{style[o.verdict]}]{o.verdict}[/]" + (f": {escape(o.reason)}" if o.reason else "")
-            table.add_row(escape(f"{o.kind[:-1]} {o.plugin}"), escape(reference_text(o)), escape(o.inputs),
-                          "—" if o.difference is None else f"{o.difference:.2g}", f"{o.tolerance:.2g}", verdict,
-                          escape(o.differences or "—"))
+            about = (f"[bold]{escape(reference_text(o))}[/]\n[dim]inputs:[/] {escape(o.inputs)}"
+                     + (f"\n[dim]adjusted for:[/] {escape(o.differences)}" if o.differences else ""))
+            table.add_row(escape(f"{o.kind[:-1]}\n{o.plugin}"), about,
+                          "—" if o.difference is None else f"{o.difference:.2g}", f"{o.tolerance:.2g}", verdict)
         out.print(table)
         counts = record.counts
         out.print(f"{counts['pass']} passed, {counts['fail']} failed, {counts['error']} errors, "
