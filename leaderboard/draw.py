@@ -12,6 +12,7 @@ figures are shown with ``<img>``, so nothing in them can run in the page.
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -434,13 +435,14 @@ def explanation_vs_classification(panels: list[tuple[str, pd.DataFrame]], folder
 MARK_COLORS = {"verified": "#1a7f37", "failed": "#cf222e", "not verified": "#6e7781"}
 
 
-def rank_heatmap(panels: list[dict], folder: Path, key, *, legend: str) -> Path | None:
+def rank_heatmap(panels: list[dict], folder: Path, key, *, legend: str) -> tuple[Path, int, int] | None:
     """Methods × metric categories (and cost) coloured by mean rank, one panel per dataset: which
     method to trust here, at a glance. Each panel is ``{"title", "methods": [(label, baseline,
     mark symbol, mark state)], "columns", "notes" (a line under each column), "ranks" (rows of
     numbers or None), "worst"}``; a method's verification mark prefixes its name, in its colour.
     Rank 1 is dark green; baselines and missing cells stay blank. ``legend`` is a short key under
-    the panels."""
+    the panels. Returns the SVG and its size in CSS pixels (the page reserves the space, so nothing
+    below it moves when it loads)."""
     panels = [p for p in panels[:MAX_PANELS] if p["methods"] and p["columns"]]
     if not panels:
         return None
@@ -482,4 +484,6 @@ def rank_heatmap(panels: list[dict], folder: Path, key, *, legend: str) -> Path 
     path = folder / f"glance-{content_hash(key)[:10]}.svg"
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": "xbench"}):  # cropped to what is drawn
         fig.savefig(path, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.08)
-    return path
+    head = path.read_text(encoding="utf-8")[:2000]
+    width, height = (float(re.search(rf'{side}="([0-9.]+)pt"', head).group(1)) * 4 / 3 for side in ("width", "height"))
+    return path, round(width), round(height)

@@ -282,5 +282,9 @@ def glance_job(panels: list[dict], folder: Path, key: list[str], verified: Verif
     key_line = "Mean rank (1 = best, dark); cost: 1 = fastest." + (
         " ✓ verified · ✗ failed verification · – not verified (xbench verify)" if verified.record is not None else
         " No verification record (xbench verify).")
-    return Job("glance", "rank_heatmap", (panels, folder, key), {"legend": key_line},
-               finish=_item(GLANCE_TITLE, glance_legend(verified)))
+    caption = glance_legend(verified)
+
+    def finish(made):
+        return {"src": made[0], "width": made[1], "height": made[2], "title": GLANCE_TITLE, "caption": caption} \
+            if made else None
+    return Job("glance", "rank_heatmap", (panels, folder, key), {"legend": key_line}, finish=finish)
