@@ -46,6 +46,7 @@ class Mark:
     state: str           # verified | failed | not verified
     checks: tuple[Check, ...] = ()
     note: str = ""       # e.g. "checked version 1; this run used 2"
+    covered: bool = True  # False: the record ran a subset of the checks and none of this plugin's
 
     @property
     def symbol(self) -> str:
@@ -66,8 +67,11 @@ class Mark:
             return "failed verification against " + "; ".join(
                 dict.fromkeys(c.reference for c in self.checks if c.verdict in ("fail", "error")))
         skipped = [c.reason for c in self.checks if c.verdict == "skipped"]
-        return "not verified" + (f" (check skipped: {'; '.join(dict.fromkeys(skipped))})" if skipped else
-                                 " (no cross-check against an independent implementation)")
+        if skipped:
+            return f"not verified (check skipped: {'; '.join(dict.fromkeys(skipped))})"
+        if not self.covered:
+            return "not verified in this record (it ran a subset of the checks: run `xbench verify` without patterns)"
+        return "not verified (no cross-check against an independent implementation)"
 
     @property
     def title(self) -> str:
@@ -149,6 +153,7 @@ def verification(record: dict[str, Any] | None, labels: dict[str, dict[str, str]
                       str(c.get("differences", "")), c.get("plugin_version"))
         by_plugin.setdefault((str(c.get("kind")), str(c.get("plugin"))), []).append(check)
     versions = versions or {}
+    unchecked = record.get("unverified") or {}
     for kind, names in labels.items():
         for label, name in names.items():
             checks = tuple(by_plugin.get((kind, name), ()))
@@ -158,5 +163,6 @@ def verification(record: dict[str, Any] | None, labels: dict[str, dict[str, str]
             checked = sorted({str(c.plugin_version) for c in checks if c.verdict != "skipped" and c.plugin_version})
             note = (f"checked version {', '.join(checked)} of {name}; this run used version {used}"
                     if used and checked and checked != [str(used)] else "")
-            out.marks[(kind, label)] = Mark(kind, name, state, checks, note)
+            covered = bool(checks) or name in unchecked.get(kind, ()) or kind not in unchecked
+            out.marks[(kind, label)] = Mark(kind, name, state, checks, note, covered)
     return out
