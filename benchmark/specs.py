@@ -527,6 +527,8 @@ class VerificationSpec:
             raise ValueError(f"check {self.name!r}: kind must be one of {', '.join(VERIFIABLE)}, got {self.kind!r}")
         if not self.tolerance >= 0:
             raise ValueError(f"check {self.name!r}: tolerance must be a number >= 0, got {self.tolerance!r}")
+        if not self.description:  # what `xbench list verifications` shows
+            object.__setattr__(self, "description", f"{self.kind[:-1]} {self.plugin} against {self.reference}")
 
 
 PLUGIN_KINDS = ("datasets", "models", "methods", "metrics")
