@@ -40,7 +40,7 @@ def test_the_builtin_checks_cover_the_verified_plugins():
     assert {("methods", m) for m in ("grad-cam", "hires-cam", "grad-cam-pp", "sobel", "laplace", "saliency",
                                      "input-x-gradient", "guided-backprop", "deconvolution", "integrated-gradients",
                                      "lrp-epsilon", "occlusion")} <= checked
-    assert {("metrics", m) for m in ("aopc", "road", "tpr-tnr", "pointing-game", "relevance-mass-accuracy", "emd",
+    assert {("metrics", m) for m in ("aopc", "deletion", "road", "tpr-tnr", "pointing-game", "relevance-mass-accuracy", "emd",
                                      "mprt", "smprt", "emprt", "random-logit", "classification",
                                      "corruption-classification", "saliency-rmse")} <= checked
     for kind, plugin in checked:  # every check names an installed plugin
@@ -151,7 +151,7 @@ def test_json_record_and_unknown_patterns(tmp_path):
     check = record["checks"][0]
     assert check["library"] == "scipy" and check["library_version"] and check["verdict"] == "pass"
     assert check["plugin_version"] == "1" and check["distribution"] == "xbench" and check["check_from"]
-    assert "random" in record["unverified"]["methods"] and "deletion" in record["unverified"]["metrics"]
+    assert "random" in record["unverified"]["methods"] and "insertion" in record["unverified"]["metrics"]
     assert record["versions"]["xbench"] and record["counts"]["pass"] == 2
     unknown = CliRunner().invoke(main, ["verify", "no-such-*"])
     assert unknown.exit_code == 2 and "No check of a method or metric matches 'no-such-*'" in unknown.output

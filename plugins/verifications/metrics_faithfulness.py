@@ -1,5 +1,5 @@
-"""Faithfulness metrics against Quantus (AOPC's MoRF curve as RegionPerturbation) and
-pytorch-grad-cam (ROAD's MoRF and LeRF curves and their combined score)."""
+"""Faithfulness metrics against Quantus (AOPC's MoRF curve as RegionPerturbation, the deletion curve
+as PixelFlipping) and pytorch-grad-cam (ROAD's MoRF and LeRF curves and their combined score)."""
 
 from __future__ import annotations
 
@@ -79,6 +79,12 @@ def xbench_verifications():
         differences="Quantus returns f(x⁰) − f(x^k), compared with morf/0 − morf/k; class = \"label\"; "
                     "normalise and abs off")
     yield VerificationSpec(
+        name="deletion.quantus", plugin="deletion", kind="metrics", library="quantus",
+        reference="quantus.PixelFlipping", check=deletion_against_quantus, tolerance=1e-6,
+        inputs=PLANTED + "; random maps plus the mask; 16 steps of 64 pixels, black fill",
+        differences="the curve after each step (Quantus has no clean point and integrates differently): "
+                    "deletion/1 … deletion/16 with patch = 1; class = \"label\"; normalise and abs off")
+    yield VerificationSpec(
         name="road.pytorch-grad-cam", plugin="road", kind="metrics", library="grad-cam",
         reference="pytorch_grad_cam.metrics.road (ROADMostRelevantFirst, ROADLeastRelevantFirst, ROADCombined)",
         check=road_against_pytorch_grad_cam, tolerance=1e-5,
@@ -86,3 +92,22 @@ def xbench_verifications():
         differences="noise = 0 in both (the imputation's noise is random); grad-cam's percentile q removes "
                     "100 − q %; its ROADCombined is (LeRF − MoRF)/2, xbench's road LeRF − MoRF; class scores "
                     "are softmax probabilities in both")
+
+
+def deletion_against_quantus(spec) -> float:
+    """Quantus' PixelFlipping removes the most relevant pixels `features_in_step` at a time and
+    records the softmax probability of the label after each step: xbench's deletion curve
+    deletion/1 … deletion/16 with patch = 1 and 16 steps of 64 pixels."""
+    import quantus
+
+    data, model = planted_cnn()
+    x, y = data.test.images[:16], data.test.labels[:16]
+    a = torch.rand(16, 32, 32, generator=torch.Generator().manual_seed(6)) + data.test.masks[:16]
+    ctx = testing.metric_context(model, data.test, attribution=a, n=16)
+    out = testing.score(spec, ctx, patch=1, steps=16, fill="black", **{"class": "label"})
+    ours = torch.stack([out[f"deletion/{j}"] for j in range(1, 17)], 1)
+    metric = quantus.PixelFlipping(features_in_step=64, perturb_baseline=0.0, normalise=False, abs=False,
+                                   disable_warnings=True)
+    theirs = np.asarray(metric(model=model.module, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a[:, None].numpy(),
+                               device="cpu", softmax=True, batch_size=16))
+    return max_abs_difference(ours, theirs)
