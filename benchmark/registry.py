@@ -49,6 +49,13 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "xbench.plugins.metrics.road",
     "xbench.plugins.metrics.perturbation",
     "xbench.plugins.metrics.pointing",
+    "xbench.plugins.verifications.methods_baselines",
+    "xbench.plugins.verifications.methods_cam",
+    "xbench.plugins.verifications.methods_gradients",
+    "xbench.plugins.verifications.metrics_localisation",
+    "xbench.plugins.verifications.metrics_faithfulness",
+    "xbench.plugins.verifications.metrics_sanity",
+    "xbench.plugins.verifications.metrics_classification",
 )
 
 
