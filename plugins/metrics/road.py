@@ -23,21 +23,31 @@ its residual ‖b − Au‖₂ ≤ ``tolerance``·‖b‖₂, at most ``max_iter
 converge are flagged). The operator works on a zero-padded, flattened copy of the images, so that
 every neighbour is a contiguous shift.
 
-Orders, for each removal percentage p of ``percentages``: the k = round(p·H·W/100) pixels (at least
-one pixel kept) with the highest relevance (``morf``, most relevant first) or the lowest (``lerf``)
-are removed; ties in relevance by a seeded random permutation (the same for both orders). f is the
-softmax probability of the chosen class (param ``class``) of the imputed image, recorded as the
-curves ``morf/<p>`` and ``lerf/<p>`` (lower MoRF and higher LeRF are better). ``road`` is the
-symmetric score: the mean over the percentages of f_LeRF(p) − f_MoRF(p), in probability units,
-higher is better. pytorch-grad-cam's ``ROADCombined`` reports half of it, as the mean of the two
-averaged score *differences* (f after − f before), whose f before cancels; its "percentile" q
-removes the (100 − q) % of pixels above the q-th percentile, so its [10, …, 90] default and ours
-cover the same removals.
+Orders, for each removal percentage p of ``percentages``: the k pixels with the highest relevance
+(``morf``, most relevant first) or the lowest (``lerf``) are removed; ties in relevance by a seeded
+random permutation (the same for both orders). k follows ``count``: ``percentile`` (the default) is
+pytorch-grad-cam's rule, whose "percentile" q = 100 − p removes the pixels at or above the q-th
+percentile of the map (numpy's linear interpolation, index q·(P − 1)/100 among P sorted values):
+for a map without ties that is k = P − ⌈(100 − p)(P − 1)/100⌉ = ⌊p(P − 1)/100⌋ + 1 pixels, so both
+remove the same pixels at every p (computed here in exact arithmetic; numpy interpolates in floating
+point, which gives the same count at the default percentages on the usual sizes, and one pixel off
+in 2–4 of 7722 (size, integer p) pairs the tests try, where the index is an exact integer and the
+map's last bits decide). ``round`` removes
+round(p·P/100) pixels, half up (xbench's rule before; at P = 64 × 64 it removes one pixel fewer
+than grad-cam at p = 20 and 40 and the same at the other seven default percentages). Both keep at
+least one pixel. Where they differ in kind: grad-cam removes every pixel tied with its threshold
+(all of a constant map), xbench exactly k, ties broken by the seeded permutation. f is the softmax
+probability of the chosen class (param ``class``) of the imputed image, recorded as the curves
+``morf/<p>`` and ``lerf/<p>`` (lower MoRF and higher LeRF are better). ``road`` is the symmetric
+score: the mean over the percentages of f_LeRF(p) − f_MoRF(p), in probability units, higher is
+better. pytorch-grad-cam's ``ROADCombined`` reports half of it, as the mean of the two averaged score
+*differences* (f after − f before), whose f before cancels.
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -173,9 +183,16 @@ def impute(x: torch.Tensor, removed: torch.Tensor, *, tolerance: float = 1e-5, m
 
 # ----------------------------------------------------------------------------- the metric
 
-def removal_count(percentage: float, pixels: int) -> int:
-    """Pixels removed at ``percentage``: round(p·pixels/100), half up, keeping at least one pixel."""
-    return min(int(math.floor(percentage * pixels / 100 + 0.5)), pixels - 1)
+COUNTS = ("percentile", "round")
+
+
+def removal_count(percentage: float, pixels: int, rule: str = "percentile") -> int:
+    """Pixels removed at ``percentage`` of ``pixels`` (see the module's docstring), keeping one."""
+    if rule == "round":
+        removed = math.floor(percentage * pixels / 100 + 0.5)
+    else:
+        removed = pixels - math.ceil((100 - Fraction(percentage)) * (pixels - 1) / 100)
+    return min(int(removed), pixels - 1)
 
 
 IMPUTE_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 24}
@@ -187,14 +204,14 @@ GPU, where each operation's launch costs as much for 32 images as for 576, all s
 
 
 def road_curves(ctx: MetricContext, a: torch.Tensor, percentages, choice, tolerance: float, max_iterations: int,
-                noise: float) -> tuple[dict, dict, torch.Tensor]:
+                noise: float, count: str = "percentile") -> tuple[dict, dict, torch.Tensor]:
     """f after MoRF and LeRF removal at every percentage ({p: (N,)} each) and which samples converged."""
     x = ctx.inputs
     n, _, h, w = x.shape
     ranks = morf_ranks(a.flatten(1), ctx.generator).view(n, h, w)  # 0 = most relevant
     sets = []                                                       # (order, p, removed (N, H, W))
     for pct in percentages:
-        k = removal_count(pct, h * w)
+        k = removal_count(pct, h * w, count)
         sets += [("morf", pct, ranks < k), ("lerf", pct, ranks >= h * w - k)]
     classes = explained_class(ctx, choice)
     module = ctx.model.module
@@ -216,7 +233,7 @@ def road(ctx: MetricContext) -> dict[str, torch.Tensor]:
     p = ctx.params
     a = ctx.attribution.float()
     morf, lerf, converged = road_curves(ctx, a, p["percentages"], p["class"], float(p["tolerance"]),
-                                        int(p["max_iterations"]), float(p["noise"]))
+                                        int(p["max_iterations"]), float(p["noise"]), p["count"])
     ctx.flag(~converged, f"imputation did not reach tolerance {p['tolerance']} in {p['max_iterations']} iterations")
     ctx.flag(constant_maps(a) & defined(ctx), "constant attribution: pixel order is a seeded random permutation")
     score = torch.stack([lerf[q] - morf[q] for q in morf]).mean(0)
@@ -238,6 +255,9 @@ def xbench_metrics():
         values={"road": True, "morf": Family(False, level="percent"), "lerf": Family(True, level="percent")},
         params={"percentages": Param(list(PERCENTAGES), "shares of the pixels removed, in percent", min_items=1,
                                      check=_percentages_problem),
+                "count": Param("percentile", "pixels removed at p: 'percentile' as pytorch-grad-cam (those at or "
+                                             "above the (100 − p)-th percentile, ⌊p(P − 1)/100⌋ + 1 of P), 'round' "
+                                             "round(p·P/100)", choices=COUNTS, label=True),
                 "noise": Param(0.01, "σ of the Gaussian noise added to every imputed pixel (0 = none)", ge=0),
                 "class": Param("target", CLASS_DOC, check=class_choice),
                 "tolerance": Param(1e-5, "stop the solve when ‖residual‖ ≤ tolerance·‖right-hand side‖", gt=0),
