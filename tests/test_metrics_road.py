@@ -44,7 +44,8 @@ def reference_imputer():
 def test_imputation_equals_the_reference_solve(shape, share):
     """The batched MG-preconditioned CG against pytorch-grad-cam's scipy ``spsolve`` (noise 0) on random
     images, for blob-shaped (MoRF of a smooth map) and scattered (random) masks, odd sizes included.
-    Tolerance 1e-4 absolute at the default ``tolerance = 1e-5``; measured max difference 1.7e-5."""
+    Tolerance 1e-4 absolute at the default ``tolerance = 1e-5``; measured max difference 4.6e-5 (also on
+    64×64 at 50 and 90 %)."""
     imputer = reference_imputer()
     n, c, h, w = shape
     g = torch.Generator().manual_seed(h)
