@@ -41,6 +41,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "xbench.plugins.methods.cam",
     "xbench.plugins.methods.in_model",
     "xbench.plugins.methods.baselines",
+    "xbench.plugins.methods.superpixel",
+    "xbench.plugins.methods.rise",
     "xbench.plugins.metrics.localisation",
     "xbench.plugins.metrics.classification",
     "xbench.plugins.metrics.faithfulness",
