@@ -21,13 +21,14 @@ With A the layer's activations ``(N, K, h, w)`` and g = ∂y_t/∂A for the targ
   upsampling, min-max with +1e-8, and w = softmax over the channels of the target *logits*. The
   N·K masked inputs run in chunks that fit ``memory_mb``.
 
-These three are xbench's own, checked against pytorch-grad-cam 1.5.7 (``grad-cam``) in the tests,
-not that library: it returns maps upsampled to the input (cv2) and min-max scaled, as NumPy, while
-xbench keeps maps at the layer's resolution (saliency RMSE compares them there) with the same
-``normalise`` choices as the other CAMs; and its Score-CAM loops over the images in Python with
-16 masked copies per forward pass and a progress bar per image. Measured on a 2-core CPU, batch
-16 of 1×64×64, small CNN width 8 (deepest layer, 32 channels): 0.19 s here against 0.74 s there
-(plus its per-image progress bars on stderr).
+These three are xbench's own, checked against pytorch-grad-cam 1.5.7 (``grad-cam``) in the tests.
+That library does not fit the plugin's conventions: it moves activations and gradients to NumPy on
+the CPU, returns maps upsampled to the input (cv2) and min-max scaled, so the layer resolution that
+saliency RMSE compares at is lost, and its Score-CAM loops over images in Python with 16 masked
+copies per forward pass. It is not slower on a CPU: measured on the loaded 2-core machine, Score-CAM
+on 16 images 1×64×64 at the 32-channel deepest layer of a small CNN took 0.34–0.42 s there and
+0.39–0.57 s here (the spread is the machine's load); here the masked copies stay on the model's
+device and the chunk follows ``memory_mb``.
 
 ``layer`` names the layer (one of the model's target layers), ``""`` the deepest, or ``"#k"`` a
 position among the target layers (``"#-1"`` = the deepest), which fits every model in one sweep.
