@@ -51,6 +51,10 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "xbench.plugins.metrics.road",
     "xbench.plugins.metrics.perturbation",
     "xbench.plugins.metrics.pointing",
+    "xbench.plugins.metrics.sensitivity",
+    "xbench.plugins.metrics.complexity",
+    "xbench.plugins.metrics.faithfulness_correlation",
+    "xbench.plugins.metrics.agreement",
 )
 
 
