@@ -45,7 +45,7 @@ from xbench.errors import XbenchError
 
 T = TypeVar("T")
 
-MEMORY_PARAM = Param(1024, "memory budget in MiB for the model inputs evaluated at once (the expanded copies of "
+MEMORY_PARAM = Param(1024.0, "memory budget in MiB for the model inputs evaluated at once (the expanded copies of "
                            "the batch); the method chunks them to fit and halves the chunk on a CUDA "
                            "out-of-memory error", gt=0)
 
