@@ -120,10 +120,24 @@ def test_an_explanation_that_ignores_the_input_has_zero_sensitivity_and_more_noi
     assert (low["max_sensitivity"] >= low["avg_sensitivity"]).all()
 
 
+def test_a_stochastic_method_is_compared_with_its_own_draws():
+    # an explanation that is pure noise drawn afresh per call, but seeded alike per re-explanation
+    # (as the runner seeds them): its clean re-explanation equals a zero-radius perturbation's
+    model, split, _ = setup()
+
+    def seeded_noise(m, x, t):
+        return torch.rand(x.shape, generator=torch.Generator().manual_seed(3)) + 0 * x
+
+    other = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(99))  # the batch's own draw
+    ctx = testing.metric_context(model, split, attribution=other, explain=seeded_noise)
+    out = testing.score(SPEC, ctx, samples=3, radius=1e-9)
+    assert torch.equal(out["max_sensitivity"], torch.zeros(6))
+
+
 def test_a_zero_map_is_undefined_and_flagged():
     model, split, _ = setup()
     zero = torch.zeros(6, 1, 16, 16)
-    ctx = testing.metric_context(model, split, attribution=zero, explain=lambda m, x, t: torch.rand_like(x))
+    ctx = testing.metric_context(model, split, attribution=zero, explain=lambda m, x, t: torch.zeros_like(x))
     out = testing.score(SPEC, ctx, samples=2)
     assert torch.isnan(out["max_sensitivity"]).all()
     assert any("zero everywhere" in reason for _, reason in ctx.notes)

@@ -7,13 +7,17 @@ them), from the run's seeded generator:
 
     s_j = ‖Φ(x + δ_j) − Φ(x)‖_F / ‖Φ(x)‖_F,   max_sensitivity = max_j s_j,   avg_sensitivity = mean_j s_j
 
-with Φ the reduced (N, H, W) map, the perturbed input explained for the same class as x (the
-run's target) through ``ctx.explain``. Dividing by the clean map's norm, as both Captum and
+with Φ the reduced (N, H, W) map, x and every perturbed input explained for the same class (the
+run's target) through ``ctx.explain``. The clean map is re-explained too, as Captum's
+``sensitivity_max`` does, rather than taken from ``ctx.attribution``: the runner seeds every
+re-explanation of a batch alike, so a stochastic method's clean and perturbed maps share their
+random draws, whereas ``ctx.attribution`` was drawn with the batch's own seed and its difference
+would count the method's own noise as sensitivity. Dividing by the clean map's norm, as both Captum and
 Quantus do, makes methods of different scales comparable. An all-zero clean map leaves s
 undefined (flagged, NaN; Captum divides by 1 there instead). Lower is more robust. The
 perturbed input is not clipped to the data range (neither library clips it).
 
-Cost: ``samples`` re-explanations per batch. A re-explanation whose map is not finite gives a
+Cost: ``samples`` + 1 re-explanations per batch. A re-explanation whose map is not finite gives a
 non-finite value, which the context's NaN handling reports; nothing here repairs it.
 """
 
@@ -35,7 +39,7 @@ def sensitivity(ctx: MetricContext) -> dict[str, torch.Tensor]:
     if ctx.explain is None:
         raise UsageError("sensitivity re-explains perturbed inputs and needs ctx.explain.")
     x = ctx.inputs
-    clean = ctx.attribution.double().flatten(1)
+    clean = ctx.explain(x, targets=ctx.targets).double().flatten(1)
     norm = clean.norm(dim=1)
     values = []
     for delta in perturbations(x, int(ctx.params["samples"]), float(ctx.params["radius"]), ctx.generator):
