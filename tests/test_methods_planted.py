@@ -91,6 +91,7 @@ def test_lrp_and_cams_also_beat_random(masses):
 @pytest.mark.parametrize("method", ["smoothgrad", "vargrad", "deeplift-shap", "lime", "kernel-shap",
                                     "feature-ablation", "layer-cam", "xgrad-cam", "score-cam"])
 def test_new_methods_point_at_the_planted_patch(masses, method):
+    # measured (chance 0.062): 0.12 (deeplift-shap, the weakest) to 0.51 (feature-ablation)
     chance = masses["random"][1].mean()
     assert masses[method][1].mean() > 1.5 * chance, (method, masses[method][1].mean().item())
 
