@@ -104,6 +104,16 @@ def nan_test(params, seed, lazy=False):
                                                     "test": Split(images, torch.arange(6) % 2)})
 
 
+def coarse(params, seed):
+    """Images in steps of 1/256 (8-bit data): every sum of their values and of their squares is exact
+    in float64, whatever the order, so a checksum of sums cannot see them reordered."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (24, 1, 8, 8), generator=g).float() / 256
+    labels = torch.arange(24) % 2
+    train = Split(images[:16], labels[:16])
+    return Dataset("hostile.coarse", ("a", "b"), {"train": train, "val": train, "test": Split(images[16:], labels[16:])})
+
+
 class Diverges(nn.Module):
     """A model whose training 'diverges': its fit leaves NaN in the head's bias."""
 
@@ -137,6 +147,7 @@ class OneLogit(nn.Module):
 def xbench_datasets():
     yield DatasetSpec(name="hostile.empty-test", load=empty_test)
     yield DatasetSpec(name="hostile.nan-test", load=nan_test)
+    yield DatasetSpec(name="hostile.coarse", load=coarse)
     yield DatasetSpec(name="hostile.nan-lazy-test", load=lambda params, seed: nan_test(params, seed, lazy=True))
 
 
