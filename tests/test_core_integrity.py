@@ -40,6 +40,7 @@ HOSTILE = BASE + """
 [datasets."hostile.coarse"]
 [models."hostile.one-logit"]
 [models."hostile.diverges"]
+[models."hostile.edits-data"]
 [methods."hostile.weights"]
 [methods."hostile.negate"]
 [methods."hostile.permute"]
@@ -137,6 +138,17 @@ def test_a_metric_that_reorders_the_test_images_is_caught_and_later_units_see_th
             _values(runs["clean"].out, method="saliency", metric=metric))
 
 
+def test_a_fit_that_changes_the_dataset_fails_its_cell_and_the_next_model_trains_on_the_real_data(runs):
+    errors = _errors(runs["hostile"])
+    e = errors[("acme.planted", "hostile.edits-data", None, "model-fit")]
+    assert e["phase"] == "fit" and e["error"].startswith(
+        "PluginMisbehaved: Model 'hostile.edits-data': its fit changed the dataset in place (train.images)")
+    # small-cnn trains after it on the same dataset: its model and rows are the clean run's
+    df, clean = load_results(runs["hostile"].out), load_results(runs["clean"].out)
+    fit = lambda d: d[(d["metric"] == "model-fit") & (d["dataset"] == "acme.planted") & (d["model"] == "small-cnn")]  # noqa: E731
+    assert fit(df).set_index("value_name")["value"].equals(fit(clean).set_index("value_name")["value"])
+
+
 def test_nan_in_data_or_weights_is_named_and_blamed_on_no_other_plugin(runs):
     errors = _errors(runs["hostile"])
     where = "its test split's images hold 8 NaN values in 2 of 6 samples (1, 3)"
@@ -151,7 +163,8 @@ def test_nan_in_data_or_weights_is_named_and_blamed_on_no_other_plugin(runs):
     assert weights and all(e["phase"] == "fit" and e["error"].startswith(
         "NotFinite: Model 'hostile.diverges' after training holds NaN or Inf in its weights: "
         "'head.bias' (2 NaN of 2 values)") for e in weights)
-    nan_cells = [e for k, e in errors.items() if "nan" in k[0] or k[1] == "hostile.diverges"]
+    nan_cells = [e for k, e in errors.items() if ("nan" in k[0] or k[1] == "hostile.diverges")
+                 and k[1] != "hostile.edits-data"]  # (that one's fit does change the data it is handed)
     assert not any("PluginMisbehaved" in e["error"] for e in nan_cells)  # never blamed on model-fit or a metric
     cached = [json.loads(p.read_text())["model"] for p in (runs["hostile"].out / "cache" / "models").glob("*.json")]
     assert "small-cnn" in cached and "hostile.diverges" not in cached  # NaN weights are never cached

@@ -132,6 +132,12 @@ def diverge(module, data, params, ctx):
     return FitReport()
 
 
+def edits_data(module, data, params, ctx):
+    """A fit that normalises the training images in place: the next model would train on other data."""
+    data.train.images.mul_(0.5)
+    return FitReport()
+
+
 class OneLogit(nn.Module):
     """Returns one logit per image for a two-class dataset."""
 
@@ -156,6 +162,7 @@ def xbench_models():
     yield ModelSpec(name="hostile.one-logit", build=lambda info, params: OneLogit(info.channels),
                     fit=lambda module, data, params, ctx: FitReport())
     yield ModelSpec(name="hostile.diverges", build=lambda info, params: Diverges(info.channels), fit=diverge)
+    yield ModelSpec(name="hostile.edits-data", build=lambda info, params: Diverges(info.channels), fit=edits_data)
 
 
 @hookimpl
