@@ -466,7 +466,7 @@ def data_list(patterns, as_json):
                   title_justify="left")
     table.add_column("source", no_wrap=True)
     table.add_column("state", no_wrap=True)
-    table.add_column("size", no_wrap=True, justify="right")
+    table.add_column("size", justify="right", max_width=14)
     table.add_column("licence")
     table.add_column("what · where · how to get it", overflow="fold")
     for st in states:

@@ -130,6 +130,7 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
                        "skipped": len(plan.skipped)})
 
     cells: dict[str, Any] = dict(previous.get("cells", {}))
+    datasets = {c.key: c.dataset for c in plan.cells}  # for each cell's data provenance
     timings: dict[str, float] = defaultdict(float)
 
     def deliver(message: Any) -> None:
@@ -145,7 +146,8 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
         elif isinstance(message, CellReport):
             cells[message.key] = {"title": message.title, "dataset_info": message.dataset_info, "fit": message.fit,
                                   "model_cached": message.model_cached, "timings": message.timings,
-                                  "device": message.device, "costs": message.costs}
+                                  "device": message.device, "costs": message.costs,
+                                  "data": _cell_data(datasets.get(message.key), message.dataset_info)}
             summary.warnings += [f"{message.title}: {w}" for w in message.fit.get("warnings", [])]
             for name, seconds in message.timings.items():
                 timings[name] += seconds
@@ -194,6 +196,13 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
         )
         store.write_manifest(manifest)
     return summary
+
+
+def _cell_data(dataset, info: dict[str, Any]) -> dict[str, Any]:
+    """The data a cell used (source, checksum, real / sample / generated / stand-in): see xbench.sources."""
+    from .sources import cell_data
+
+    return cell_data(dataset.label if dataset else "?", info, dataset.stand_in_for if dataset else "")
 
 
 def _torch_threads() -> int:

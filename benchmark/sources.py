@@ -105,6 +105,16 @@ class DataSource:
         return self.kind == "download" and all(f.url for f in self.files) and bool(self.files)
 
 
+def weights_source(name: str, description: str, url: str, checksum: str, licence: str, *, size: int | None = None,
+                   homepage: str = "", version: str = "", size_note: str = "") -> DataSource:
+    """A downloadable pre-trained weights file, kept in ``$XBENCH_DATA/weights``: registering one
+    is this one record (read it back with :func:`file_path`)."""
+    file = url.split("?")[0].rsplit("/", 1)[-1]
+    return DataSource(name=name, description=description, licence=licence, folder="weights",
+                      files=(RemoteFile(file, url, checksum, size),), homepage=homepage, version=version,
+                      size_note=size_note)
+
+
 # ----------------------------------------------------------------------------- where data lives
 
 def data_root() -> Path:
