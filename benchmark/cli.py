@@ -520,8 +520,9 @@ def data_fetch(names, force, retries, timeout):
                     out.print(f"[green]{escape(src.name)}[/]: already in place at {escape(str(S.where(src)))}")
                     continue
                 failed.append(src.name)
+                problems = "".join(f"; {p}" for p in state.problems)
                 out.print(f"[yellow]{escape(src.name)}[/] cannot be downloaded by xbench ({escape(src.licence)}). "
-                          f"Its state here: {escape(state.state)}{escape('; ' + '; '.join(state.problems)) if state.problems else ''}.")
+                          f"Its state here: {escape(state.state + problems)}.")
                 out.print(escape(src.steps or f"See {src.homepage}."))
                 continue
             try:

@@ -113,7 +113,8 @@ def fetch(source: DataSource, *, force: bool = False, policy: Policy = Policy(),
     if note:
         report(f"{source.name}: {note}")
     if not resolved.fetchable:
-        raise DownloadError(f"{source.name} cannot be downloaded by xbench. {resolved.steps or 'See its homepage: ' + resolved.homepage}")
+        raise DownloadError(f"{source.name} cannot be downloaded by xbench. "
+                            f"{resolved.steps or 'See its homepage: ' + resolved.homepage}")
     folder = source_dir(resolved)
     fetched = False
     for f in resolved.files:

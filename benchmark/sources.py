@@ -345,8 +345,8 @@ def inspect(source: DataSource, *, hash_files: bool = False, recompute: bool = F
                     fs.actual = f"{algo}:{actual}"
                     fs.state = "verified" if matches(f.checksum, actual) else "corrupt"
                     if fs.state == "corrupt":
-                        fs.problem = (f"{path} has {algo} {actual}, the published checksum is {f.checksum}: the file is "
-                                      "damaged or another version")
+                        fs.problem = (f"{path} has {algo} {actual}, the published checksum is {f.checksum}: "
+                                      "the file is damaged or another version")
         elif Path(str(path) + PART).is_file():
             fs.state = "partial"
         files.append(fs)

@@ -89,10 +89,10 @@ SAMPLE_T1 = DataSource(
     description="one real individual T1 head (128×128×62, 2×2×3 mm axial) with its skull-strip mask and 6 tissue "
                 "classes: ITK's KmeansTest_T1 example data",
     licence="Apache-2.0 (ITK data)",
-    files=(RemoteFile(SAMPLE_FILES["head"], checksum="sha256:e0e5975587f3f7916804bdd317c493cdb99cdb3703bf2671d458528f62510327",
-                      size=317_795),
-           RemoteFile(SAMPLE_FILES["brain"], checksum="sha256:f3ca85fa9559f7cc4b7c3ca862355cf0e7351505bdc62e3144b7fe6f6da37f3b",
-                      size=11_799),
+    files=(RemoteFile(SAMPLE_FILES["head"], size=317_795,
+                      checksum="sha256:e0e5975587f3f7916804bdd317c493cdb99cdb3703bf2671d458528f62510327"),
+           RemoteFile(SAMPLE_FILES["brain"], size=11_799,
+                      checksum="sha256:f3ca85fa9559f7cc4b7c3ca862355cf0e7351505bdc62e3144b7fe6f6da37f3b"),
            RemoteFile(SAMPLE_FILES["tissues"],
                       checksum="sha256:8f48a7ced6d27644489b8a2fc8084bf6594560d05f8997ad4327b6353d11f342", size=80_954)),
     homepage="https://packages.debian.org/bookworm/insighttoolkit5-examples", version="insighttoolkit5-examples 5.2.1",
@@ -342,8 +342,8 @@ def bank(background: Any = None, root: Path | None = None) -> Bank:
     if name == "ixi":
         folder = sources.source_dir(IXI_T1)
         if _ixi_layout(folder):
-            raise DataError(f"background = \"ixi\": {sources.missing_message(IXI_T1, 'the skull-stripped IXI T1 bank')} "
-                            f"({IXI_T1.size_note}). {_ixi_layout(folder)}.")
+            missing = sources.missing_message(IXI_T1, "the skull-stripped IXI T1 bank")
+            raise DataError(f"background = \"ixi\": {missing} ({IXI_T1.size_note}). {_ixi_layout(folder)}.")
         brains = folder / IXI_BRAINS
         return Bank("ixi", tuple(map(str, nifti_files(brains))), "nifti", False, f"ixi:{brains}", IXI_T1, brains)
     folder = root or sources.source_dir(HCP)

@@ -76,9 +76,11 @@ PARAMS = {
     "legacy_normalisation": Param(False, "the source's [-1, 1] clean images (and min-max corruptions), Treyer's bug"),
 }
 
-SOURCE = ("`xbench data fetch medmnist:<flag>:<size>` downloads and verifies the file (the URLs and MD5s of the "
-          "medmnist package's record, from https://zenodo.org/records/10519652); or place a file you have and set "
-          "the dataset param root or XBENCH_MEDMNIST_DIR to its folder.")
+def how_to_get(flag: str, size: int) -> str:
+    return (f"`xbench data fetch {source_name(flag, size)}` downloads it and checks its MD5 (the medmnist package's "
+            "record of https://zenodo.org/records/10519652); or place a file you have and set the dataset param root "
+            "or XBENCH_MEDMNIST_DIR to its folder.")
+
 
 CARD = """\
 **MedMNIST** (Yang et al., Scientific Data 2023; MedMNIST v2 and MedMNIST+ sizes 28/64/128/224), as
@@ -158,9 +160,10 @@ def read_member(path: Path, key: str, *, header_only: bool = False):
 
 def _unreadable(path: Path, flag: str, size: int, exc: Exception):
     if isinstance(exc, KeyError):
-        return data_error("medmnist", path, f"the file has no array {exc.args[0]!r}", layout(flag, size), SOURCE)
+        return data_error("medmnist", path, f"the file has no array {exc.args[0]!r}", layout(flag, size),
+                          how_to_get(flag, size))
     return data_error("medmnist", path, f"the file is not a readable .npz ({type(exc).__name__}: {exc}); it may "
-                      "be truncated or not a MedMNIST file", layout(flag, size), SOURCE)
+                      "be truncated or not a MedMNIST file", layout(flag, size), how_to_get(flag, size))
 
 
 READ_ERRORS = (KeyError, zipfile.BadZipFile, ValueError, OSError, EOFError)
@@ -179,12 +182,13 @@ def check_file(path: Path, flag: str, size: int) -> dict[str, int]:
             raise _unreadable(path, flag, size, exc) from None
         if dtype != np.uint8 or tuple(shape[1:]) != want:
             raise data_error("medmnist", path, f"{split}_images is {dtype} {tuple(shape)}, expected uint8 "
-                             f"(N, {', '.join(map(str, want))}) for {flag} at {size} px", layout(flag, size), SOURCE)
+                             f"(N, {', '.join(map(str, want))}) for {flag} at {size} px", layout(flag, size),
+                             how_to_get(flag, size))
         if (len(lshape) not in (1, 2) or lshape[0] != shape[0] or (len(lshape) == 2 and lshape[1] != 1)
                 or not np.issubdtype(ldtype, np.integer)):
             hint = " (multi-label files are not supported)" if len(lshape) == 2 and lshape[1] > 1 else ""
             raise data_error("medmnist", path, f"{split}_labels is {ldtype} {tuple(lshape)}, expected integers "
-                             f"(N, 1) with N = {shape[0]}{hint}", layout(flag, size), SOURCE)
+                             f"(N, 1) with N = {shape[0]}{hint}", layout(flag, size), how_to_get(flag, size))
         counts[split] = int(shape[0])
     return counts
 
@@ -198,7 +202,7 @@ def _read_split(path: Path, flag: str, size: int, split: str) -> tuple[np.ndarra
         raise _unreadable(path, flag, size, exc) from None
     if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
         raise data_error("medmnist", path, f"{split}_labels hold values outside 0..{len(names) - 1} "
-                         f"({flag} has {len(names)} classes)", layout(flag, size), SOURCE)
+                         f"({flag} has {len(names)} classes)", layout(flag, size), how_to_get(flag, size))
     return images, labels.astype(np.int64)
 
 
@@ -256,7 +260,7 @@ def load(params: Mapping[str, Any], seed: int) -> Dataset:
         problem = "the file does not exist" + (f" (the folder holds {', '.join(present[:6])})" if present else
                                                "" if root.is_dir() else "; neither does the folder")
         raise data_error("medmnist", path, problem, layout(flag, size),
-                         f"`xbench data fetch {source_name(flag, size)}` downloads and verifies it. {SOURCE}")
+                         how_to_get(flag, size))
     legacy = bool(params["legacy_normalisation"])
     counts = check_file(path, flag, size)  # fail now, with the layout, rather than inside a run
     splits = {name: functools.partial(_split, path, flag, size, name, int(params[f"n_{name}"]), seed, legacy)

@@ -234,7 +234,7 @@ def load(params: Mapping[str, Any], seed: int) -> Dataset:
                                                                 "scale": scale, "removal_fills": ["black", "blur"],
                                                                 "legacy_variability": params["legacy_variability"],
                                                                 "provenance": sources.provenance(
-                                                                    "generated", detail="synthetic cardiac MRI drawn by xbench")})
+                                                                    "generated", detail="drawn by xbench")})
 
 
 @hookimpl

@@ -55,8 +55,8 @@ TORCHVISION_FILE = "vgg16-397923af.pth"
 MRI_PRETEXTS = ("shapes", "rotation")
 
 PARAMS = {
-    "weights": Param("", "pretrain = 'imagenet': path of torchvision's VGG16 state dict (default: $XBENCH_DATA/weights, "
-                         "then torchvision's cache)"),
+    "weights": Param("", "pretrain = 'imagenet': path of torchvision's VGG16 state dict (default: "
+                         "$XBENCH_DATA/weights, then torchvision's cache)"),
     "pretrain_images": Param(20000, "images of the pretext task (90 % train, 10 % validation)", ge=20),
     "pretrain_epochs": Param(20, "pretext training epochs (SGD, momentum 0.9, cosine schedule)", ge=1),
     "pretrain_lr": Param(0.01, "pretext learning rate", gt=0),
@@ -119,8 +119,9 @@ def imagenet_source() -> sources.DataSource:
     weights = VGG16_Weights.IMAGENET1K_V1
     digest = torch.hub.HASH_REGEX.search(weights.url.rsplit("/", 1)[-1]).group(1)
     return sources.weights_source(
-        "torchvision:vgg16-imagenet", "VGG16 ImageNet-1k weights (torchvision IMAGENET1K_V1), for pretrain = \"imagenet\"",
-        weights.url, f"sha256:{digest}", "BSD-3-Clause (torchvision); trained on ImageNet (non-commercial research terms)",
+        "torchvision:vgg16-imagenet",
+        "VGG16 ImageNet-1k weights (torchvision IMAGENET1K_V1), for pretrain = \"imagenet\"", weights.url,
+        f"sha256:{digest}", "BSD-3-Clause (torchvision); trained on ImageNet (non-commercial research terms)",
         size=round(weights.meta["_file_size"] * 2**20), size_note="as torchvision records it",
         homepage="https://pytorch.org/vision/stable/models/generated/torchvision.models.vgg16.html",
         version="torchvision VGG16_Weights.IMAGENET1K_V1")
