@@ -71,7 +71,7 @@ MNI152 = DataSource(
     description="MNI152 ICBM 2009a T1 template (an average of 152 brains, 1 mm), in nilearn's package data",
     licence="free use with attribution (© McConnell Brain Imaging Centre)",
     files=(RemoteFile(TEMPLATE_FILE, checksum="sha256:421a10e872fd6cadae7f61d358dffbcc1795a497d61ee76c5dda2503e1a1e9e6",
-                      size=4_211_383),),
+                      size=1_617_531),),
     homepage="https://nist.mni.mcgill.ca/icbm-152-nonlinear-atlases-2009/", version="nilearn package data",
     steps="pip install nilearn (a dependency of xbench)")
 
