@@ -129,41 +129,28 @@ def test_ixi_is_fetched_skull_stripped_and_read(sample, tmp_path, monkeypatch, d
 
 
 RUN = """
-[run]
-name = "real-mri"
-seeds = [0]
-samples = 8
-batch_size = 8
-gallery = 0
-cache = "{cache}"
+run = { name = "real-mri", seeds = [0], samples = 8, batch_size = 8, gallery = 0, cache = "{cache}" }
+models = { small-cnn = { width = 4, epochs = 1 } }
+methods = { saliency = {} }
+metrics = { tpr-tnr = {} }
+
+[datasets]
+synthetic-cardiac = { scale = 0.5, n_train = 16, n_val = 8, n_test = 8 }
 
 [datasets.hcp-lesions]
 background = "sample-t1"
-size = 32
+n_train = 16
+n_val = 8
+n_test = 8
+size = 32                  # composed at 128 px, lesions at their grown size
 canvas = 128
 lesion_upscale = 1
-n_train = 16
-n_val = 8
-n_test = 8
-
-[datasets.synthetic-cardiac]
-scale = 0.5
-n_train = 16
-n_val = 8
-n_test = 8
-
-[models.small-cnn]
-width = 4
-epochs = 1
-
-[methods.saliency]
-[metrics.tpr-tnr]
 """
 
 
 def test_a_run_on_the_sample_names_it_in_manifest_and_leaderboard(sample, tmp_path):
     config = tmp_path / "real.toml"
-    config.write_text(RUN.format(cache=tmp_path / "cache"))
+    config.write_text(RUN.replace("{cache}", str(tmp_path / "cache")))
     result = CliRunner().invoke(main, ["run", str(config), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
