@@ -416,12 +416,13 @@ def select(sources: Mapping[str, DataSource], patterns: Sequence[str]) -> list[D
 
 # ----------------------------------------------------------------------------- provenance
 
-def provenance(kind: str, *, source: DataSource | None = None, files: Iterable[Path] = (), detail: str = "",
+def provenance(kind: str = "", *, source: DataSource | None = None, files: Iterable[Path] = (), detail: str = "",
                **extra: Any) -> dict[str, Any]:
     """What a dataset records in ``Dataset.info["provenance"]`` (and a run in its manifest): the
-    source, its licence and version, what kind of data it is, and the checksum of each file read,
-    with whether it matches the published one (``verified``: True, False, or None when there is
-    no published checksum)."""
+    source, its licence and version, what kind of data it is (default: the source's ``data_kind``),
+    and the checksum of each file read, with whether it matches the published one (``verified``:
+    True, False, or None when there is no published checksum)."""
+    kind = kind or (source.data_kind if source is not None else "unknown")
     if kind not in DATA_KINDS:
         raise ValueError(f"provenance kind {kind!r} is not one of {', '.join(DATA_KINDS)}")
     record: dict[str, Any] = {"kind": kind}

@@ -360,7 +360,7 @@ def provenance(b: Bank) -> dict[str, Any]:
     if b.name in ("mni152", "sample-t1"):
         files = [Path(b.volumes[0])] if b.name == "mni152" else [b.folder / f for f in SAMPLE_FILES.values()
                                                                  if f != SAMPLE_FILES["tissues"]]
-        return sources.provenance("sample", source=b.source, files=files, detail=detail)
+        return sources.provenance(source=b.source, files=files, detail=detail)
     record = sources.provenance("real", source=b.source, detail=detail, folder=str(b.folder),
                                 fingerprint=sources.folder_fingerprint([Path(v) for v in b.volumes]))
     if b.source is None:

@@ -66,13 +66,17 @@ PARAMS = {
 
 
 def validate(params: Mapping[str, Any]) -> None:
-    """Rules between params: each image's lesions are distinct lesions of the bank."""
+    """Rules between params: each image's lesions are distinct lesions of the bank; a folder is read
+    only by the backgrounds that read one."""
     lo, hi, bank = int(params["min_lesions"]), int(params["max_lesions"]), int(params["bank_size"])
     if lo > hi:
         raise ValueError(f"min_lesions ({lo}) must be at most max_lesions ({hi})")
     if hi > bank:
         raise ValueError(f"max_lesions ({hi}) must be at most bank_size ({bank}): an image takes distinct lesions "
                          "from the bank; raise bank_size or lower max_lesions")
+    if str(params["root"]).strip() and params["background"] not in ("auto", "hcp"):
+        raise ValueError(f"root names an HCP folder, which background = {params['background']!r} does not read; "
+                         "set background = \"hcp\" or leave root empty")
 
 
 CARD = """\

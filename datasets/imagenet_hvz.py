@@ -284,7 +284,7 @@ def load(params: Mapping[str, Any], seed: int) -> Dataset:
     info = {"layout": layout, "root": str(root), "images": len(labels),
             "per_class": np.bincount(labels, minlength=2).tolist(),
             "split_sizes": {k: len(v) for k, v in parts.items()},
-            "provenance": sources.provenance("real", source=DATA_SOURCE, folder=str(root),
+            "provenance": sources.provenance(source=DATA_SOURCE, folder=str(root),
                                              fingerprint=sources.folder_fingerprint(paths))}
     return Dataset("imagenet-hvz", CLASSES, splits, info=info)
 

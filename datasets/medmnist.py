@@ -267,7 +267,7 @@ def load(params: Mapping[str, Any], seed: int) -> Dataset:
               for name in SPLITS}
     info: dict[str, Any] = {"flag": flag, "size": size, "file": str(path), "licence": FLAGS[flag][2],
                             "file_counts": counts, "value_range": [-1, 1] if legacy else [0, 1],
-                            "provenance": sources.provenance("real", source=source(flag, size), files=[path])}
+                            "provenance": sources.provenance(source=source(flag, size), files=[path])}
     if legacy:
         info["corruption_options"] = {"legacy_minmax": True}
     return Dataset("medmnist", FLAGS[flag][1], splits, info=info)

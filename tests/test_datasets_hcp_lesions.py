@@ -163,6 +163,8 @@ def test_every_param_is_documented_and_rules_between_them_are_checked_first():
         spec.validate({**defaults(H.PARAMS), "bank_size": 3})  # was an IndexError inside compose
     with pytest.raises(ValueError, match=r"min_lesions \(4\) must be at most max_lesions \(2\)"):
         spec.validate({**defaults(H.PARAMS), "min_lesions": 4, "max_lesions": 2})
+    with pytest.raises(ValueError, match=r"root names an HCP folder, which background = 'mni152' does not read"):
+        spec.validate({**defaults(H.PARAMS), "root": "/data/hcp", "background": "mni152"})
     for bad in (["-p", "bank_size=3"], ["-p", "background=ixii"], ["-p", "augment=sometimes"], ["-p", "max_brain=2.0"]):
         result = CliRunner().invoke(main, ["show", "hcp-lesions", *bad])
         assert result.exit_code == 2, (bad, result.output)

@@ -164,7 +164,11 @@ def test_a_run_on_the_sample_names_it_in_manifest_and_leaderboard(sample, tmp_pa
     assert "insighttoolkit5-examples 5.2.1" in index and "KmeansTest_T1UCharRaw.nii.gz: sha256:e0e59755" in index
     page = next(p for p in site.glob("dataset-hcp-lesions*.html"))
     assert "sample-t1" in page.read_text() and "the published checksum" in page.read_text()
-    assert json.loads((site / "provenance.json").read_text())["data"][0]["source"] in ("sample-t1", "—")
+    data = {d["dataset"]: d for d in json.loads((site / "provenance.json").read_text())["data"]}
+    assert data["hcp-lesions[background=sample-t1]"]["source"] == "sample-t1"
+    assert data["synthetic-cardiac"]["kind_text"] == "generated"
+    markdown = (site / "leaderboard.md").read_text()
+    assert "## Data" in markdown and "| hcp-lesions\\[background=sample-t1\\] | real sample" in markdown
 
 
 @pytest.mark.slow
