@@ -328,3 +328,13 @@ def test_builtin_sources_are_listed_with_their_records():
     assert breast.files[0].checksum == "md5:750601b1f35ba3300ea97c75c52ff8f6"  # medmnist.INFO's
     assert breast.files[0].url.startswith("https://zenodo.org/records/")
     assert registry.get("data_sources", "medmnist:dermamnist:64").spec.licence == "CC BY-NC 4.0"
+    from torchvision.models import VGG16_Weights
+
+    vgg = registry.get("data_sources", "torchvision:vgg16-imagenet").spec
+    assert vgg.files[0].url == VGG16_Weights.IMAGENET1K_V1.url and vgg.files[0].name == "vgg16-397923af.pth"
+    assert vgg.files[0].checksum == "sha256:397923af" and vgg.folder == "weights"
+    kinds = {n: registry.get("data_sources", n).spec.kind for n in ("hcp", "imagenet-hvz", "ixi:t1", "sample-t1")}
+    assert kinds == {"hcp": "terms", "imagenet-hvz": "terms", "ixi:t1": "download", "sample-t1": "package"}
+    for name in ("hcp", "imagenet-hvz"):  # behind terms: exact steps, never a download
+        spec = registry.get("data_sources", name).spec
+        assert not spec.fetchable and "1. " in spec.steps and "xbench data verify" in spec.steps
