@@ -146,8 +146,8 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
         elif isinstance(message, CellReport):
             cells[message.key] = {"title": message.title, "dataset_info": message.dataset_info, "fit": message.fit,
                                   "model_cached": message.model_cached, "timings": message.timings,
-                                  "device": message.device, "costs": message.costs,
-                                  "data": _cell_data(datasets.get(message.key), message.dataset_info)}
+                                  "device": message.device, "costs": message.costs}
+            cells[message.key]["data"] = _cell_data(datasets.get(message.key), message.dataset_info)
             summary.warnings += [f"{message.title}: {w}" for w in message.fit.get("warnings", [])]
             for name, seconds in message.timings.items():
                 timings[name] += seconds
