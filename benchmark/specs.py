@@ -21,7 +21,8 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 Tags = Union[frozenset[str], Callable[[Mapping[str, Any]], Iterable[str]]]
 """Capability tags: a fixed set, or a function of the resolved params (e.g. a hybrid loss needs a mask)."""
 
-CATEGORIES = ("localisation", "faithfulness", "robustness", "classification", "sanity", "complexity")
+CATEGORIES = ("localisation", "faithfulness", "robustness", "sanity", "complexity", "classification")
+"""Every metric category, in the order the leaderboard shows them."""
 
 
 @dataclass(frozen=True)
@@ -486,6 +487,11 @@ class ExecutorSpec:
     description: str = ""
     version: str = "1"
 
+
+MODEL_FIT = "model-fit"
+"""The metric every cell records whatever a config selects (test and validation accuracy against
+chance), so every result can be read against whether its model learned; a study's accuracy floor
+reads it."""
 
 PLUGIN_KINDS = ("datasets", "models", "methods", "metrics")
 """The four kinds of benchmark plugin, in the order a combination joins them."""

@@ -26,7 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from ..hashing import content_hash
 from . import figure_plan, tables
 from .aggregate import Aggregates, aggregate
-from .findings import evaluate, findings_markdown, findings_table
+from .findings import evaluate
 from .formatting import data_value, fmt_bytes, fmt_number, fmt_p, fmt_rank, fmt_seconds, slug, write_csv
 from .load import load_run
 from .markdown import summary_markdown
@@ -91,7 +91,7 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
     t = time.perf_counter()
     claims = manifest.get("claims") or []
     verdicts = evaluate(frame, claims) if claims else []
-    findings = tables.findings(findings_table(verdicts))
+    findings = tables.findings(verdicts)
     timings["findings"] = time.perf_counter() - t
     prov = provenance(manifest, run_dir)
     env = _env()
@@ -128,8 +128,8 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
         pages=pages, rows=len(frame), run=prov["run"], about=prov["about"], findings=findings, claims=bool(claims), **common),
         encoding="utf-8")
     (site / "provenance.html").write_text(env.get_template("provenance.html").render(**common), encoding="utf-8")
-    (site / "leaderboard.md").write_text(summary_markdown(pages, prov, len(frame), status,
-                                                          findings_markdown(verdicts)), encoding="utf-8")
+    (site / "leaderboard.md").write_text(summary_markdown(pages, prov, len(frame), status, findings),
+                                         encoding="utf-8")
     _exports(site, agg, findings)
     (site / "provenance.json").write_text(json.dumps({k: v for k, v in prov.items() if k != "config_json"}
                                                      | {"config": json.loads(prov["config_json"]),

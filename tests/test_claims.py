@@ -49,7 +49,7 @@ def test_docstring_examples_parse_one_per_relation():
 def test_each_relation_parses_with_defaults(relation):
     (c,) = parse_claims([{**BASE, **VALID[relation]}])
     assert isinstance(c, Claim) and c.relation == relation
-    assert c.statistic_test == VALID[relation].get("test", claims_module.DEFAULT_TEST[relation])
+    assert c.statistic_test == VALID[relation].get("test", claims_module.RELATIONS[relation].default_test)
     assert c.alpha == 0.05 and c.min_seeds == 3 and c.samples == "all"
     assert c.accuracy_floor.above_chance is None and c.accuracy_floor.floor(0.5) == 0.5
     # the manifest form reads back to the same claim

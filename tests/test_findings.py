@@ -9,13 +9,9 @@ import pandas as pd
 import pytest
 
 from xbench.claims import parse_claims
-from xbench.leaderboard.findings import (
-    Verdict,
-    evaluate,
-    exit_status,
-    findings_markdown,
-    findings_table,
-)
+from xbench.leaderboard.findings import Verdict, evaluate, exit_status
+from xbench.leaderboard.markdown import findings_markdown
+from xbench.leaderboard.tables import findings
 
 TEXT = ["dataset", "dataset_label", "model", "model_label", "model_params", "method", "method_label",
         "method_params", "metric", "metric_label", "value_name", "family", "facet", "scope"]
@@ -423,14 +419,14 @@ def test_table_markdown_escape_and_exit_status():
               claim(id="none", relation="greater", a=A, b=B, metric="nothing")]
     verdicts = evaluate(rows, claims)
     assert [v.verdict for v in verdicts] == ["reproduced", "contradicted", "inconclusive"]
-    table = findings_table(verdicts)
-    assert table[0]["measured"].startswith("a 0.820, b 0.280") and table[0]["published"] == "a 0.796, b 0.260"
-    assert table[2]["n"] == 0 and table[2]["published"] == "—"
-    md = findings_markdown(verdicts)
+    table = findings(verdicts).rows
+    assert table[0].measured.startswith("a 0.820, b 0.280") and table[0].published == "a 0.796, b 0.260"
+    assert table[2].n == 0 and table[2].published == "—"
+    md = findings_markdown(findings(verdicts))
     assert "<script>" not in md and "&lt;script&gt;" in md and r"\| pipe" in md
     assert "1 reproduced · 1 contradicted · 1 inconclusive" in md
     assert exit_status(verdicts) == 1 and exit_status(verdicts[::2]) == 0 and exit_status([]) == 0
-    assert findings_markdown([]) == ""
+    assert findings_markdown(findings([])) == ""
 
 
 def test_claims_round_trip_through_the_manifest():

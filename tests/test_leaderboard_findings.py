@@ -90,8 +90,9 @@ def test_findings_open_the_index(site):
     assert parsed.ids[:3] == ["findings", "run", "datasets"]
     rows = {r[1].split(":")[0]: r for r in parsed.rows if r}
     assert [r[0] for r in parsed.rows if r] == ["reproduced", "contradicted", "inconclusive"]
-    verdict, claim, source, measured, published, statistic, n, reason = rows["a-beats-b"]
+    verdict, claim, source, data, measured, published, statistic, n, reason = rows["a-beats-b"]
     assert claim == "a-beats-b: Loss a gives a higher hit rate than loss b" and source == "Someone et al. 2031"
+    assert data == "toy"
     assert measured.startswith("a 0.830, b 0.330") and published == "a 0.800, b 0.300"
     assert statistic.startswith("Mann–Whitney U") and n == "10" and reason.startswith("a > b as published")
     assert rows["no-such-metric"][-1].startswith("no matching rows")
