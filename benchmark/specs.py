@@ -383,7 +383,8 @@ class MetricContext:
     ``reduction`` is the run's rule that made one from the other.
     ``explain(x, targets=None, model=None)`` re-explains other inputs with the same method and
     reduction (targets default to the run's target mode; ``model`` another ``TrainedModel``, e.g. a
-    randomised copy); ``explain_raw`` skips the reduction. ``predict(x)`` returns logits, batched.
+    randomised copy); ``explain_raw`` skips the reduction. Their maps are finite too: a sample whose
+    map had NaN/Inf there is flagged and marked in ``undefined`` in the same way. ``predict(x)`` returns logits, batched.
     ``params`` holds every param of the metric, resolved (read ``ctx.params[key]``).
     ``flag(where, reason)`` records why some samples' values are undefined (e.g. an empty mask);
     those rows get the reason in their ``note``.

@@ -139,21 +139,18 @@ def metric_context(model: TrainedModel, split: Split, *, attribution: torch.Tens
 
 
 def params_of(kind: str, spec: Any, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The spec's defaults updated by ``params``, checked exactly as a config's are before a run
-    (type, allowed values, bounds, the param's own check, the spec's cross-param ``validate``): a
-    ``UsageError`` naming the plugin, the key and what is allowed, for a value the spec refuses."""
+    """The spec's defaults updated by ``params``, checked exactly as a config's are before a run:
+    a ``UsageError`` naming the plugin, the key and what is allowed for a value a ``Param`` refuses
+    (type, allowed values, bounds, its own check), and the spec's own ``ValueError`` for a rule
+    between params (its ``validate``)."""
     from .config import check_param, plugin_params
-    from .errors import UsageError, XbenchError
 
     table = plugin_params(kind, spec)
     where = f"{kind[:-1]} {spec.name}"
     given = {key: check_param(where, kind, spec.name, key, value, table) for key, value in (params or {}).items()}
     merged = {**defaults(table), **given}
     if getattr(spec, "validate", None) is not None:
-        try:
-            spec.validate(merged)
-        except (ValueError, XbenchError) as exc:
-            raise UsageError(f"{where}: {exc}") from None
+        spec.validate(merged)
     return merged
 
 
