@@ -39,7 +39,8 @@ the claim looks at) and inside the tables ``a`` and ``b`` (they choose one side)
     model_params  = { degree = "4" }   # resolved model params that must be equal (all listed must match)
     method_params = { layer = "#-1" }
 
-**Relations**, each with the keys it needs:
+**Relations**, each one record of :data:`RELATIONS` (the keys it needs and forbids, its tests,
+its direction, its statistic's text, how findings decides it), with the keys it needs:
 
 - ``greater`` / ``less``: side ``a`` (required) against side ``b`` (required). Tests:
   ``mann-whitney`` (default; two-sided Mann–Whitney U over model instances, with Cohen's d),
@@ -169,6 +170,13 @@ Accuracy floor: a *trained* model instance (a (dataset, model, seed) of a model 
 ``test_accuracy`` or ``val_accuracy``) is strictly above the floor: ``chance + above_chance``
 (``chance`` is the model-fit value of that name, the majority-class share) or ``absolute``. The
 default floor is ``above_chance = 0``: a model at chance measures nothing.
+
+Taking claims from another config: ``[[claims_from]]`` with ``preset = "callanan"`` (or a TOML
+path relative to the config) takes that config's claims as they are stated there, so a config
+that runs several studies at once never copies (and never drifts from) the studies' own.
+``where = { model = "heatmap-loss*" }`` narrows every claim taken (selector keys) and ``replace
+= { "synthetic-ood" = "imagenet" }`` swaps whole selector values that this config names
+differently (see :class:`ClaimsFrom`; the ``paper`` preset takes all four studies' claims so).
 """
 
 from __future__ import annotations
