@@ -145,7 +145,7 @@ def xbench_metrics():
                     "readers can set an accuracy floor.",
     )
     yield MetricSpec(
-        name="classification", score=classification, category="classification", scope="model", version="3",
+        name="classification", score=classification, category="classification", scope="model", version="4",
         values={"accuracy": True, "balanced_accuracy": True, "auroc": True, "auprc": True,
                 "sensitivity": True, "specificity": True,
                 **{f"{name}_by_class": Family(True, facet="class", name=name) for name in PER_CLASS}},

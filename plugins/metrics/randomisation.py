@@ -456,7 +456,7 @@ def _layer_values() -> dict:
 @hookimpl
 def xbench_metrics():
     yield MetricSpec(
-        name="mprt", score=mprt, category="sanity", values=_layer_values(), validate=_validate_layers,
+        name="mprt", score=mprt, category="sanity", version="2", values=_layer_values(), validate=_validate_layers,
         params={"mode": Param("cascade", "which layers are re-initialised at depth d: d..L ('cascade', from the "
                                          "output layer down), 1..d ('bottom-up') or d alone ('independent')",
                               choices=MODES),
@@ -470,7 +470,7 @@ def xbench_metrics():
                     "spearman/<d> at depth d (1 = first layer). " + PASSES,
     )
     yield MetricSpec(
-        name="smprt", score=smprt, category="sanity", values=_layer_values(), validate=_validate_layers,
+        name="smprt", score=smprt, category="sanity", version="2", values=_layer_values(), validate=_validate_layers,
         params={"mode": Param("bottom-up", "with curve: which layers are re-initialised at depth d: 1..d "
                                            "('bottom-up'), d..L ('cascade') or d alone ('independent')",
                               choices=MODES),
@@ -485,7 +485,7 @@ def xbench_metrics():
                     "fully randomised network compared by Spearman of |maps| and SSIM. " + PASSES,
     )
     yield MetricSpec(
-        name="emprt", score=emprt, category="sanity",
+        name="emprt", score=emprt, category="sanity", version="2",
         values={"emprt": True, "ratio": True, "entropy_trained": None, "entropy_random": None},
         params={"bins": Param(100, "equal-width histogram bins over each map's range", ge=1), "seed": SEED},
         description="Efficient MPRT (Hedström et al. 2023): relative rise in explanation complexity from the "
@@ -494,7 +494,7 @@ def xbench_metrics():
                     "(ratio above 1) passes, 0 or below fails (the explanation ignores the weights).",
     )
     yield MetricSpec(
-        name="random-logit", score=random_logit, category="sanity",
+        name="random-logit", score=random_logit, category="sanity", version="2",
         values={"ssim": False, "spearman": False, "other_class": None},
         description="Random logit test (Sixt et al. 2020): SSIM (and Spearman of |maps|) between the "
                     "explanation of the explained class and of a random other class; other_class is the drawn "

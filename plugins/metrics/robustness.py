@@ -155,7 +155,7 @@ def _corruption_family(name: str | None = None, higher: bool | None = None) -> F
 @hookimpl
 def xbench_metrics():
     yield MetricSpec(
-        name="saliency-rmse", score=saliency_rmse, category="robustness", version="2",
+        name="saliency-rmse", score=saliency_rmse, category="robustness", version="3",
         values={"rmse": _corruption_family(higher=False)},
         params=_grid_params(legacy_uint8=Param(False, "round the [0, 255] maps to integers, as the source's uint8 "
                                                       "maps were")),
@@ -165,7 +165,7 @@ def xbench_metrics():
     )
     yield MetricSpec(
         name="corruption-classification", score=corruption_classification, category="robustness",
-        scope="model", version="3",
+        scope="model", version="4",
         values={"auc": True, "acc": True, "auc_grid": _corruption_family("auc", True),
                 "acc_grid": _corruption_family("acc", True), "delta_auc": _corruption_family(higher=False),
                 "delta_acc": _corruption_family(higher=False)},
