@@ -264,6 +264,8 @@ RELATIONS = {r.name: r for r in (
 """Every relation, by name: a new relation is one record here (and, for a new kind of decision, an
 evaluator in findings)."""
 
+VERDICTS = ("reproduced", "contradicted", "inconclusive")
+"""What a claim's evaluation can say."""
 AMONG = {"method": ("method", "method_params", "baseline"), "model": ("model", "model_params", "untrained"),
          "facet": ("facet",), "level": ("level",)}
 """The columns a largest/smallest claim compares along, with the selector keys of ``a`` that choose

@@ -66,14 +66,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from ..claims import Claim, parse_claims, position_key
+from ..claims import ALONG_FIXED, Claim, parse_claims, position_key
 from ..errors import did_you_mean
 from .claim_rows import (Inconclusive, Rows, apply_floor, claim_rows, enough, keys, observations, side,
                          table)
 from .formatting import fmt_number, fmt_p, natural_key
 from .stats import bootstrap_means, cohens_d, holm, mann_whitney, paired_wilcoxon
 
-VERDICTS = ("reproduced", "contradicted", "inconclusive")
 AMONG_COLUMN = {"method": "method_label", "model": "model_label", "facet": "facet", "level": "level"}
 RESAMPLES = 4000
 
@@ -359,7 +358,7 @@ def _extreme(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> None:
 def _trend(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> None:
     mask = side(frame, base, c.a, "a")
     along = c.along or ""
-    if along in ("level", "facet"):
+    if along in ALONG_FIXED:
         rows = table(frame, mask)
         rows["_pos"] = keys(rows[along], position_key)
         if rows["_pos"].isna().all():

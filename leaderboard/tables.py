@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..claims import VERDICTS
 from ..naming import stand_in_of
 from ..specs import CATEGORIES
 from .aggregate import Aggregates, facet_counts, family_kind
@@ -313,7 +314,7 @@ class Findings:
 
     @property
     def counts(self) -> dict[str, int]:
-        return {k: sum(r.verdict == k for r in self.rows) for k in ("reproduced", "contradicted", "inconclusive")}
+        return {k: sum(r.verdict == k for r in self.rows) for k in VERDICTS}
 
 
 def findings(verdicts: Sequence[Any]) -> Findings:
