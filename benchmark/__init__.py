@@ -22,6 +22,7 @@ from .specs import (
     Param,
     Split,
     TrainedModel,
+    VerificationSpec,
 )
 from .store import load_results
 
@@ -46,6 +47,7 @@ __all__ = [
     "Param",
     "Split",
     "TrainedModel",
+    "VerificationSpec",
     "__version__",
     "hookimpl",
     "load_results",

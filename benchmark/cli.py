@@ -437,5 +437,53 @@ def _findings_blocks(findings, title: str):
     return Group(*blocks)
 
 
+@main.command()
+@click.argument("patterns", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON instead of a table.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write verification.json and verification.md here (a run's leaderboard reads "
+                   "RUN_DIR/verification/verification.json).")
+def verify(patterns, as_json, out_dir):
+    """Cross-check every installed method and metric that has a check against an independent
+    implementation (Quantus, pytorch-grad-cam, scipy, …), or only those matching PATTERNS (plugin or
+    check names, globs).
+
+    A check whose reference is not installed is skipped (pip install "xbench[verify]").
+    Exit status 1 when a check fails or raises, 0 otherwise."""
+    from .verification import reference_text, verify as run_checks
+
+    registry = _registry()
+    _report_broken(registry)
+    with err.status("verifying") as status:
+        record = run_checks(registry, tuple(patterns),
+                            progress=lambda spec: status.update(f"verifying {spec.plugin} against {spec.reference}"))
+    paths = record.write(out_dir) if out_dir else []
+    if as_json:
+        click.echo(json.dumps(record.to_dict(), indent=2))
+    else:
+        style = {"pass": "green", "fail": "bold red", "error": "bold red", "skipped": "yellow"}
+        table = Table(title="Verification against independent implementations", show_lines=True)
+        table.add_column("plugin", no_wrap=True)
+        table.add_column("reference · inputs · definition differences adjusted for", overflow="fold", ratio=1)
+        for column in ("max |Δ|", "tol.", "verdict"):
+            table.add_column(column, overflow="fold")
+        for o in record.outcomes:
+            verdict = f"[{style[o.verdict]}]{o.verdict}[/]" + (f": {escape(o.reason)}" if o.reason else "")
+            about = (f"[bold]{escape(reference_text(o))}[/]\n[dim]inputs:[/] {escape(o.inputs)}"
+                     + (f"\n[dim]adjusted for:[/] {escape(o.differences)}" if o.differences else ""))
+            table.add_row(escape(f"{o.kind[:-1]}\n{o.plugin}"), about,
+                          "—" if o.difference is None else f"{o.difference:.2g}", f"{o.tolerance:.2g}", verdict)
+        out.print(table)
+        counts = record.counts
+        out.print(f"{counts['pass']} passed, {counts['fail']} failed, {counts['error']} errors, "
+                  f"{counts['skipped']} skipped.")
+        for kind, names in record.unverified.items():
+            if names and not patterns:
+                out.print(f"[dim]Not verified ({kind} without a check): {escape(', '.join(names))}[/]")
+        for path in paths:
+            out.print(f"  {path}")
+    sys.exit(0 if record.ok else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -489,6 +489,50 @@ class ExecutorSpec:
     version: str = "1"
 
 
+# ----------------------------------------------------------------------------- verification
+
+VERIFIABLE = ("methods", "metrics")
+"""The kinds a :class:`VerificationSpec` can check."""
+
+
+@dataclass(frozen=True)
+class VerificationSpec:
+    """A cross-check of one method or metric against an independent implementation: what
+    ``xbench verify`` runs, records and the leaderboard shows beside the plugin.
+
+    ``check(spec) -> float`` gets the installed spec of ``plugin`` (kind ``kind``: "methods" or
+    "metrics"), computes it and the reference on the same small ``inputs`` and returns the largest
+    absolute difference; the check passes when that is at most ``tolerance``. ``library`` is the
+    distribution of the reference (``quantus``, ``grad-cam``, ``scipy``) whose version the record
+    shows, or "" for a re-implementation written in the check from the paper (``reference`` then
+    says whose definition); ``needs`` lists other distributions the check imports. A check whose
+    distributions are not installed is skipped, never failed. ``differences`` says which
+    definition differences between the two were adjusted for (a normalisation, a float precision,
+    a seed), so that a reader can judge what "agrees" means.
+    """
+
+    name: str
+    plugin: str
+    kind: str
+    reference: str
+    check: Callable[[Any], float]
+    tolerance: float
+    inputs: str
+    library: str = ""
+    differences: str = ""
+    needs: tuple[str, ...] = ()
+    version: str = "1"
+    description: str = ""
+
+    def __post_init__(self):
+        if self.kind not in VERIFIABLE:
+            raise ValueError(f"check {self.name!r}: kind must be one of {', '.join(VERIFIABLE)}, got {self.kind!r}")
+        if not self.tolerance >= 0:
+            raise ValueError(f"check {self.name!r}: tolerance must be a number >= 0, got {self.tolerance!r}")
+        if not self.description:  # what `xbench list verifications` shows
+            object.__setattr__(self, "description", f"{self.kind[:-1]} {self.plugin} against {self.reference}")
+
+
 MODEL_FIT = "model-fit"
 """The metric every cell records whatever a config selects (test and validation accuracy against
 chance), so every result can be read against whether its model learned; a study's accuracy floor
@@ -497,5 +541,6 @@ reads it."""
 PLUGIN_KINDS = ("datasets", "models", "methods", "metrics")
 """The four kinds of benchmark plugin, in the order a combination joins them."""
 
-SPEC_TYPES = dict(zip((*PLUGIN_KINDS, "executors"), (DatasetSpec, ModelSpec, MethodSpec, MetricSpec, ExecutorSpec)))
-"""Every kind a plugin can provide (the four above, and executors), with its spec type."""
+SPEC_TYPES = dict(zip((*PLUGIN_KINDS, "executors", "verifications"),
+                      (DatasetSpec, ModelSpec, MethodSpec, MetricSpec, ExecutorSpec, VerificationSpec)))
+"""Every kind a plugin can provide (the four above, executors, and cross-checks), with its spec type."""

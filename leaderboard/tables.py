@@ -240,6 +240,22 @@ class Overview:
         ranks = [r.ranks[j] for r in self.rows if r.ranks[j] is not None and not r.baseline]
         return min(ranks) if ranks else None
 
+    def cost_ranks(self) -> list[float | None]:
+        """Per row, the rank of its time per sample among the non-baseline methods (1 = fastest,
+        ties share the mean rank); None for baselines and methods without a recorded cost."""
+        timed = [(r.cost.seconds, i) for i, r in enumerate(self.rows)
+                 if not r.baseline and r.cost is not None and r.cost.seconds is not None]
+        ranks = pd.Series([t for t, _ in timed], dtype=float).rank(method="average").tolist()
+        out: list[float | None] = [None] * len(self.rows)
+        for (_, i), rank in zip(timed, ranks):
+            out[i] = float(rank)
+        return out
+
+    @property
+    def ranked_methods(self) -> int:
+        """How many methods are ranked in at least one category (the worst possible mean rank)."""
+        return sum(1 for r in self.rows if not r.baseline and any(v is not None for v in r.ranks))
+
 
 @dataclass
 class ModelInfo:
@@ -459,9 +475,9 @@ def sections(tables: list[ScoreTable]) -> list[Section]:
 
 def overview(secs: list[Section]) -> Overview | None:
     """Per method, its mean rank in each category (over that category's ranked tables, trained
-    models only); rows ordered as the first category's."""
+    models only); rows ordered as the first category's. None when nothing is ranked."""
     cats = [s for s in secs if s.ranked]
-    if len(cats) < 2:
+    if not cats:
         return None
     per: dict[str, dict[str, list[float]]] = {}
     info: dict[str, MethodRow] = {}

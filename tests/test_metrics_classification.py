@@ -1,5 +1,6 @@
 """Classification metrics: hand-computed confusion counts with the correct sensitivity/specificity
-names (the source swapped them), macro AUROC/AUPRC, per-class value families, degenerate splits."""
+names (the source swapped them), macro AUROC/AUPRC, per-class value families, degenerate splits.
+(Against scikit-learn: plugins/verifications/metrics_classification.py.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from xbench import Dataset, MetricContext, testing
 from xbench.plugins.metrics import classification as cm
+from xbench.plugins.verifications.metrics_classification import confident_logits, exact_log_odds
 
 SPEC = next(s for s in cm.xbench_metrics() if s.name == "classification")
 
@@ -76,56 +78,22 @@ def test_class_names_are_made_safe_facets():
     assert "sensitivity/class-0" in numeric  # never a bare number: the leaderboard would read a curve
 
 
-def _confident(n: int = 400, k: int = 2, seed: int = 0):
-    """float32 logits of a confident, sometimes wrong model: the chosen class leads every other by
-    a margin of 20–40 (85 % of the time the true class), all logits shifted by a common offset."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, k, (n,), generator=g)
-    wrong = torch.rand(n, generator=g) < 0.15
-    chosen = torch.where(wrong, (labels + torch.randint(1, k, (n,), generator=g)) % k, labels)
-    logits = torch.randn(n, k, generator=g) * 3
-    logits[torch.arange(n), chosen] = logits.amax(1) + 20 + 20 * torch.rand(n, generator=g)
-    logits += 50 * torch.randn(n, 1, generator=g)
-    return labels, logits.float()
-
-
-def _exact_log_odds(logits: torch.Tensor) -> np.ndarray:
-    """log(p_c / (1 − p_c)) in float64, one class at a time: z_c − m − log Σ_{j≠c} exp(z_j − m)."""
-    z = logits.double().numpy()
-    out = np.empty_like(z)
-    for c in range(z.shape[1]):
-        rest = np.delete(z, c, axis=1)
-        m = rest.max(1)
-        out[:, c] = z[:, c] - m - np.log(np.exp(rest - m[:, None]).sum(1))
-    return out
-
-
 @pytest.mark.parametrize("k", [2, 3])
-def test_confident_models_are_ranked_by_their_exact_scores(k):
-    """AUROC/AUPRC equal sklearn's on the exact (float64 log-odds) scores; float32 softmax scores,
-    which are 1.0 for every margin above ≈17, give other values (the defect this guards against)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+def test_the_checks_confident_model_ties_in_float32(k):
+    """The inputs of the check against scikit-learn (classification.sklearn) are the hard kind: float32
+    softmax scores tie at 1.0, so ranking by them gives other AUROCs than the exact log-odds."""
+    from sklearn.metrics import roc_auc_score
 
-    labels, logits = _confident(k=k)
-    y = labels.numpy()
-    ctx = MetricContext(model=None, inputs=torch.zeros(len(y), 1, 1, 1), labels=labels, logits=logits,
-                        targets=labels, params={}, generator=torch.Generator(), device=torch.device("cpu"),
-                        predict=None)
-    out = testing.score(SPEC, ctx)
-    exact = _exact_log_odds(logits)
-    float32 = logits.softmax(1).numpy()
-    aurocs = [roc_auc_score(y == c, exact[:, c]) for c in range(k)]
-    auprcs = [average_precision_score(y == c, exact[:, c]) for c in range(k)]
-    auroc = aurocs[1] if k == 2 else np.mean(aurocs)
-    assert out["auroc"].item() == pytest.approx(auroc, abs=1e-12)
-    assert out["auprc"].item() == pytest.approx(np.mean(auprcs), abs=1e-12)
-    assert [out[f"auroc/class-{c}"].item() for c in range(k)] == pytest.approx(aurocs, abs=1e-12)
+    labels, logits = confident_logits(k=k)
+    y, float32, exact = labels.numpy(), logits.softmax(1).numpy(), exact_log_odds(logits)
+    assert (float32.max(1) == 1.0).mean() > 0.9
     tied = [roc_auc_score(y == c, float32[:, c]) for c in range(k)]
-    assert abs((tied[1] if k == 2 else np.mean(tied)) - auroc) > 1e-3
-    assert (float32.max(1) == 1.0).mean() > 0.9  # the ties: nearly every top score is exactly 1.0
-    # accuracy, sensitivity and specificity are argmax counts, unchanged by the ranking scores
-    assert out["accuracy"].item() == pytest.approx(float(np.mean(float32.argmax(1) == y)))
-    assert out["accuracy"].item() == pytest.approx(float(np.mean(logits.argmax(1).numpy() == y)))
+    right = [roc_auc_score(y == c, exact[:, c]) for c in range(k)]
+    assert abs(np.mean(tied) - np.mean(right)) > 1e-3
+    out = testing.score(SPEC, MetricContext(model=None, inputs=torch.zeros(len(y), 1, 1, 1), labels=labels,
+                                            logits=logits, targets=labels, params={}, generator=torch.Generator(),
+                                            device=torch.device("cpu"), predict=None))
+    assert out["auroc"].item() == pytest.approx(right[1] if k == 2 else np.mean(right), abs=1e-12)
 
 
 def test_log_odds_are_monotone_in_the_softmax_and_exact_for_two_classes():
