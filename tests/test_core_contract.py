@@ -26,8 +26,8 @@ from xbench.registry import BUILTIN_PLUGINS, PLUGIN_PACKAGES, load_registry
 from xbench.specs import MODEL_FIT, Param, defaults, resolve_tags
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"xbench.datasets": ROOT / "datasets", "xbench.plugins.models": ROOT / "plugins" / "models",
-           "xbench.plugins.methods": ROOT / "plugins" / "methods", "xbench.plugins.metrics": ROOT / "plugins" / "metrics"}
+FOLDERS = {"xbench.datasets": ROOT / "datasets", **{f"xbench.plugins.{kind}": ROOT / "plugins" / kind
+                                                    for kind in ("models", "methods", "metrics", "verifications")}}
 REGISTRY = load_registry(entry_points=False)
 UNDOCUMENTED = {
     ("datasets", "hcp-lesions"): "hcp_lesions declares bare defaults with a hand-written check; converting it to "
