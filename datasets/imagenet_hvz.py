@@ -234,6 +234,14 @@ def _subset(images: _Images, masks: _Masks, labels: torch.Tensor, chosen: np.nda
     )
 
 
+def available(params: Mapping[str, Any]) -> str | None:
+    """Why no ImageNetHVZ folder can be read here (cheap: the folder only), or None when one is set."""
+    root = resolve_root(params["root"], ENV)
+    if root is None:
+        return f"no ImageNetHVZ folder: param root and ${ENV} are empty"
+    return None if root.is_dir() else f"{root} does not exist"
+
+
 def load(params: Mapping[str, Any], seed: int) -> Dataset:
     root = resolve_root(params["root"], ENV)
     if root is None:
@@ -272,4 +280,5 @@ def xbench_datasets():
         params=PARAMS,
         provides=frozenset({"mask", "rgb"}),
         card=CARD,
+        available=available,
     )
