@@ -23,6 +23,7 @@ from .specs import (
     Param,
     Split,
     TrainedModel,
+    VerificationSpec,
 )
 from .store import load_results
 
@@ -49,6 +50,7 @@ __all__ = [
     "RemoteFile",
     "Split",
     "TrainedModel",
+    "VerificationSpec",
     "__version__",
     "hookimpl",
     "load_results",

@@ -373,10 +373,12 @@ def show(dataset, pairs, seed, split, out_path, per_class, card):
 def findings(run_dir, as_json):
     """Evaluate the claims that RUN_DIR's study states against its results.
 
-    Exit status 1 when a claim is contradicted, 0 otherwise (inconclusive claims do not fail),
+    One table row per claim on a wide terminal, one block per claim on a narrow one or through a
+    pipe. Exit status 1 when a claim is contradicted, 0 otherwise (inconclusive claims do not fail),
     2 when RUN_DIR is not a run directory."""
-    from .leaderboard.findings import VERDICTS, evaluate, exit_status, findings_table
+    from .leaderboard.findings import evaluate, exit_status
     from .leaderboard.load import load_run
+    from .leaderboard.tables import findings as typed
 
     run = load_run(run_dir)
     claims = run.manifest.get("claims") or []
@@ -386,22 +388,101 @@ def findings(run_dir, as_json):
     if as_json:
         click.echo(json.dumps([v.to_dict() for v in verdicts], indent=2))
         sys.exit(exit_status(verdicts))
-    if not verdicts:
+    table = typed(verdicts)
+    if not table.rows:
         out.print("This run states no claims.")
         sys.exit(0)
-    style = {"reproduced": "bold green", "contradicted": "bold red", "inconclusive": "yellow"}
-    table = Table(title=f"Findings of {escape(str(run_dir))}", show_lines=True)
-    for column in ("verdict", "claim", "measured", "published", "statistic", "n", "reason"):
-        table.add_column(column, overflow="fold", justify="right" if column == "n" else "left")
-    for row in findings_table(verdicts):
-        table.add_row(f"[{style[row['verdict']]}]{row['verdict']}[/]",
-                      f"[bold]{escape(row['id'])}[/]: {escape(row['claim'])}\n[dim]{escape(row['source'])}[/]",
-                      escape(row["measured"]), escape(row["published"]), escape(row["statistic"]), str(row["n"]),
-                      escape(row["reason"]))
-    out.print(table)
-    counts = {k: sum(v.verdict == k for v in verdicts) for k in VERDICTS}
-    out.print(" · ".join(f"{counts[k]} {k}" for k in VERDICTS))
+    render = _findings_table if out.width >= FINDINGS_TABLE_WIDTH else _findings_blocks
+    out.print(render(table, f"Findings of {run_dir}"))
+    out.print(" · ".join(f"{n} {k}" for k, n in table.counts.items()))
     sys.exit(exit_status(verdicts))
+
+
+FINDINGS_TABLE_WIDTH = 160
+"""Below this many columns the findings' eight columns would fold into cells a few characters
+wide (a claim some forty lines tall), so each claim is printed as a block of its own."""
+VERDICT_STYLE = {"reproduced": "bold green", "contradicted": "bold red", "inconclusive": "yellow"}
+
+
+def _findings_table(findings, title: str) -> Table:
+    """One row per claim (every plugin- or claim-provided string printed literally)."""
+    from rich.text import Text
+
+    table = Table(title=Text(title), show_lines=True)
+    for column in ("verdict", "claim", "data", "measured", "published", "statistic", "n", "reason"):
+        table.add_column(column, overflow="fold", justify="right" if column == "n" else "left")
+    for f in findings.rows:
+        table.add_row(Text(f.verdict_text, style=VERDICT_STYLE[f.verdict]),
+                      Text.assemble((f.id, "bold"), ": ", f.claim, "\n", (f.source, "dim")),
+                      Text(f.data), Text(f.measured), Text(f.published), Text(f.statistic), str(f.n), Text(f.reason))
+    return table
+
+
+def _findings_blocks(findings, title: str):
+    """One block per claim, a label column and a value column, for narrow terminals and pipes."""
+    from rich.console import Group
+    from rich.text import Text
+
+    blocks = [Text(title, style="bold")]
+    for f in findings.rows:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(overflow="fold")
+        grid.add_row("", Text.assemble((f.verdict_text, VERDICT_STYLE[f.verdict]), "  ", (f.id, "bold")))
+        for key, value in (("claim", f.claim), ("source", f.source), ("data", f.data), ("measured", f.measured),
+                           ("published", f.published), ("statistic", f"{f.statistic} (n = {f.n})"),
+                           ("reason", f.reason)):
+            grid.add_row(key, Text(value))
+        blocks += [Text(""), grid]
+    return Group(*blocks)
+
+
+@main.command()
+@click.argument("patterns", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON instead of a table.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write verification.json and verification.md here (a run's leaderboard reads "
+                   "RUN_DIR/verification/verification.json).")
+def verify(patterns, as_json, out_dir):
+    """Cross-check every installed method and metric that has a check against an independent
+    implementation (Quantus, pytorch-grad-cam, scipy, …), or only those matching PATTERNS (plugin or
+    check names, globs).
+
+    A check whose reference is not installed is skipped (pip install "xbench[verify]").
+    Exit status 1 when a check fails or raises, 0 otherwise."""
+    from .verification import reference_text, verify as run_checks
+
+    registry = _registry()
+    _report_broken(registry)
+    with err.status("verifying") as status:
+        record = run_checks(registry, tuple(patterns),
+                            progress=lambda spec: status.update(f"verifying {spec.plugin} against {spec.reference}"))
+    paths = record.write(out_dir) if out_dir else []
+    if as_json:
+        click.echo(json.dumps(record.to_dict(), indent=2))
+    else:
+        style = {"pass": "green", "fail": "bold red", "error": "bold red", "skipped": "yellow"}
+        table = Table(title="Verification against independent implementations", show_lines=True)
+        table.add_column("plugin", no_wrap=True)
+        table.add_column("reference · inputs · definition differences adjusted for", overflow="fold", ratio=1)
+        for column in ("max |Δ|", "tol.", "verdict"):
+            table.add_column(column, overflow="fold")
+        for o in record.outcomes:
+            verdict = f"[{style[o.verdict]}]{o.verdict}[/]" + (f": {escape(o.reason)}" if o.reason else "")
+            about = (f"[bold]{escape(reference_text(o))}[/]\n[dim]inputs:[/] {escape(o.inputs)}"
+                     + (f"\n[dim]adjusted for:[/] {escape(o.differences)}" if o.differences else ""))
+            table.add_row(escape(f"{o.kind[:-1]}\n{o.plugin}"), about,
+                          "—" if o.difference is None else f"{o.difference:.2g}", f"{o.tolerance:.2g}", verdict)
+        out.print(table)
+        counts = record.counts
+        out.print(f"{counts['pass']} passed, {counts['fail']} failed, {counts['error']} errors, "
+                  f"{counts['skipped']} skipped.")
+        for kind, names in record.unverified.items():
+            if names and not patterns:
+                out.print(f"[dim]Not verified ({kind} without a check): {escape(', '.join(names))}[/]")
+        for path in paths:
+            out.print(f"  {path}")
+    sys.exit(0 if record.ok else 1)
 
 
 # ----------------------------------------------------------------------------- xbench data

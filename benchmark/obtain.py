@@ -90,7 +90,7 @@ def obtain_model(worker: Worker, cell: Cell, dataset: Dataset, info: DatasetInfo
     params = dict(cell.model.params)
     untrained = bool(params.pop("untrained", False))
     init_seed, fit_seed = model_seeds(cell, spec.architecture, seeding)
-    torch.manual_seed(init_seed)
+    torch.manual_seed(init_seed)  # build draws the initial weights from the global RNG: the seed decides them
     start = time.perf_counter()
     module = spec.build(info, params)
     timings["build"] += time.perf_counter() - start
@@ -105,6 +105,7 @@ def obtain_model(worker: Worker, cell: Cell, dataset: Dataset, info: DatasetInfo
             cached = True
         else:
             module.to(device)
+            # fit's shuffles, dropout and augmentation draw from the global RNGs: the training seed decides them
             torch.manual_seed(fit_seed)
             np.random.seed(fit_seed % (2**32))
 

@@ -237,6 +237,17 @@ def _subset(images: _Images, masks: _Masks, labels: torch.Tensor, chosen: np.nda
     )
 
 
+def folder(params: Mapping[str, Any]) -> Path:
+    """Where the images are read: ``root``, else ``$XBENCH_IMAGENET_HVZ_DIR``, else ``$XBENCH_DATA/imagenet-hvz``."""
+    return resolve_root(params["root"], ENV) or sources.source_dir(DATA_SOURCE)
+
+
+def available(params: Mapping[str, Any]) -> str | None:
+    """Why no ImageNetHVZ folder can be read here (cheap: the folder only), or None when one is there."""
+    root = folder(params)
+    return None if root.is_dir() else f"{root} does not exist; `xbench data fetch imagenet-hvz` prints the steps"
+
+
 def _read_layout(root: Path) -> tuple[list[Path], list[int], list[Any], str]:
     """The images, labels and mask sources of a placed folder, and which layout it is; a DataError
     naming what is missing otherwise."""
@@ -271,7 +282,7 @@ DATA_SOURCE = DataSource(
 
 
 def load(params: Mapping[str, Any], seed: int) -> Dataset:
-    root = resolve_root(params["root"], ENV) or sources.source_dir(DATA_SOURCE)
+    root = folder(params)
     size = int(params["size"])
     paths, labels, mask_sources, layout = _read_layout(root)
     if len(set(labels)) < 2 or min(np.bincount(labels)) < 3:
@@ -299,6 +310,7 @@ def xbench_datasets():
         params=PARAMS,
         provides=frozenset({"mask", "rgb"}),
         card=CARD,
+        available=available,
     )
 
 
