@@ -80,6 +80,10 @@ SAMPLE_FILES = {"head": "KmeansTest_T1UCharRaw.nii.gz", "brain": "KmeansTest_T1R
                 "tissues": "KmeansTest_T1KmeansPrelimSegmentation.nii.gz"}
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines())
+
+
 def _sample_dir() -> Path | None:
     return next((Path(d) for d in SAMPLE_DIRS if (Path(d) / SAMPLE_FILES["head"]).is_file()), None)
 
@@ -96,7 +100,7 @@ SAMPLE_T1 = DataSource(
            RemoteFile(SAMPLE_FILES["tissues"],
                       checksum="sha256:8f48a7ced6d27644489b8a2fc8084bf6594560d05f8997ad4327b6353d11f342", size=80_954)),
     homepage="https://packages.debian.org/bookworm/insighttoolkit5-examples", version="insighttoolkit5-examples 5.2.1",
-    steps="sudo apt-get install insighttoolkit5-examples (Debian 12+, Ubuntu 22.04+; 1.7 MB)\nElsewhere, copy the "
+    steps="sudo apt-get install insighttoolkit5-examples (Debian 12+, Ubuntu 22.04+; 1.7 MB).\nElsewhere, copy the "
           "three KmeansTest_T1*.nii.gz files of ITK's Examples/Data into a folder and set XBENCH_SAMPLE_T1_DIR to it.")
 
 IXI_URL = "http://biomedic.doc.ic.ac.uk/brain-development/downloads/IXI/IXI-T1.tar"
@@ -135,12 +139,12 @@ HCP = DataSource(
     description="HCP young-adult T1 volumes, skull-stripped (T1w_restore_brain), the source study's backgrounds",
     licence="WU-Minn HCP Data Use Terms (registration)", homepage="https://db.humanconnectome.org",
     size_note="≈ 10 MB a subject",
-    steps="HCP data cannot be downloaded without accepting its terms. 1. Register at https://db.humanconnectome.org "
-          "and accept the WU-Minn HCP Open Access Data Use Terms. 2. Download the 'Structural Preprocessed' package "
+    steps="HCP data cannot be downloaded without accepting its terms.\n1. Register at https://db.humanconnectome.org "
+          "and accept the WU-Minn HCP Open Access Data Use Terms.\n2. Download the 'Structural Preprocessed' package "
           "of the subjects you want (e.g. the 1200 Subjects release, via Aspera or Amazon S3 "
-          "s3://hcp-openaccess/HCP_1200/<subject>/T1w/T1w_restore_brain.nii.gz). 3. Put every "
+          "s3://hcp-openaccess/HCP_1200/<subject>/T1w/T1w_restore_brain.nii.gz).\n3. Put every "
           "<subject>/T1w/T1w_restore_brain.nii.gz in one folder (copies or links; sub-folders are fine): "
-          "$XBENCH_DATA/hcp, or any folder named by XBENCH_HCP_DIR. 4. `xbench data verify hcp` checks the layout.")
+          "$XBENCH_DATA/hcp, or any folder named by XBENCH_HCP_DIR.\n4. `xbench data verify hcp` checks the layout.")
 
 
 def prepare_ixi(folder: Path, report: Callable[[str], None] = lambda line: None) -> None:
@@ -284,7 +288,7 @@ def read_sample_t1(folder: Path) -> np.ndarray:
         mask = np.asarray(nib.load(str(folder / SAMPLE_FILES["brain"])).dataobj) > 0
     except Exception as exc:
         raise DataError(f"sample-t1: cannot read ITK's sample head in {str(folder)!r} ({type(exc).__name__}: "
-                        f"{exc}). `xbench data verify sample-t1` checks the files; {SAMPLE_T1.steps}") from None
+                        f"{exc}). `xbench data verify sample-t1` checks the files; {_one_line(SAMPLE_T1.steps)}") from None
     if head.shape != mask.shape or head.ndim != 3:
         raise DataError(f"sample-t1: the head {head.shape} and its mask {mask.shape} in {str(folder)!r} do not match; "
                         "`xbench data verify sample-t1` checks the files.")
@@ -336,7 +340,7 @@ def bank(background: Any = None, root: Path | None = None) -> Bank:
         folder = sources.source_dir(SAMPLE_T1)
         if folder is None or not (folder / SAMPLE_FILES["head"]).is_file():
             raise DataError(f"background = \"sample-t1\" needs ITK's sample T1 head, which is not installed here "
-                            f"(looked in {folder or ', '.join(SAMPLE_DIRS)}). {SAMPLE_T1.steps}")
+                            f"(looked in {folder or ', '.join(SAMPLE_DIRS)}). {_one_line(SAMPLE_T1.steps)}")
         return Bank("sample-t1", (str(folder),), "sample-t1", True,
                     "sample-t1 (ITK KmeansTest_T1, one real individual)", SAMPLE_T1, folder)
     if name == "ixi":

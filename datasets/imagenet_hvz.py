@@ -273,12 +273,12 @@ DATA_SOURCE = DataSource(
     description="ImageNet horses (n02389026) and zebras (n02391049) with bounding boxes (669 images in the source)",
     licence="ImageNet terms of access (non-commercial research)", homepage="https://image-net.org",
     size_note="≈ 80 MB",
-    steps="ImageNet cannot be downloaded without accepting its terms. 1. Sign in at https://image-net.org and accept "
-          "the terms of access. 2. Download the ILSVRC images of synsets n02389026 (horse) and n02391049 (zebra) "
+    steps="ImageNet cannot be downloaded without accepting its terms.\n1. Sign in at https://image-net.org and accept "
+          "the terms of access.\n2. Download the ILSVRC images of synsets n02389026 (horse) and n02391049 (zebra) "
           "and their bounding-box annotations (Annotation/<synset>/*.xml), or the source study's imagenetHVZ "
-          "archive (data.csv, images/, masks/) linked from https://github.com/icrto/xML. 3. Put them in "
+          "archive (data.csv, images/, masks/) linked from https://github.com/icrto/xML.\n3. Put them in "
           "$XBENCH_DATA/imagenet-hvz (or set XBENCH_IMAGENET_HVZ_DIR): n02389026/*.JPEG, n02391049/*.JPEG and "
-          "Annotation/, or data.csv, images/ and masks/. 4. `xbench data verify imagenet-hvz` checks the layout.")
+          "Annotation/, or data.csv, images/ and masks/.\n4. `xbench data verify imagenet-hvz` checks the layout.")
 
 
 def load(params: Mapping[str, Any], seed: int) -> Dataset:
