@@ -288,7 +288,8 @@ def read_sample_t1(folder: Path) -> np.ndarray:
         mask = np.asarray(nib.load(str(folder / SAMPLE_FILES["brain"])).dataobj) > 0
     except Exception as exc:
         raise DataError(f"sample-t1: cannot read ITK's sample head in {str(folder)!r} ({type(exc).__name__}: "
-                        f"{exc}). `xbench data verify sample-t1` checks the files; {_one_line(SAMPLE_T1.steps)}") from None
+                        f"{exc}). `xbench data verify sample-t1` checks the files; "
+                        f"{_one_line(SAMPLE_T1.steps)}") from None
     if head.shape != mask.shape or head.ndim != 3:
         raise DataError(f"sample-t1: the head {head.shape} and its mask {mask.shape} in {str(folder)!r} do not match; "
                         "`xbench data verify sample-t1` checks the files.")
