@@ -101,6 +101,8 @@ class Variant:
     only: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Upstream kinds this variant is restricted to: ``(("datasets", ("hcp-lesions",)),)``. Not part
     of the key: a restriction chooses combinations, it never changes a result."""
+    stand_in_for: str = ""
+    """The label of the variant this one stands in for (a config's ``fallback``), recorded as the data's provenance."""
 
     def admits(self, other: Variant) -> bool:
         """Whether this variant joins a combination with ``other`` (a variant of an upstream kind)."""
@@ -132,7 +134,8 @@ class Config:
             "source": self.source,
             "run": self.run.model_dump(),
             **{kind: [{"name": v.name, "version": v.version, "label": v.label, "params": dict(v.params),
-                       **({"only": {k: list(p) for k, p in v.only}} if v.only else {})}
+                       **({"only": {k: list(p) for k, p in v.only}} if v.only else {}),
+                       **({"stand_in_for": v.stand_in_for} if v.stand_in_for else {})}
                       for v in self.variants[kind]] for kind in PLUGIN_KINDS},
             "claims": [c.to_dict() for c in self.claims],
         }
@@ -402,7 +405,7 @@ def _standing_in(kind: str, name: str, pattern: str, entry: Mapping[str, Any], r
             continue
         for stand_in in _expand(kind, other, other, params, registry, source):
             label = stand_in_label(stand_in.label, v.label)
-            out.append(Variant(kind, stand_in.name, stand_in.version, stand_in.params, label, v.only))
+            out.append(Variant(kind, stand_in.name, stand_in.version, stand_in.params, label, v.only, v.label))
             if notes is not None:
                 notes.append(f"{v.label} is not available here ({reasons[v.label]}); {stand_in.label} stands in "
                              f"for it, labelled {label!r}.")

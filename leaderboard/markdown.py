@@ -51,6 +51,19 @@ def _score_table(t: ScoreTable, verified: Verification | None = None) -> list[st
     return md + [""]
 
 
+def _data_table(rows: list[dict[str, Any]]) -> list[str]:
+    """What each dataset's cells read (``tables.DataRow`` as dicts): the Data table of the site."""
+    if not rows:
+        return []
+    md = ["## Data", "", "| dataset | data | source | version | files read (checksum) | checksum is | licence |",
+          "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append("| " + " | ".join(md_escape(x) for x in (r["dataset"], r["kind_text"], r["source"], r["version"],
+                                                             "; ".join(r["checksums"]) or "—", r["verified"] or "—",
+                                                             r["licence"])) + " |")
+    return md + [""]
+
+
 def findings_markdown(findings: Findings) -> str:
     """The run's findings as a Markdown section: a count line and one table row per claim ("" when
     the run states none)."""
@@ -107,6 +120,7 @@ def summary_markdown(pages: list[DatasetPage], prov: dict[str, Any], rows: int, 
     md += ["Mean over seeds [95% bootstrap CI] (rank among non-baseline methods; 1 = best, in bold). "
            "All test samples; the site also shows correctly classified samples only, statistics, the agreement "
            "between metrics and figures.", ""]
+    md += _data_table(prov.get("data") or [])
     for page in pages:
         md += [f"## {md_escape(page.name)}", ""]
         md += _glance(glances.get(page.name, [])) if len(pages) > 1 else []
