@@ -237,6 +237,7 @@ def _score_model_unit(state: CellState, task: UnitTask) -> None:
     try:
         try:
             with _timed(state.timings, "score"):
+                # a metric that draws from the global RNG draws the same numbers on resume and on any worker
                 torch.manual_seed(seed_of(task.key))
                 values = results.score(spec, ctx)
         finally:
@@ -332,6 +333,7 @@ def _explain_and_score(state: CellState, tasks: list[UnitTask]) -> None:
                 regions=regions, dataset=handed_dataset(state.dataset), method=method.name, reduction=run.reduction)
             try:
                 try:
+                    # the same global draws for this unit and batch wherever and whenever it runs
                     torch.manual_seed(seed_of(u.task.key, start))
                     with _timed(state.timings, "score"):
                         values = results.score(u.spec, ctx)
@@ -362,6 +364,7 @@ def _explain_batch(state: CellState, mspec, method, x, t, start: int, stop: int,
     if hit is not None:
         cost.add(hit.get("seconds"), stop - start, hit.get("peak_bytes"))
         return hit["maps"]
+    # a method that draws from the global RNG (not its generator) gives the same maps as when cached
     torch.manual_seed(seed_of(key))
     generator = _generator(x.device, key) if mspec.stochastic else None
     before = Cost(state.device)

@@ -120,7 +120,7 @@ def obtain_model(worker: Worker, cell: Cell, dataset: Dataset, info: DatasetInfo
     params = dict(cell.model.params)
     untrained = bool(params.pop("untrained", False))
     init_seed, fit_seed = model_seeds(cell, spec.architecture)
-    torch.manual_seed(init_seed)
+    torch.manual_seed(init_seed)  # build draws the initial weights from the global RNG: the seed decides them
     start = time.perf_counter()
     module = spec.build(info, params)
     timings["build"] += time.perf_counter() - start
@@ -138,6 +138,7 @@ def obtain_model(worker: Worker, cell: Cell, dataset: Dataset, info: DatasetInfo
                                                            f"{cell.model_key}.*) to train it again")
         else:
             module.to(device)
+            # fit's shuffles, dropout and augmentation draw from the global RNGs: the training seed decides them
             torch.manual_seed(fit_seed)
             np.random.seed(fit_seed % (2**32))
 

@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from .config import Config, Variant, keyed_options
 from .hashing import content_hash
 from .registry import Registry
-from .specs import defaults, resolve_tags
-
-MODEL_FIT = "model-fit"
+from .specs import MODEL_FIT, defaults, resolve_tags
 
 
 @dataclass(frozen=True)

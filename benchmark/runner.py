@@ -141,6 +141,7 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
                        "skipped": len(plan.skipped)})
 
     cells: dict[str, Any] = dict(previous.get("cells", {}))
+    datasets = {c.key: c.dataset for c in plan.cells}  # for each cell's data provenance
     timings: dict[str, float] = defaultdict(float)
 
     def deliver(message: Any) -> None:
@@ -160,6 +161,7 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
             summary.warnings += [f"{message.title}: {w}" for w in message.fit.get("warnings", [])]
             for name, seconds in message.timings.items():
                 timings[name] += seconds
+            cells[message.key]["data"] = _cell_data(datasets.get(message.key), message.dataset_info)
             on_event("cell", message)
         elif isinstance(message, GalleryItem):
             store.write_gallery(message.cell_key, message.name, message.arrays, message.meta)
@@ -358,3 +360,10 @@ def _manifest(config: Config, registry: Registry, plan: Plan, device, previous: 
         "claims": [c.to_dict() for c in config.claims],
         "cells": previous.get("cells", {}),
     }
+
+
+def _cell_data(dataset, info: dict[str, Any]) -> dict[str, Any]:
+    """The data a cell used (source, checksum, real / sample / generated / stand-in): see xbench.sources."""
+    from .sources import cell_data
+
+    return cell_data(dataset.label if dataset else "?", info, dataset.stand_in_for if dataset else "")

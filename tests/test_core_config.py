@@ -137,6 +137,8 @@ def test_only_restricts_combinations_without_changing_keys(tmp_path):
         n_train = 10
         [datasets.polygons]
         size = 32
+        rad_min = 4
+        rad_max = 9
         [models.small-cnn]
         sweep = { untrained = [false, true] }
         [models.cifar-resnet18]

@@ -31,7 +31,7 @@ def test_third_party_plugin_is_found_through_its_entry_point(use_sites):
     registry = load_registry()
     acme = next(p for p in registry.plugins if p.name == "acme")
     assert (acme.distribution, acme.version, acme.builtin, acme.status) == ("xbench-acme", "0.1.0", False, "active")
-    assert set(acme.hooks) == {"xbench_datasets", "xbench_methods", "xbench_metrics"}
+    assert set(acme.hooks) == {"xbench_datasets", "xbench_methods", "xbench_metrics", "xbench_verifications"}
     assert registry.get("datasets", "acme.planted").plugin is acme
     assert registry.get("methods", "acme.x-sign-grad").plugin is acme
     assert registry.get("metrics", "acme.mass").plugin is acme
