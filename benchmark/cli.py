@@ -347,19 +347,19 @@ def show(dataset, pairs, seed, split, out_path, per_class, card):
 
     registry = _registry()
     spec = registry.get("datasets", dataset).spec
+    table = plugin_params("datasets", spec)
+    params = _parse_params("datasets", dataset, pairs, table)  # a bad --param is an error, with --card too
+    merged = {**defaults(table), **params}
+    if spec.validate is not None:
+        try:
+            spec.validate(merged)
+        except (ValueError, XbenchError) as exc:
+            raise UsageError(f"--param: {exc}") from None
     if card:
         from rich.markdown import Markdown
 
         out.print(Markdown(spec.card or f"{spec.name}: {spec.description or 'no card'}"))
         return
-    table = plugin_params("datasets", spec)
-    params = _parse_params("datasets", dataset, pairs, table)
-    merged = {**defaults(table), **params}
-    if spec.validate is not None:
-        try:
-            spec.validate(merged)
-        except ValueError as exc:
-            raise UsageError(f"--param: {exc}") from None
     data = spec.load(merged, seed)
     check_split(data.split(split), dataset, split, len(data.class_names))
     path = show_dataset(data, out_path or Path(f"{dataset}-{split}.png"), split=split, per_class=per_class,
