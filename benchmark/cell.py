@@ -34,7 +34,7 @@ from .hashing import content_hash
 from .messages import CellJob, CellReport, Status, UnitResult, UnitTask
 from .obtain import Worker, obtain_model, seed_of
 from .specs import ArrayLike, Dataset, DatasetInfo, MetricSpec, TrainedModel
-from .store import CannotWrite
+from .atomic import CannotWrite
 
 __all__ = ["CellState", "PluginMisbehaved", "work"]
 

@@ -36,7 +36,8 @@ from .errors import RunInterrupted, XbenchError
 from .messages import CellJob, CellReport, GalleryItem, Status, UnitResult, UnitTask
 from .plan import Plan, make_plan
 from .registry import Registry
-from .store import CannotWrite, DamagedManifest, RunStore
+from .atomic import CannotWrite
+from .store import DamagedManifest, RunStore
 
 CRASH_LOG = "crash.log"
 

@@ -272,7 +272,7 @@ class Stamps:
             entry = {}
         data[key[0]] = {**entry, "size": key[1], "mtime_ns": key[2], algo: hexdigest}
         try:
-            from .store import atomic_write_json
+            from .atomic import atomic_write_json
 
             atomic_write_json(self.path, data)
         except OSError:

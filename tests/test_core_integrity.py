@@ -238,7 +238,7 @@ def test_a_damaged_part_is_computed_again(runs, tmp_path):
 
 
 def test_files_respect_the_umask(tmp_path):
-    from xbench.store import atomic_write_bytes
+    from xbench.atomic import atomic_write_bytes
 
     old = os.umask(0o022)
     try:
