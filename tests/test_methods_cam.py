@@ -1,5 +1,6 @@
 """CAM methods: the definitions computed by hand on a model whose gradients are known, layer
-resolution at every layer, layer selection and its errors."""
+resolution at every layer, layer selection and its errors. (Against pytorch-grad-cam and torchcam:
+plugins/verifications/methods_cam.py, run by tests/test_verification.py.)"""
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from torch import nn
 from xbench import DatasetInfo, TrainedModel
 from xbench.attribution import run_method
 from xbench.errors import XbenchError
+from xbench.plugins.verifications.methods_cam import Pooled as Deep  # convs at 16, 8 and 4 px
 from xbench.registry import load_registry
 from xbench.specs import defaults
 
@@ -82,27 +84,6 @@ def test_grad_cam_pp_legacy_torchcam_closed_form(registry):
     assert not torch.allclose(got, run(registry, "grad-cam-pp", model, x, t), atol=1e-3)  # the formula differs
 
 
-@pytest.mark.parametrize("layer", ["c1", "c2", "c3"])
-def test_grad_cam_pp_legacy_torchcam_matches_torchcam(registry, layer):
-    """Against torchcam itself (what Treyer ran): legacy_torchcam = true gives its maps; the default
-    (the formula torchcam's source writes) does not."""
-    methods = pytest.importorskip("torchcam.methods")
-    torch.manual_seed(0)
-    net = Deep().eval()
-    layers = {"c1": net.c1, "c2": net.c2, "c3": net.c3}
-    x, t = torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 1, 0])
-    extractor = methods.GradCAMpp(net, target_layer=layers[layer], input_shape=(1, 16, 16))
-    try:
-        expected = extractor(t.tolist(), net(x))[0].detach()
-    finally:
-        extractor.remove_hooks()
-    model = TrainedModel(net, INFO, layers)
-    got = run(registry, "grad-cam-pp", model, x, t, layer=layer, legacy_torchcam=True)
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
-    formula = run(registry, "grad-cam-pp", model, x, t, layer=layer)
-    assert (formula - expected).abs().max() > 1e-2
-
-
 def test_cams_follow_the_target_class(registry):
     net = GapNet().eval()
     model = TrainedModel(net, INFO, {"conv": net.conv})
@@ -110,21 +91,6 @@ def test_cams_follow_the_target_class(registry):
     zero = run(registry, "grad-cam", model, x, torch.tensor([0, 0]), normalise="none")
     one = run(registry, "grad-cam", model, x, torch.tensor([1, 1]), normalise="none")
     assert not torch.allclose(zero, one)
-
-
-class Deep(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
-        self.c3 = nn.Conv2d(4, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        x = torch.relu(self.c1(x))
-        x = torch.relu(self.c2(nn.functional.max_pool2d(x, 2)))
-        x = torch.relu(self.c3(nn.functional.max_pool2d(x, 2)))
-        return self.fc(x.mean((2, 3)))
 
 
 @pytest.mark.parametrize("method", CAMS)

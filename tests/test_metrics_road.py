@@ -114,46 +114,6 @@ def test_curves_and_score_on_a_region_sum_model():
     assert out2["road"].item() > 0
 
 
-def test_curves_equal_pytorch_grad_cam_road():
-    """xbench's morf/<p>, lerf/<p> and road against pytorch-grad-cam's ROADMostRelevantFirst,
-    ROADLeastRelevantFirst and ROADCombined (noise 0 in both) on a random small CNN, 4 images of
-    3×20×20 whose maps take 10 levels of 40 pixels each, so that grad-cam's percentile thresholds
-    and xbench's ranks remove exactly the same pixels at every p. The class score is the softmax
-    probability (grad-cam's ``ClassifierOutputSoftmaxTarget``); grad-cam's percentile q removes
-    100 − q %. Tolerance 1e-5 on probabilities; measured max difference 3e-8 (curves)."""
-    road = pytest.importorskip("pytorch_grad_cam.metrics.road")
-    targets_mod = pytest.importorskip("pytorch_grad_cam.utils.model_targets")
-    from xbench.plugins.models.small_cnn import SmallCNN
-
-    torch.manual_seed(0)
-    model = SmallCNN(3, 2, 8).eval()
-    g = torch.Generator().manual_seed(5)
-    n, size = 4, 20
-    x = torch.rand(n, 3, size, size, generator=g)
-    levels = torch.argsort(torch.rand(n, size * size, generator=g), 1) // (size * size // 10)
-    cam = (levels.float() / 9).view(n, size, size)
-    labels = torch.ones(n, dtype=torch.long)
-    ctx = make_ctx(model, x, cam, labels=labels)
-    out = testing.score(SPEC, ctx, noise=0.0, **{"class": "label"})
-    targets = [targets_mod.ClassifierOutputSoftmaxTarget(1)] * n
-    imputer = road.NoisyLinearImputer(noise=0.0)
-    clean = torch.softmax(model(x), 1)[:, 1].detach().double()
-    for pct in rm.PERCENTAGES:
-        morf = road.PerturbationConfidenceMetric(road.RemoveMostRelevantFirst(100 - pct, imputer))
-        lerf = road.PerturbationConfidenceMetric(road.RemoveLeastRelevantFirst(100 - pct, imputer))
-        theirs_m = torch.from_numpy(morf(x, cam.numpy(), targets, model)).double() + clean
-        theirs_l = torch.from_numpy(lerf(x, cam.numpy(), targets, model)).double() + clean
-        torch.testing.assert_close(out[f"morf/{pct}"], theirs_m, rtol=0, atol=1e-5)
-        torch.testing.assert_close(out[f"lerf/{pct}"], theirs_l, rtol=0, atol=1e-5)
-    combined = road.ROADCombined(percentiles=rm.PERCENTAGES)
-    combined.morf_averager.imputer = lambda q: road.PerturbationConfidenceMetric(
-        road.RemoveMostRelevantFirst(q, imputer))
-    combined.lerf_averager.imputer = lambda q: road.PerturbationConfidenceMetric(
-        road.RemoveLeastRelevantFirst(q, imputer))
-    theirs = torch.from_numpy(combined(x, cam.numpy(), targets, model)).double()
-    torch.testing.assert_close(out["road"], 2 * theirs, rtol=0, atol=1e-5)
-
-
 def test_batch_invariance():
     torch.manual_seed(1)
     from xbench.plugins.models.small_cnn import SmallCNN

@@ -1,9 +1,10 @@
 """Where a VGG backbone's starting weights come from, for ``vgg16-finetune`` and ``heatmap-loss``.
 
 - ``none``: the random initialisation the runner seeded.
-- ``imagenet``: torchvision's ImageNet VGG16 checkpoint from a local file (param ``weights``) or
-  torchvision's cache (``$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth``). Nothing is downloaded:
-  a missing file is a clear error.
+- ``imagenet``: torchvision's ImageNet VGG16 checkpoint from a local file (param ``weights``),
+  ``$XBENCH_DATA/weights`` (``xbench data fetch torchvision:vgg16-imagenet``; the record is
+  :func:`imagenet_source`) or torchvision's cache (``$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth``).
+  Nothing is downloaded during a run: a missing file is a clear error.
 - ``mri``: in-domain pre-training that xbench performs itself on axial brain slices
   (:func:`xbench.datasets._brain_slices.axial_slices`: the skull-stripped T1 volumes in ``mri_folder``
   or ``$XBENCH_HCP_DIR``, else the MNI152 template nilearn ships; ``pretrain_mni_template`` says which). The source
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbench import Dataset, DatasetInfo, FitContext, FitReport, Param, Split
+from xbench import Dataset, DatasetInfo, FitContext, FitReport, Param, Split, sources
 from xbench.cache import Cache
 from xbench.errors import XbenchError
 from xbench.datasets._pretext_images import OOD_CLASSES, brain_shapes, ood_images, rotation_task
@@ -53,7 +55,8 @@ TORCHVISION_FILE = "vgg16-397923af.pth"
 MRI_PRETEXTS = ("shapes", "rotation")
 
 PARAMS = {
-    "weights": Param("", "pretrain = 'imagenet': path of torchvision's VGG16 state dict (default: torchvision's cache)"),
+    "weights": Param("", "pretrain = 'imagenet': path of torchvision's VGG16 state dict (default: "
+                         "$XBENCH_DATA/weights, then torchvision's cache)"),
     "pretrain_images": Param(20000, "images of the pretext task (90 % train, 10 % validation)", ge=20),
     "pretrain_epochs": Param(20, "pretext training epochs (SGD, momentum 0.9, cosine schedule)", ge=1),
     "pretrain_lr": Param(0.01, "pretext learning rate", gt=0),
@@ -107,16 +110,36 @@ def pretext_classes(source: str, params: Mapping[str, Any]) -> int:
     return 4 if source == "mri" and params["mri_pretext"] == "rotation" else len(OOD_CLASSES)
 
 
+@functools.lru_cache(maxsize=1)
+def imagenet_source() -> sources.DataSource:
+    """The data source of torchvision's ImageNet VGG16 weights: URL, hash and size from torchvision's
+    own weights API (the hash is torch hub's: the first digits of the file's SHA-256, in its name)."""
+    from torchvision.models import VGG16_Weights
+
+    weights = VGG16_Weights.IMAGENET1K_V1
+    digest = torch.hub.HASH_REGEX.search(weights.url.rsplit("/", 1)[-1]).group(1)
+    return sources.weights_source(
+        "torchvision:vgg16-imagenet",
+        "VGG16 ImageNet-1k weights (torchvision IMAGENET1K_V1), for pretrain = \"imagenet\"", weights.url,
+        f"sha256:{digest}", "BSD-3-Clause (torchvision); trained on ImageNet (non-commercial research terms)",
+        size=round(weights.meta["_file_size"] * 2**20), size_note="as torchvision records it",
+        homepage="https://pytorch.org/vision/stable/models/generated/torchvision.models.vgg16.html",
+        version="torchvision VGG16_Weights.IMAGENET1K_V1")
+
+
 def imagenet_state(path: str) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet VGG16 state dict, from ``path`` or torchvision's cache; never downloaded."""
-    file = Path(path).expanduser() if path else Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
+    """torchvision's ImageNet VGG16 state dict, from ``path``, the data root or torchvision's cache;
+    never downloaded during a run."""
+    fetched = sources.file_path(imagenet_source())
+    file = Path(path).expanduser() if path else fetched if fetched.is_file() else \
+        Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
     if not file.is_file():
         where = f"the file {str(file)!r} (param weights)" if path else f"torchvision's cache ({file})"
         raise PretrainingError(
-            f"pretrain = \"imagenet\" needs torchvision's ImageNet VGG16 weights, but {where} does not exist, and "
-            "xbench never downloads. On a machine with internet, run `python -c \"import torchvision; "
-            f"torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` (it saves {TORCHVISION_FILE} in torchvision's "
-            "cache) and copy the file here, or set the model param weights to its path; or use pretrain = "
+            f"pretrain = \"imagenet\" needs torchvision's ImageNet VGG16 weights, but {where} does not exist (nor "
+            f"{fetched}), and a run never downloads. `xbench data fetch torchvision:vgg16-imagenet` downloads and "
+            "verifies them (on a machine without internet, copy the file from one that has it), or set the model "
+            "param weights to its path; or use pretrain = "
             "\"synthetic-ood\" (xbench's out-of-domain stand-in) or \"mri\"."
         )
     try:

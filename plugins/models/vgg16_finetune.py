@@ -410,3 +410,8 @@ def xbench_models():
         layers=layers,
         architecture=ARCHITECTURE,
     )
+
+
+@hookimpl
+def xbench_data_sources():
+    yield pretraining.imagenet_source()
