@@ -1,6 +1,10 @@
 """CAM methods: the definitions computed by hand on a model whose gradients are known, layer
 resolution at every layer, layer selection and its errors. (Against pytorch-grad-cam and torchcam:
-plugins/verifications/methods_cam.py, run by tests/test_verification.py.)"""
+plugins/verifications/methods_cam.py, run by tests/test_verification.py.)
+
+The cross-check against pytorch-grad-cam (LayerCAM, XGrad-CAM, Score-CAM) is a registered verification
+(plugins/verifications/methods_cam.py), which `xbench verify` and
+tests/test_verification.py run."""
 
 import pytest
 import torch
@@ -131,39 +135,6 @@ def test_a_zero_map_stays_zero_instead_of_nan(registry):
 
 
 # ----------------------------------------------------------------------------- LayerCAM, XGrad-CAM, Score-CAM
-
-def _library_cam(name: str):
-    from pytorch_grad_cam import LayerCAM, ScoreCAM, XGradCAM
-
-    return {"layer-cam": LayerCAM, "xgrad-cam": XGradCAM, "score-cam": ScoreCAM}[name]
-
-
-def crosscheck_pytorch_grad_cam(name: str) -> tuple[float, float]:
-    """Ours against pytorch-grad-cam 1.5.7 on a three-layer CNN at its first layer, whose
-    resolution is the input's (so the library's cv2 resize to the input is the identity), both
-    min-max scaled. Definition differences adjusted for: the library min-max scales with +1e-7 in
-    the denominator, XGrad-CAM adds 1e-7 to each channel's activation sum, and its Score-CAM
-    weighs channels by a softmax over the target logits with align-corners upsampling, which is our
-    ``variant = "pytorch-grad-cam"`` (the default follows the authors' code)."""
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    torch.manual_seed(0)
-    net = Deep().eval()
-    x, t = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 1, 0])
-    model = TrainedModel(net, INFO, {"c1": net.c1, "c2": net.c2, "c3": net.c3})
-    extra = {"variant": "pytorch-grad-cam"} if name == "score-cam" else {}
-    ours = run(load_registry(), name, model, x, t, layer="c1", normalise="minmax", **extra)
-    with _library_cam(name)(net, target_layers=[net.c1]) as cam:
-        theirs = torch.from_numpy(cam(x, targets=[ClassifierOutputTarget(int(c)) for c in t]))
-    return float((ours - theirs).abs().max()), 1e-5
-
-
-@pytest.mark.parametrize("name", ["layer-cam", "xgrad-cam", "score-cam"])
-def test_new_cams_match_pytorch_grad_cam(name):
-    pytest.importorskip("pytorch_grad_cam")
-    diff, tol = crosscheck_pytorch_grad_cam(name)
-    assert diff <= tol, (diff, tol)
-
 
 def test_layer_cam_and_xgrad_cam_closed_forms(registry):
     """On GapNet g = W[t,k]/(h·w) everywhere: LayerCAM = ReLU(Σ_k ReLU(c_k)·A_k) and XGrad-CAM's

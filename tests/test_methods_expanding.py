@@ -3,8 +3,9 @@ DeepLiftShap against Captum and against DeepLIFT's mean over baselines, and the 
 budget (chunking never changes a deterministic result; a CUDA out-of-memory error halves the chunk;
 random draws come from the run's generator).
 
-The ``crosscheck_*`` functions return (max |ours − reference|, tolerance): the test asserts the
-difference is within the tolerance, and the verification record runs the same functions."""
+The cross-check against Captum (NoiseTunnel, DeepLiftShap) is a registered verification
+(plugins/verifications/methods_expanding.py), which `xbench verify` and
+tests/test_verification.py run."""
 
 from __future__ import annotations
 
@@ -47,51 +48,7 @@ def images_of_different_ranges() -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- cross-checks
 
-def crosscheck_noise_tunnel(kind: str = "smoothgrad") -> tuple[float, float]:
-    """Ours on each image against Captum's NoiseTunnel(Saliency) on the plain model with
-    stdevs = noise × (max − min) of that image and the same global seed: the same noise, so the
-    same maps up to float rounding (ours runs on the image rescaled to [0, 1] and divides by the
-    range). Definition difference adjusted for: Captum takes one σ per input tensor, so the
-    reference is called once per image."""
-    from captum.attr import NoiseTunnel, Saliency
-
-    net = conv_net()
-    x, t = images_of_different_ranges(), torch.tensor([0, 1, 2])
-    worst, scale = 0.0, 0.0
-    for i in range(len(x)):
-        ours = explain(kind, net, x[i:i + 1], t[i:i + 1], seed=i, samples=16, noise=0.2)
-        span = float(x[i].max() - x[i].min())
-        with _chunking.seeded(torch.Generator().manual_seed(i)):
-            # the same first draw as the method's seeded() block
-            theirs = NoiseTunnel(Saliency(net)).attribute(x[i:i + 1], nt_type=kind, nt_samples=16,
-                                                          stdevs=0.2 * span, target=t[i:i + 1], abs=False)
-        worst = max(worst, float((ours - theirs).abs().max()))
-        scale = max(scale, float(theirs.abs().max()))
-    return worst, 1e-4 * scale
-
-
-def crosscheck_deeplift_shap() -> tuple[float, float]:
-    """Ours (chunked to one input at a time by a tiny budget) against Captum's DeepLiftShap on the
-    whole batch with the same noise baselines."""
-    from captum.attr import DeepLiftShap
-
-    net = conv_net(2)
-    x, t = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(3)), torch.tensor([0, 1, 2, 0])
-    ours = explain("deeplift-shap", net, x, t, seed=5, samples=6, memory_mb=1e-6)
-    from xbench.plugins.methods.captum import deeplift_shap_baselines
-
-    baselines = deeplift_shap_baselines(x, "noise", 6, torch.Generator().manual_seed(5))
-    theirs = DeepLiftShap(net).attribute(x, baselines=baselines, target=t)
-    return float((ours - theirs).abs().max()), 1e-5 * float(theirs.abs().max())
-
-
 # ----------------------------------------------------------------------------- tests
-
-@pytest.mark.parametrize("kind", ["smoothgrad", "vargrad"])
-def test_noise_tunnel_matches_captum_with_a_per_image_sigma(kind):
-    diff, tol = crosscheck_noise_tunnel(kind)
-    assert diff <= tol, (diff, tol)
-
 
 def test_smoothgrad_of_a_linear_model_is_its_weights_and_vargrad_is_zero():
     # the gradient of a linear model is w whatever the noise: a forgotten division by the image's
@@ -120,11 +77,6 @@ def test_vargrad_sigma_follows_each_images_range():
     expected = 4 * v * v * (0.1 * span) ** 2
     ratio = (out / expected).flatten(1).mean(1)  # the sample variance of 400 draws, averaged over 432 pixels
     torch.testing.assert_close(ratio, torch.ones(3), rtol=0.03, atol=0)
-
-
-def test_deeplift_shap_matches_captum_whatever_the_chunking():
-    diff, tol = crosscheck_deeplift_shap()
-    assert diff <= tol, (diff, tol)
 
 
 def test_deeplift_shap_is_the_mean_of_deeplift_over_its_levels_and_complete():

@@ -2,13 +2,12 @@
 OpenXAI writes them: NumPy argsort of |attribution|, set intersections, per sample), through a run's
 context with a reference method from the registry, and the cases whose answer is known.
 
-``crosscheck_*`` return (max |ours − reference|, tolerance) for the verification record."""
+The cross-check against the definitions is a registered verification
+(plugins/verifications/metrics_correlation.py), which `xbench verify` and
+tests/test_verification.py run."""
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -22,18 +21,6 @@ from xbench.specs import defaults
 SPEC = next(iter(ag.xbench_metrics()))
 
 
-def krishna(a: np.ndarray, b: np.ndarray, k: int) -> dict[str, float]:
-    """Feature, rank, sign and signed-rank agreement of two signed attribution vectors at top-k."""
-    ta = np.argsort(-np.abs(a), kind="stable")[:k]
-    tb = np.argsort(-np.abs(b), kind="stable")[:k]
-    common = set(ta) & set(tb)
-    same_rank = [f for f, g in zip(ta, tb) if f == g]
-    return {"feature_agreement": len(common) / k,
-            "rank_agreement": len(same_rank) / k,
-            "sign_agreement": sum(np.sign(a[f]) == np.sign(b[f]) for f in common) / k,
-            "signed_rank_agreement": sum(np.sign(a[f]) == np.sign(b[f]) for f in same_rank) / k}
-
-
 def _net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
@@ -43,33 +30,6 @@ def _net():
 def _method(name: str, model, x, t, **params):
     spec = load_registry().get("methods", name).spec
     return run_method(spec, model, x, t, {**defaults(spec.params), **params})
-
-
-def crosscheck_definitions() -> tuple[float, float]:
-    """The metric (input × gradient explained, signed saliency as the reference, 4 × 4 patches) on a
-    run's context against :func:`krishna` on the same patch means, for every sample and k."""
-    model = TrainedModel(_net(), None, {})
-    split = testing.planted_split(6, size=16, seed=4)
-    raw = _method("input-x-gradient", model, split.images, split.labels)
-    ctx = testing.metric_context(model, split, attribution=raw, explain=None)
-    top = [0.1, 0.25, 0.5]
-    out = testing.score(SPEC, ctx, reference="saliency", reference_params={"abs": False}, patch=4, top=top)
-    ref = _method("saliency", model, split.images, split.labels, abs=False)
-    pa = raw.sum(1).reshape(6, 4, 4, 4, 4).mean((2, 4)).reshape(6, -1).double().numpy()  # 4×4 patch means
-    pb = ref.sum(1).reshape(6, 4, 4, 4, 4).mean((2, 4)).reshape(6, -1).double().numpy()
-    worst = 0.0
-    for fraction in top:
-        k = math.ceil(fraction * 16)
-        for i in range(6):
-            want = krishna(pa[i], pb[i], k)
-            for name, value in want.items():
-                worst = max(worst, abs(float(out[f"{name}/{fraction!r}"][i]) - value))
-    return worst, 1e-12
-
-
-def test_agrees_with_the_definitions():
-    diff, tol = crosscheck_definitions()
-    assert diff <= tol, (diff, tol)
 
 
 def test_a_method_agrees_fully_with_itself_and_on_magnitude_only_with_its_negative():

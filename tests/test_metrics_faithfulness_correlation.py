@@ -1,14 +1,12 @@
 """Faithfulness Correlation against Quantus with the same random subsets, and on a linear model
 whose answer is known.
 
-``crosscheck_*`` return (max |ours − reference|, tolerance) for the verification record."""
+The cross-check against Quantus is a registered verification
+(plugins/verifications/metrics_correlation.py), which `xbench verify` and
+tests/test_verification.py run."""
 
 from __future__ import annotations
 
-from unittest import mock
-
-import numpy as np
-import pytest
 import torch
 from torch import nn
 
@@ -38,30 +36,6 @@ def _setup(maps=None, **params):
         maps = torch.rand(6, 1, 12, 12, generator=torch.Generator().manual_seed(5))
     ctx = testing.metric_context(TrainedModel(net, None, {}), split, attribution=maps, seed=9)
     return net, split, maps, testing.score(SPEC, ctx, runs=RUNS, subset=SUBSET, **params)
-
-
-def crosscheck_quantus() -> tuple[float, float]:
-    """Against quantus.FaithfulnessCorrelation (0.6) on a one-channel model with the same subsets
-    (fed to its ``np.random.choice`` calls in its order: run by run, sample by sample), fill
-    'black' (each image's minimum in both), logits, maps unnormalised."""
-    import quantus
-
-    net, split, maps, out = _setup()
-    subsets = fc.random_subsets(torch.Generator().manual_seed(9), 6, RUNS, 144, SUBSET).numpy()
-    order = iter(subsets.reshape(-1, SUBSET))
-    metric = quantus.FaithfulnessCorrelation(nr_runs=RUNS, subset_size=SUBSET, perturb_baseline="black",
-                                             normalise=False, abs=False, return_aggregate=False,
-                                             disable_warnings=True)
-    with mock.patch.object(np.random, "choice", side_effect=lambda *a, **k: next(order)):
-        theirs = np.asarray(metric(model=net, x_batch=split.images.numpy(), y_batch=split.labels.numpy(),
-                                   a_batch=maps.numpy(), device="cpu"))
-    return float(np.abs(out["faithfulness_correlation"].numpy() - theirs).max()), 1e-6
-
-
-def test_agrees_with_quantus():
-    pytest.importorskip("quantus")
-    diff, tol = crosscheck_quantus()
-    assert diff <= tol, (diff, tol)
 
 
 def test_the_true_contributions_of_a_linear_model_correlate_perfectly():
