@@ -17,7 +17,6 @@ from xbench.registry import load_registry
 from xbench.specs import defaults
 
 SPEC = next(iter(sm.xbench_metrics()))
-SAMPLES, RADIUS = 5, 0.05
 
 
 def setup():
