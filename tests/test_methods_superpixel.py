@@ -16,6 +16,7 @@ from torch import nn
 from xbench import DatasetInfo, TrainedModel
 from xbench.attribution import run_method
 from xbench.plugins.methods import superpixel as sp
+from xbench.plugins.verifications.methods_expanding import blobs
 from xbench.registry import load_registry
 from xbench.specs import defaults
 
@@ -27,17 +28,6 @@ def explain(name, module, x, t, seed=0, **params):
     gen = torch.Generator().manual_seed(seed) if spec.stochastic else None
     return run_method(spec, TrainedModel(module, INFO, {}), x, t, {**defaults(spec.params), **params},
                       generator=gen)
-
-
-def blobs(n: int = 3, seed: int = 0) -> torch.Tensor:
-    """Images of a few flat coloured rectangles plus mild noise: SLIC has edges to follow."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, 1, 1, generator=g).expand(n, 3, 24, 24).clone()
-    for i in range(n):
-        for _ in range(4):
-            top, left = torch.randint(0, 16, (2,), generator=g).tolist()
-            x[i, :, top:top + 8, left:left + 8] = torch.rand(3, 1, 1, generator=g)
-    return (x + 0.02 * torch.rand(x.shape, generator=g)).clamp(0, 1)
 
 
 class Additive(nn.Module):

@@ -66,7 +66,7 @@ def deeplift_shap_against_captum(spec) -> float:
     return max_abs_difference(ours, DeepLiftShap(net).attribute(x, baselines=baselines, target=t).detach())
 
 
-def _blobs(n: int = 3, seed: int = 0) -> torch.Tensor:
+def blobs(n: int = 3, seed: int = 0) -> torch.Tensor:
     """Images of flat coloured rectangles plus mild noise: SLIC has edges to follow."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, 3, 1, 1, generator=g).expand(n, 3, 24, 24).clone()
@@ -88,7 +88,7 @@ def _surrogate_against_captum(spec) -> float:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(4, 2)).eval()
-    x, t = _blobs(), torch.tensor([0, 1, 1])
+    x, t = blobs(), torch.tensor([0, 1, 1])
     params = {**defaults(spec.params), "samples": 40, "segments": 12}
     ours = explain(spec, net, x, t, **params)
     mask = sp.features(x, params)
@@ -120,7 +120,7 @@ def _additive_exact(spec) -> float:
     from xbench.plugins.methods import superpixel as sp
     from xbench.specs import defaults
 
-    net, x, t = _Additive().eval(), _blobs(), torch.zeros(3, dtype=torch.long)
+    net, x, t = _Additive().eval(), blobs(), torch.zeros(3, dtype=torch.long)
     params = {**defaults(spec.params), "segments": 10, "output": "logit",
               **({"samples": 200} if "samples" in spec.params else {})}
     mask = sp.features(x, params)
