@@ -89,7 +89,8 @@ def _config(config, registry, *, seeds=None, filters=None, **overrides):
 
 PRESET_HELP = ("Presets: quick (the default: every method and metric on generated cardiac data, two studies' "
                "claims at miniature scale, minutes on a laptop CPU); callanan, oliveira, riotorto, treyer (each "
-               "source study end to end with its published claims, ≤ 15 min on 2 CPU cores); paper (the four "
+               "source study end to end with its published claims, ≤ 15 min on 2 CPU cores); literature (recent papers' "
+               "findings checked on xbench's ground-truth data, ≤ 15 min on 2 CPU cores); paper (the four "
                "studies at the sources' scale, for a GPU machine).")
 
 

@@ -178,7 +178,7 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-PRESETS = ("quick", "callanan", "oliveira", "riotorto", "treyer", "paper")
+PRESETS = ("quick", "callanan", "oliveira", "riotorto", "treyer", "literature", "paper")
 
 
 def read_config(name_or_path: str | None) -> tuple[dict[str, Any], str]:
