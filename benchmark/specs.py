@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
+from .sources import DataSource
+
 if TYPE_CHECKING:  # torch is imported lazily so that `xbench list` stays fast
     import torch
     from torch import Tensor, nn
@@ -21,7 +23,8 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 Tags = Union[frozenset[str], Callable[[Mapping[str, Any]], Iterable[str]]]
 """Capability tags: a fixed set, or a function of the resolved params (e.g. a hybrid loss needs a mask)."""
 
-CATEGORIES = ("localisation", "faithfulness", "robustness", "classification", "sanity", "complexity")
+CATEGORIES = ("localisation", "faithfulness", "robustness", "sanity", "complexity", "classification")
+"""Every metric category, in the order the leaderboard shows them."""
 
 
 @dataclass(frozen=True)
@@ -382,7 +385,8 @@ class MetricContext:
     ``reduction`` is the run's rule that made one from the other.
     ``explain(x, targets=None, model=None)`` re-explains other inputs with the same method and
     reduction (targets default to the run's target mode; ``model`` another ``TrainedModel``, e.g. a
-    randomised copy); ``explain_raw`` skips the reduction. ``predict(x)`` returns logits, batched.
+    randomised copy); ``explain_raw`` skips the reduction. Their maps are finite too: a sample whose
+    map had NaN/Inf there is flagged and marked in ``undefined`` in the same way. ``predict(x)`` returns logits, batched.
     ``params`` holds every param of the metric, resolved (read ``ctx.params[key]``).
     ``flag(where, reason)`` records why some samples' values are undefined (e.g. an empty mask);
     those rows get the reason in their ``note``.
@@ -531,9 +535,14 @@ class VerificationSpec:
             object.__setattr__(self, "description", f"{self.kind[:-1]} {self.plugin} against {self.reference}")
 
 
+MODEL_FIT = "model-fit"
+"""The metric every cell records whatever a config selects (test and validation accuracy against
+chance), so every result can be read against whether its model learned; a study's accuracy floor
+reads it."""
+
 PLUGIN_KINDS = ("datasets", "models", "methods", "metrics")
 """The four kinds of benchmark plugin, in the order a combination joins them."""
 
-SPEC_TYPES = dict(zip((*PLUGIN_KINDS, "executors", "verifications"),
-                      (DatasetSpec, ModelSpec, MethodSpec, MetricSpec, ExecutorSpec, VerificationSpec)))
-"""Every kind a plugin can provide (the four above, executors, and cross-checks), with its spec type."""
+SPEC_TYPES = dict(zip((*PLUGIN_KINDS, "executors", "verifications", "data_sources"),
+                      (DatasetSpec, ModelSpec, MethodSpec, MetricSpec, ExecutorSpec, VerificationSpec, DataSource)))
+"""Every kind a plugin can provide (the four above, executors, cross-checks and data sources), with its spec type."""

@@ -17,7 +17,6 @@ them), never failed; one that raises is an *error*, shown as failing.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import importlib.metadata as md
 import io
 import json
@@ -31,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import naming
 from .errors import UsageError
 from .specs import VERIFIABLE, VerificationSpec
 
@@ -194,7 +194,7 @@ def select(registry, patterns: tuple[str, ...] = ()) -> list[VerificationSpec]:
     checks = [registry.get("verifications", n).spec for n in registry.names("verifications")]
     chosen = set()
     for pattern in patterns:
-        hits = {c.name for c in checks if fnmatch.fnmatchcase(c.name, pattern) or fnmatch.fnmatchcase(c.plugin, pattern)}
+        hits = {c.name for c in checks if naming.select(pattern, (c.name, c.plugin))}
         if not hits:
             plugins = sorted({c.plugin for c in checks})
             raise UsageError(f"No check of a method or metric matches {pattern!r}. Plugins with checks: "

@@ -12,7 +12,7 @@ from typing import Any
 
 from .formatting import fmt_bytes, fmt_number, fmt_seconds, md_escape
 from .load import RunStatus
-from .tables import DatasetPage, Score, ScoreTable
+from .tables import DatasetPage, Findings, Score, ScoreTable
 from .verification import Verification
 
 
@@ -51,6 +51,36 @@ def _score_table(t: ScoreTable, verified: Verification | None = None) -> list[st
     return md + [""]
 
 
+def _data_table(rows: list[dict[str, Any]]) -> list[str]:
+    """What each dataset's cells read (``tables.DataRow`` as dicts): the Data table of the site."""
+    if not rows:
+        return []
+    md = ["## Data", "", "| dataset | data | source | version | files read (checksum) | checksum is | licence |",
+          "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append("| " + " | ".join(md_escape(x) for x in (r["dataset"], r["kind_text"], r["source"], r["version"],
+                                                             "; ".join(r["checksums"]) or "—", r["verified"] or "—",
+                                                             r["licence"])) + " |")
+    return md + [""]
+
+
+def findings_markdown(findings: Findings) -> str:
+    """The run's findings as a Markdown section: a count line and one table row per claim ("" when
+    the run states none)."""
+    if not findings.rows:
+        return ""
+    counts = findings.counts
+    md = ["## Findings", "", " · ".join(f"{n} {k}" for k, n in counts.items()), "",
+          "| Claim | Data | Verdict | Measured | Published | Statistic | n | Reason |", "|---|---|---|---|---|---|---|---|"]
+    for f in findings.rows:
+        claim = f"**{md_escape(f.id)}**: {md_escape(f.claim)} ({md_escape(f.source)})"
+        verdict = md_escape(f.verdict_text)
+        verdict = f"**{verdict}**" if f.verdict != "inconclusive" else verdict
+        md.append("| " + " | ".join([claim, md_escape(f.data), verdict, md_escape(f.measured), md_escape(f.published),
+                                     md_escape(f.statistic), str(f.n), md_escape(f.reason)]) + " |")
+    return "\n".join(md) + "\n"
+
+
 def _glance(items: list[dict]) -> list[str]:
     """The rank heatmap as an image the Markdown links (a file beside it), with its caption."""
     return [line for f in items for line in (f"![{md_escape(f['title'])}]({f['src']})", "",
@@ -72,11 +102,10 @@ def _verification(verified: Verification) -> list[str]:
 
 
 def summary_markdown(pages: list[DatasetPage], prov: dict[str, Any], rows: int, status: RunStatus,
-                     findings: str, verified: Verification | None = None,
+                     findings: Findings, verified: Verification | None = None,
                      glances: dict[str, list[dict]] | None = None) -> str:
     """The run's status, the rank heatmap of every dataset (``glances``: dataset → figure items, ""
-    → the index's), its findings (``findings``: the Markdown of
-    :func:`xbench.leaderboard.findings.findings_markdown`, or "" when the run states no claims),
+    → the index's), its findings (:func:`findings_markdown`),
     then per dataset: its heatmap, model-level values, and each ranked value's methods × models
     table on all test samples: mean [95% CI] (rank), the best in bold, baselines marked, with what
     explaining cost per method where the run recorded it and each method's and metric's
@@ -87,10 +116,11 @@ def summary_markdown(pages: list[DatasetPage], prov: dict[str, Any], rows: int, 
            ""]
     md += _glance(glances.get("", []))
     md += [md_escape(prov["about"]), ""] if prov.get("about") else []
-    md += [findings.rstrip("\n"), ""] if findings else ["This run states no claims.", ""]
+    md += [findings_markdown(findings).rstrip("\n"), ""] if findings.rows else ["This run states no claims.", ""]
     md += ["Mean over seeds [95% bootstrap CI] (rank among non-baseline methods; 1 = best, in bold). "
            "All test samples; the site also shows correctly classified samples only, statistics, the agreement "
            "between metrics and figures.", ""]
+    md += _data_table(prov.get("data") or [])
     for page in pages:
         md += [f"## {md_escape(page.name)}", ""]
         md += _glance(glances.get(page.name, [])) if len(pages) > 1 else []

@@ -26,7 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from ..hashing import content_hash
 from . import figure_plan, tables
 from .aggregate import Aggregates, aggregate
-from .findings import evaluate, findings_markdown, findings_table
+from .findings import evaluate
 from .formatting import data_value, fmt_bytes, fmt_number, fmt_p, fmt_rank, fmt_seconds, slug, write_csv
 from .load import load_run
 from .markdown import summary_markdown
@@ -70,6 +70,7 @@ def provenance(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "timings": manifest.get("timings") or {},
         "failed": manifest.get("failed") or [],
         "skipped": manifest.get("skipped") or [],
+        "data": [vars(r) for r in tables.data_rows(manifest)],
     }
 
 
@@ -94,7 +95,7 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
     t = time.perf_counter()
     claims = manifest.get("claims") or []
     verdicts = evaluate(frame, claims) if claims else []
-    findings = tables.findings(findings_table(verdicts))
+    findings = tables.findings(verdicts)
     timings["findings"] = time.perf_counter() - t
     prov = provenance(manifest, run_dir)
     record_file = Path(record) if record else record_path(run_dir)
@@ -146,7 +147,7 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
     (site / "verification.html").write_text(env.get_template("verification.html").render(**common), encoding="utf-8")
     _copy_record(site, verified)
     (site / "leaderboard.md").write_text(summary_markdown(pages, prov, len(frame), status,
-                                                          findings_markdown(verdicts), verified, glances),
+                                                          findings, verified, glances),
                                          encoding="utf-8")
     _exports(site, agg, findings)
     (site / "provenance.json").write_text(json.dumps({k: v for k, v in prov.items() if k != "config_json"}

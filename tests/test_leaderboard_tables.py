@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from xbench.leaderboard.aggregate import aggregate
-from xbench.leaderboard.findings import evaluate, findings_table
+from xbench.leaderboard.findings import evaluate
 from xbench.leaderboard.load import load_run
 from xbench.leaderboard.synthetic import table, write_run
 from xbench.leaderboard.tables import Cost, Names, dataset_page, findings
@@ -128,7 +128,7 @@ def test_findings_rows(built):
     _, run = built
     claim = {"id": "good-beats-bad", "claim": "good > bad", "source": "here", "metric": "loc", "value": "hit",
              "relation": "greater", "a": {"method": "good"}, "b": {"method": "bad"}, "test": "wilcoxon"}
-    f = findings(findings_table(evaluate(run.frame, [claim])))
+    f = findings(evaluate(run.frame, [claim]))
     assert [(r.id, r.relation) for r in f.rows] == [("good-beats-bad", "greater")]
     assert f.counts == {"reproduced": 0, "contradicted": 0, "inconclusive": 1}  # no model-fit accuracy recorded
     assert f.rows[0].reason.startswith("no accuracy recorded")

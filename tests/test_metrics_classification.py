@@ -103,3 +103,46 @@ def test_log_odds_are_monotone_in_the_softmax_and_exact_for_two_classes():
     z3 = torch.randn(50, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     p = z3.softmax(1).numpy()
     np.testing.assert_allclose(cm.log_odds(z3.numpy()), np.log(p / (1 - p)), rtol=1e-10, atol=1e-10)
+
+
+def _ranked_exactly(logits: np.ndarray) -> np.ndarray:
+    """Each class's one-vs-rest log-odds to 50 digits (mpmath), as dense ranks: equal
+    probabilities get equal ranks, so ties are ties whatever the floating point."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    n, k = logits.shape
+    exact = [[mpmath.log(mpmath.exp(int(z[c])) / sum(mpmath.exp(int(z[j])) for j in range(k) if j != c))
+              for c in range(k)] for z in logits]
+    out = np.empty((n, k))
+    for c in range(k):
+        keys = [mpmath.nstr(row[c], 40) for row in exact]
+        order = {key: i for i, key in enumerate(sorted(set(keys), key=lambda t: mpmath.mpf(t)))}
+        out[:, c] = [order[key] for key in keys]
+    return out
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_auroc_keeps_ties_of_logits_that_differ_by_a_constant(k):
+    """Tied integer logits shifted per sample by a constant have the same probabilities: AUROC and
+    AUPRC rank them as ties (as an exact computation does), whatever the shift."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    g = np.random.default_rng(k)
+    n = 120
+    base = g.integers(-3, 4, (n, k)).astype(np.float32)  # few distinct vectors: many tied probabilities
+    labels = g.integers(0, k, n)
+    shifted = base + g.integers(-40, 41, (n, 1)).astype(np.float32) * 4  # exact in float32
+    ranks = _ranked_exactly(base)
+    aurocs = [roc_auc_score(labels == c, ranks[:, c]) for c in range(k)]
+    auprcs = [average_precision_score(labels == c, ranks[:, c]) for c in range(k)]
+    reference = aurocs[1] if k == 2 else float(np.mean(aurocs))
+    for z in (base, shifted):
+        per = cm.per_class(labels, z)
+        assert cm.auc_and_accuracy(labels, z)[0] == reference
+        assert per["auroc"].tolist() == aurocs and per["auprc"].tolist() == auprcs
+    lo_base, lo_shifted = cm.log_odds(base), cm.log_odds(shifted)
+    np.testing.assert_array_equal(lo_base, lo_shifted)
+    for c in range(k):  # equal probability ⇔ equal score
+        same = ranks[:, c][:, None] == ranks[:, c][None, :]
+        assert np.array_equal(same, lo_base[:, c][:, None] == lo_base[:, c][None, :])

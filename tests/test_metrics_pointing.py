@@ -159,7 +159,7 @@ def test_centre_baseline_points_at_centred_objects():
     method = next(m for m in baselines.xbench_methods() if m.name == "centre")
     assert method.baseline and not method.stochastic
     x = torch.rand(3, 2, 21, 30)
-    maps = method.explain(None, x, torch.zeros(3, dtype=torch.long), {"sigma": 0.25})
+    maps = method.explain(None, x, torch.zeros(3, dtype=torch.long), {"sigma": 0.25, "peak": "centre"})
     assert maps.shape == (3, 1, 21, 30) and torch.equal(maps[0], maps[2])
     peak = divmod(int(maps[0, 0].argmax()), 30)
     assert peak in ((10, 14), (10, 15))  # the centre (10, 14.5)
@@ -169,7 +169,7 @@ def test_centre_baseline_points_at_centred_objects():
     a = maps[:, 0, :, :21].contiguous()
     assert testing.score(POINTING, ctx(a, centred), tolerance=0.0)["pointing_game"].eq(1).all()
     assert testing.score(POINTING, ctx(a, corner), tolerance=0.0)["pointing_game"].eq(0).all()
-    wide = method.explain(None, x, None, {"sigma": 1.0})
+    wide = method.explain(None, x, None, {"sigma": 1.0, "peak": "centre"})
     assert wide.min() > maps.min()
 
 

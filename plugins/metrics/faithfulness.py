@@ -32,7 +32,6 @@ import math
 import torch
 
 from xbench import Family, MetricContext, MetricSpec, Param, hookimpl
-from xbench.errors import UsageError
 
 from ._common import CLASS_DOC, class_choice, class_probability, constant_maps, defined, explained_class
 
@@ -112,18 +111,14 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def fill_source(ctx: MetricContext, fill: str, patch: int):
-    """A scalar fill, or the (N, C, H, W) image whose pixels replace perturbed ones."""
-    if fill not in FILLS:
-        raise UsageError(f"AOPC param 'fill' must be one of {', '.join(FILLS)}, got {fill!r}.")
+    """A scalar fill, or the (N, C, H, W) image whose pixels replace perturbed ones (``fill`` and
+    ``blur_sigma_patches`` were checked against their Params when the config was read)."""
     if FILLS[fill] is not None:
         return FILLS[fill]
     x = ctx.inputs
     if fill == "uniform":
         return torch.rand(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
-    sigma = float(ctx.params["blur_sigma_patches"]) * patch
-    if sigma <= 0:
-        raise UsageError(f"AOPC param 'blur_sigma_patches' must be positive, got {sigma / patch!r}.")
-    return gaussian_blur(x, sigma)
+    return gaussian_blur(x, float(ctx.params["blur_sigma_patches"]) * patch)
 
 
 def morf_curve(ctx: MetricContext, a: torch.Tensor, *, patch: int, steps: int, fill: str, choice,
