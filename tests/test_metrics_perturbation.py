@@ -93,7 +93,8 @@ def test_one_black_image_gives_the_batchs_bare_end():
     weight = torch.randn(1, 2, 10, 10, generator=torch.Generator().manual_seed(4)) * 0.2
     x = torch.rand(3, 2, 10, 10, generator=torch.Generator().manual_seed(5))
     a = torch.rand(3, 10, 10, generator=torch.Generator().manual_seed(6))
-    for spec, params, bare in ((DELETION, {"fill": "black"}, "deletion/4"), (INSERTION, {"start": "black"}, "insertion/0")):
+    for spec, params, bare in ((DELETION, {"fill": "black"}, "deletion/4"),
+                               (INSERTION, {"start": "black"}, "insertion/0")):
         model = Recording(weight)
         out = testing.score(spec, ctx_for(model, x, a), steps=4, **params)
         assert [len(b) for b in model.seen] == [1, 3, 3, 3]

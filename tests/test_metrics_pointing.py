@@ -51,7 +51,8 @@ def test_tolerance_is_strict():
     mask = square_mask()  # rows/cols 5..9
     # (row 12, col 7) is 3 px below the mask: a hit with τ = 3.5 and 4, not with τ = 3 (strict <)
     for tau, want in ((3.0, 0), (3.5, 1), (4.0, 1)):
-        got = testing.score(POINTING, ctx(peak_at(12, 7), mask), tolerance=tau, tolerance_rule="torchray")["pointing_game"]
+        got = testing.score(POINTING, ctx(peak_at(12, 7), mask), tolerance=tau,
+                            tolerance_rule="torchray")["pointing_game"]
         assert got.item() == want
 
 

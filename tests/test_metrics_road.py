@@ -224,6 +224,7 @@ def test_percentile_count_is_pytorch_grad_cams():
     ranks = rm.morf_ranks(cam.flatten()[None], None).view(64, 64)
     for p in rm.PERCENTAGES:
         k = rm.removal_count(p, 64 * 64)
-        for remove, ours in ((road.RemoveMostRelevantFirst, ranks < k), (road.RemoveLeastRelevantFirst, ranks >= 4096 - k)):
+        for remove, ours in ((road.RemoveMostRelevantFirst, ranks < k),
+                             (road.RemoveLeastRelevantFirst, ranks >= 4096 - k)):
             kept = remove(100 - p, lambda img, mask: mask)(x[0], cam)  # grad-cam's mask: 1 where kept
             assert torch.equal(kept == 0, ours), (remove.__name__, p)

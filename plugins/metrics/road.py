@@ -88,7 +88,8 @@ class _Grid:
         self.a = self.m * (d + 1 / 3)                        # A u = a·u − c·neighbours12(u)
         self.c = self.m / 12
         self.jacobi = OMEGA * self.m / torch.where(self.m > 0, d, torch.ones_like(d))
-        self.keep = 1 - self.jacobi * self.a                 # a sweep: e ← keep·e + jacobi·r + spread·neighbours12(e)
+        # a sweep: e ← keep·e + jacobi·r + spread·neighbours12(e)
+        self.keep = 1 - self.jacobi * self.a
         self.spread = self.jacobi * self.c
 
     def flat(self, x: torch.Tensor) -> torch.Tensor:

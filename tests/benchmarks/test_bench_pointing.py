@@ -11,10 +11,13 @@ Sizes: 32 continuous 224×224 maps with TorchRay's rule (τ = 15 px of the image
 105×135 (the quick preset's canvas) with the default rule (15 px scaled from a 224-px side). Masks
 are random boxes. Run::
 
-    OMP_NUM_THREADS=1 pytest tests/benchmarks/test_bench_pointing.py --benchmark-enable -s
+    OMP_NUM_THREADS=1 pytest tests/benchmarks/test_bench_pointing.py --benchmark-enable -s \
+        --benchmark-timer time.process_time
 
 The last test prints the ratios and asserts, on the fastest rounds, xbench ≥ ``FASTER_THAN_BEFORE``
-× the dilation and ahead of TorchRay's loop (``AHEAD``) at every size.
+× the dilation and ahead of TorchRay's loop (``AHEAD``) at every size. Measured on one thread of the
+shared 2-core machine at load 11 (2026-12-07, CPU time): 59× and 39× the dilation, 2.2× and 2.6×
+TorchRay's loop (224 and 105×135); the dilation itself ran at 0.04× and 0.07× TorchRay's loop.
 """
 
 from __future__ import annotations
@@ -50,8 +53,8 @@ def _setup(name):
     dummy = torch.zeros(n, dtype=torch.long)
     ctx = results.metric_context(
         model=None, inputs=torch.zeros(n, 1, h, w), labels=dummy, logits=torch.zeros(n, 2), targets=dummy,
-        target_mode="label", params={**defaults(SPEC.params), **s["params"]}, generator=torch.Generator().manual_seed(0),
-        predict=None, attribution=results.prepare_attribution(a, (h, w), "sum"), reduction="sum", mask=masks)
+        target_mode="label", params={**defaults(SPEC.params), **s["params"]},
+        generator=torch.Generator().manual_seed(0), predict=None, attribution=results.prepare_attribution(a, (h, w), "sum"), reduction="sum", mask=masks)
     tau = pg.effective_tolerance(15.0, ctx.params["tolerance_rule"], 224.0, h, w)
     return ctx, a, masks, tau
 

@@ -20,8 +20,10 @@ Run::
 the CPU. The last test prints the ratios and asserts the floors on the fastest rounds: grad-cam's
 ROADCombined / xbench ≥ ``FLOOR``, Quantus / xbench at equal solves ≥ ``QUANTUS_FLOOR``. The issue's
 target is 10× over grad-cam on a CPU; it is not met. Measured on one thread of the shared 2-core
-machine under heavy load from other work (2026-12, CPU time, ``--benchmark-timer
-time.process_time``): see ``FLOOR``. Where xbench's time goes: ~7–9 multigrid-preconditioned CG
+machine under heavy load from other work (2026-12-07, load 11, CPU time, ``--benchmark-timer
+time.process_time``): 3.0× grad-cam's ROADCombined (xbench 2.5 s, grad-cam 7.5 s; the solver before
+this change, timed interleaved with the new one and grad-cam in one process: 2.26× against 3.12×),
+1.5× its MoRF-only average, 6.1× Quantus' ROAD at equal solves. Where xbench's time goes: ~7–9 multigrid-preconditioned CG
 iterations per solve (V(3,3) Jacobi cycles; 12–16 before), each a few dozen tensor passes over the
 32×3×64×64 batch, memory-bound on one core, and 19 forward passes (see
 ``plugins/metrics/road.py``); on a GPU those passes are cheap (not measured: no GPU in this task).
@@ -43,8 +45,8 @@ from xbench.specs import defaults
 
 SPEC = next(iter(rm.xbench_metrics()))
 DEVICE = torch.device(os.environ.get("XBENCH_BENCH_DEVICE", "cpu"))
-FLOOR = 2.5  # grad-cam's ROADCombined / xbench's road, fastest rounds
-QUANTUS_FLOOR = 3.0  # Quantus' ROAD / xbench's road at equal solves, fastest rounds
+FLOOR = 2.5  # grad-cam's ROADCombined / xbench's road, fastest rounds (measured 3.0×)
+QUANTUS_FLOOR = 4.5  # Quantus' ROAD / xbench's road at equal solves, fastest rounds (measured 6.1×)
 MEDIANS: dict[str, float] = {}
 FASTEST: dict[str, float] = {}
 
@@ -132,7 +134,8 @@ def test_ratio_meets_the_floor():
             lines.append(f"{kind}: {MEDIANS[kind]:.2f} s, {MEDIANS[kind] / MEDIANS['xbench']:.1f}x xbench (medians), "
                          f"{FASTEST[kind] / FASTEST['xbench']:.1f}x (fastest)")
     if "quantus" in MEDIANS and "xbench-1ch" in MEDIANS:  # per solve: Quantus 9 per image, xbench 18
-        lines.append(f"quantus (1 channel, MoRF only): {MEDIANS['quantus']:.2f} s, xbench {MEDIANS['xbench-1ch']:.2f} s: "
+        lines.append(f"quantus (1 channel, MoRF only): {MEDIANS['quantus']:.2f} s, "
+                     f"xbench {MEDIANS['xbench-1ch']:.2f} s: "
                      f"{2 * MEDIANS['quantus'] / MEDIANS['xbench-1ch']:.1f}x xbench at equal solves (medians), "
                      f"{2 * FASTEST['quantus'] / FASTEST['xbench-1ch']:.1f}x (fastest)")
     print("\n" + "\n".join(lines))
