@@ -6,6 +6,7 @@ Plugins implement the hooks in :mod:`xbench.hookspecs` and yield the spec object
 from importlib.metadata import PackageNotFoundError, version
 
 from .hookspecs import hookimpl
+from .sources import DataSource, RemoteFile
 from .specs import (
     Dataset,
     DatasetInfo,
@@ -22,6 +23,7 @@ from .specs import (
     Param,
     Split,
     TrainedModel,
+    VerificationSpec,
 )
 from .store import load_results
 
@@ -31,6 +33,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "DataSource",
     "Dataset",
     "DatasetInfo",
     "DatasetSpec",
@@ -44,8 +47,10 @@ __all__ = [
     "MetricSpec",
     "ModelSpec",
     "Param",
+    "RemoteFile",
     "Split",
     "TrainedModel",
+    "VerificationSpec",
     "__version__",
     "hookimpl",
     "load_results",

@@ -39,7 +39,8 @@ the claim looks at) and inside the tables ``a`` and ``b`` (they choose one side)
     model_params  = { degree = "4" }   # resolved model params that must be equal (all listed must match)
     method_params = { layer = "#-1" }
 
-**Relations**, each with the keys it needs:
+**Relations**, each one record of :data:`RELATIONS` (the keys it needs and forbids, its tests,
+its direction, its statistic's text, how findings decides it), with the keys it needs:
 
 - ``greater`` / ``less``: side ``a`` (required) against side ``b`` (required). Tests:
   ``mann-whitney`` (default; two-sided Mann–Whitney U over model instances, with Cohen's d),
@@ -169,6 +170,13 @@ Accuracy floor: a *trained* model instance (a (dataset, model, seed) of a model 
 ``test_accuracy`` or ``val_accuracy``) is strictly above the floor: ``chance + above_chance``
 (``chance`` is the model-fit value of that name, the majority-class share) or ``absolute``. The
 default floor is ``above_chance = 0``: a model at chance measures nothing.
+
+Taking claims from another config: ``[[claims_from]]`` with ``preset = "callanan"`` (or a TOML
+path relative to the config) takes that config's claims as they are stated there, so a config
+that runs several studies at once never copies (and never drifts from) the studies' own.
+``where = { model = "heatmap-loss*" }`` narrows every claim taken (selector keys) and ``replace
+= { "synthetic-ood" = "imagenet" }`` swaps whole selector values that this config names
+differently (see :class:`ClaimsFrom`; the ``paper`` preset takes all four studies' claims so).
 """
 
 from __future__ import annotations
@@ -176,21 +184,94 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import UsageError, did_you_mean
 
-RELATIONS = ("greater", "less", "largest", "smallest", "increasing", "decreasing", "near")
-TESTS = ("mann-whitney", "wilcoxon", "bootstrap", "spearman")
-AMONG = ("method", "model", "facet", "level")
+
+# ── the relations: one record each, read by validation here and by evaluation (xbench.leaderboard.findings) ──
+
+
+@dataclass(frozen=True)
+class Test:
+    """A statistic a claim may name; ``text`` describes it (``{ci}``: the interval's percentage)."""
+
+    name: str
+    text: str
+
+
+TESTS = {t.name: t for t in (
+    Test("mann-whitney", "Mann–Whitney U, two-sided, over model seeds"),
+    Test("wilcoxon", "Wilcoxon signed-rank, two-sided, paired per sample"),
+    Test("bootstrap", "bootstrap {ci:g}% CI of the mean difference over model seeds"),
+    Test("spearman", "Spearman ρ over per-seed means"),
+)}
+"""Every test, by name."""
+
+SHAPE_KEYS = ("a", "b", "among", "along", "order", "target", "tolerance", "chance")
+"""The keys whose meaning depends on the relation (a relation forbids those it does not take)."""
+
+
+@dataclass(frozen=True)
+class Relation:
+    """What a relation is: the keys it ``needs`` and the others it ``takes`` (it forbids every other
+    key of ``SHAPE_KEYS``), its ``tests`` (the first is the default), the direction it claims
+    (``sign``: +1 when a, or the trend, is larger; None for ``near``) and its ``opposite``, how its
+    statistic reads (``statistic``: ``{test}`` is the test's text), and ``evaluator``, the way
+    findings decides it (``compare``: side a against side b; ``extreme``: candidates against every
+    competitor along ``among``; ``trend``: along ``along``; ``near``: against a target)."""
+
+    name: str
+    evaluator: Literal["compare", "extreme", "trend", "near"]
+    needs: tuple[str, ...]
+    takes: tuple[str, ...] = ()
+    tests: tuple[str, ...] = ("mann-whitney", "wilcoxon", "bootstrap")
+    sign: int | None = None
+    opposite: str | None = None
+    statistic: str = "{test}"
+
+    @property
+    def default_test(self) -> str:
+        return self.tests[0]
+
+    @property
+    def forbids(self) -> tuple[str, ...]:
+        return tuple(k for k in SHAPE_KEYS if k not in self.needs + self.takes)
+
+    def statistic_text(self, test: str, alpha: float) -> str:
+        """How the statistic reads on the leaderboard, e.g. "Mann–Whitney U, two-sided, over model seeds"."""
+        return self.statistic.format(test=TESTS[test].text.format(ci=100 * (1 - alpha)), ci2=100 * (1 - 2 * alpha))
+
+
+_EXTREME = " Holm-corrected over every competitor"
+RELATIONS = {r.name: r for r in (
+    Relation("greater", "compare", needs=("a", "b"), sign=1, opposite="less"),
+    Relation("less", "compare", needs=("a", "b"), sign=-1, opposite="greater"),
+    Relation("largest", "extreme", needs=("a", "among"), takes=("b",), sign=1, opposite="smallest",
+             statistic="{test}," + _EXTREME),
+    Relation("smallest", "extreme", needs=("a", "among"), takes=("b",), sign=-1, opposite="largest",
+             statistic="{test}," + _EXTREME),
+    Relation("increasing", "trend", needs=("along",), takes=("a", "order"), tests=("spearman",), sign=1,
+             opposite="decreasing"),
+    Relation("decreasing", "trend", needs=("along",), takes=("a", "order"), tests=("spearman",), sign=-1,
+             opposite="increasing"),
+    Relation("near", "near", needs=("target", "tolerance"), takes=("a", "chance"), tests=("bootstrap",),
+             statistic="bootstrap {ci2:g}% CI of the mean within target ± tolerance"),
+)}
+"""Every relation, by name: a new relation is one record here (and, for a new kind of decision, an
+evaluator in findings)."""
+
+VERDICTS = ("reproduced", "contradicted", "inconclusive")
+"""What a claim's evaluation can say."""
+AMONG = {"method": ("method", "method_params", "baseline"), "model": ("model", "model_params", "untrained"),
+         "facet": ("facet",), "level": ("level",)}
+"""The columns a largest/smallest claim compares along, with the selector keys of ``a`` that choose
+a candidate there."""
 ALONG_FIXED = ("level", "facet")
 ALONG_PREFIXES = ("model:", "method:")
-DEFAULT_TEST = {"greater": "mann-whitney", "less": "mann-whitney", "largest": "mann-whitney",
-                "smallest": "mann-whitney", "increasing": "spearman", "decreasing": "spearman", "near": "bootstrap"}
-ALLOWED_TESTS = {**{r: ("mann-whitney", "wilcoxon", "bootstrap") for r in ("greater", "less", "largest", "smallest")},
-                 "increasing": ("spearman",), "decreasing": ("spearman",), "near": ("bootstrap",)}
 PUBLISHED_KEYS = ("a", "b", "diff", "d", "U", "r", "cles", "rho", "p", "n", "n_a", "n_b", "ci_low", "ci_high",
                   "means")
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -248,26 +329,36 @@ class Claim(Selector):
     source: str = Field(min_length=1)
     metric: str = Field(min_length=1)
     value: str = Field(min_length=1)
-    relation: Literal["greater", "less", "largest", "smallest", "increasing", "decreasing", "near"]
+    relation: Literal[tuple(RELATIONS)]  # type: ignore[valid-type]
     samples: Literal["all", "correct"] = "all"
     a: Selector | None = None
     b: Selector | None = None
-    among: Literal["method", "model", "facet", "level"] | None = None
+    among: Literal[tuple(AMONG)] | None = None  # type: ignore[valid-type]
     along: str | None = None
     order: list[Scalar] | None = None
     target: float | None = None
     tolerance: float | None = Field(None, gt=0)
     chance: float | None = Field(None, gt=0, le=1)
-    test: Literal["mann-whitney", "wilcoxon", "bootstrap", "spearman"] | None = None
+    test: Literal[tuple(TESTS)] | None = None  # type: ignore[valid-type]
     alpha: float = Field(0.05, gt=0, lt=1)
     min_seeds: int = Field(3, ge=2)
     accuracy_floor: AccuracyFloor = Field(default_factory=AccuracyFloor)
     published: dict[str, float | dict[str, float]] = Field(default_factory=dict)
 
     @property
+    def kind(self) -> Relation:
+        """The relation's record."""
+        return RELATIONS[self.relation]
+
+    @property
     def statistic_test(self) -> str:
         """The test in force: the one given, else the relation's default."""
-        return self.test or DEFAULT_TEST[self.relation]
+        return self.test or self.kind.default_test
+
+    @property
+    def statistic(self) -> str:
+        """How the statistic in force reads on the leaderboard."""
+        return self.kind.statistic_text(self.statistic_test, self.alpha)
 
     def where(self) -> Selector:
         """The claim-level selector (narrows every row the claim looks at)."""
@@ -368,6 +459,58 @@ def claims_from_toml(text: str, source: str = "<string>") -> list[Claim]:
     return parse_claims(data.get("claims", []), source)
 
 
+class ClaimsFrom(BaseModel):
+    """One ``[[claims_from]]`` table: take another config's claims instead of copying them, so that
+    a config running several studies at once (the ``paper`` preset) never drifts from the study
+    presets. ``where`` narrows every claim taken (selector keys, e.g. ``model = "cifar-resnet18*"``
+    when other studies' models score the same metric); ``replace`` swaps whole selector values
+    where this config names a thing differently (a stand-in's name, a label with more swept
+    params): ``{ "synthetic-ood" = "imagenet" }``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, protected_namespaces=())
+
+    preset: str = Field(min_length=1, description="a preset name, or a TOML path relative to this config")
+    where: Selector = Field(default_factory=Selector)
+    replace: dict[str, Scalar] = Field(default_factory=dict)
+
+
+def derive_claim(table: Mapping[str, Any], rule: ClaimsFrom) -> dict[str, Any]:
+    """A claim table as ``rule`` takes it: ``replace`` applied to its selector values (the metric,
+    names and globs, param values; at the top level and in ``a`` and ``b``), then ``where``'s keys
+    added. A key that the claim already sets to another value is an error (UsageError)."""
+    swap = {position_key(k): v for k, v in rule.replace.items()}
+
+    def swapped(value: Any) -> Any:
+        if isinstance(value, list):
+            return [swapped(v) for v in value]
+        if isinstance(value, (str, int, float, bool)):
+            return swap.get(position_key(value), value)
+        return value
+
+    def selector(sel: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(sel)
+        for key, value in sel.items():
+            if key in ("model_params", "method_params") and isinstance(value, Mapping):
+                out[key] = {k: swapped(v) for k, v in value.items()}
+            elif key in ("dataset", "model", "method", "facet"):
+                out[key] = swapped(value)
+        return out
+
+    out = selector(table)
+    if "metric" in out:
+        out["metric"] = swapped(out["metric"])
+    for side in ("a", "b"):
+        if isinstance(out.get(side), Mapping):
+            out[side] = selector(out[side])
+    for key, value in rule.where.given().items():
+        if key in out and out[key] != value:
+            raise UsageError(f"claims_from {rule.preset!r}: where.{key} = {value!r} would replace claim "
+                             f"{table.get('id')!r}'s own {key} = {out[key]!r}; narrow by another key, or leave the "
+                             f"claim's own.")
+        out[key] = value
+    return out
+
+
 def _name(table: Any, index: int) -> str:
     if isinstance(table, Mapping) and isinstance(table.get("id"), str) and table["id"]:
         return f'Claim "{table["id"]}" (claim {index})'
@@ -423,31 +566,28 @@ def _show(value: Any) -> str:
 
 
 def _check(c: Claim) -> list[str]:
-    """What pydantic cannot see: the keys each relation needs and forbids, and consistent numbers."""
+    """What pydantic cannot see: the keys the relation needs and forbids (its record), and
+    consistent numbers."""
     out: list[str] = []
     if not ID_PATTERN.match(c.id):
         out.append(f"'id' must be {EXPECT['id']}; got {_show(c.id)}")
-    r = c.relation
-    need = {"greater": ("a", "b"), "less": ("a", "b"), "largest": ("a", "among"), "smallest": ("a", "among"),
-            "increasing": ("along",), "decreasing": ("along",), "near": ("target", "tolerance")}[r]
-    forbid = _forbidden(r)
-    for key in need:
+    rel = c.kind
+    r = rel.name
+    for key in rel.needs:
         if getattr(c, key) is None:
             out.append(f"relation {r!r} needs key {key!r}: {EXPECT[key]}")
-    for key in forbid:
+    for key in rel.forbids:
         if getattr(c, key) is not None:
             out.append(f"key {key!r} does not apply to relation {r!r} (it is for "
-                       f"{', '.join(x for x in RELATIONS if key not in _forbidden(x))})")
+                       f"{', '.join(x.name for x in RELATIONS.values() if key not in x.forbids)})")
     for side in ("a", "b"):
         sel = getattr(c, side)
-        if sel is not None and not sel.given() and side in need:
+        if sel is not None and not sel.given() and side in rel.needs:
             out.append(f"{side!r} selects nothing: give it at least one of {', '.join(SELECTOR_KEYS)}")
-    if c.test is not None and c.test not in ALLOWED_TESTS[r]:
-        out.append(f"'test' = {_show(c.test)} does not apply to relation {r!r}; use one of "
-                   f"{', '.join(ALLOWED_TESTS[r])}")
+    if c.test is not None and c.test not in rel.tests:
+        out.append(f"'test' = {_show(c.test)} does not apply to relation {r!r}; use one of {', '.join(rel.tests)}")
     if c.among is not None and c.a is not None:
-        keys = {"method": ("method", "method_params", "baseline"), "model": ("model", "model_params", "untrained"),
-                "facet": ("facet",), "level": ("level",)}[c.among]
+        keys = AMONG[c.among]
         if not any(getattr(c.a, k) is not None for k in keys):
             out.append(f"relation {r!r} among {c.among!r} needs 'a' to choose the candidate {c.among} "
                        f"(set a.{keys[0]})")
@@ -474,35 +614,24 @@ def _check(c: Claim) -> list[str]:
     return out
 
 
-def _forbidden(relation: str) -> tuple[str, ...]:
-    return {"greater": ("among", "along", "order", "target", "tolerance", "chance"),
-            "less": ("among", "along", "order", "target", "tolerance", "chance"),
-            "largest": ("along", "order", "target", "tolerance", "chance"),
-            "smallest": ("along", "order", "target", "tolerance", "chance"),
-            "increasing": ("b", "among", "target", "tolerance", "chance"),
-            "decreasing": ("b", "among", "target", "tolerance", "chance"),
-            "near": ("b", "among", "along", "order")}[relation]
-
-
 def _check_signs(c: Claim) -> list[str]:
     """Published numbers that contradict the relation they are published for (a stated with a first)."""
     p = {k: v for k, v in c.published.items() if isinstance(v, (int, float))}
+    rel = c.kind
+    if rel.sign is None:
+        return []
     out = []
-    sign = {"greater": 1, "largest": 1, "less": -1, "smallest": -1, "increasing": 1, "decreasing": -1}.get(c.relation)
-    if sign is None:
-        return out
-    word = {1: "> 0", -1: "< 0"}[sign]
-    if c.relation in ("greater", "less", "largest", "smallest"):
-        if "a" in p and "b" in p and (p["a"] - p["b"]) * sign < 0:
-            out.append(f"published a = {p['a']:g} and b = {p['b']:g} contradict relation {c.relation!r}: state "
+    word = "> 0" if rel.sign > 0 else "< 0"
+    if rel.evaluator in ("compare", "extreme"):
+        if "a" in p and "b" in p and (p["a"] - p["b"]) * rel.sign < 0:
+            out.append(f"published a = {p['a']:g} and b = {p['b']:g} contradict relation {rel.name!r}: state "
                        f"published numbers with a first, or use the opposite relation")
         for key in ("diff", "d", "r"):
-            if key in p and p[key] * sign < 0:
-                other = {"greater": "less", "less": "greater", "largest": "smallest", "smallest": "largest"}[c.relation]
-                out.append(f"published {key} = {p[key]:g} contradicts relation {c.relation!r} ({key} is a − b, so "
-                           f"it must be {word}): swap a and b, or use relation {other!r}")
-    elif "rho" in p and p["rho"] * sign < 0:
-        out.append(f"published rho = {p['rho']:g} contradicts relation {c.relation!r} (it must be {word})")
+            if key in p and p[key] * rel.sign < 0:
+                out.append(f"published {key} = {p[key]:g} contradicts relation {rel.name!r} ({key} is a − b, so "
+                           f"it must be {word}): swap a and b, or use relation {rel.opposite!r}")
+    elif "rho" in p and p["rho"] * rel.sign < 0:
+        out.append(f"published rho = {p['rho']:g} contradicts relation {rel.name!r} (it must be {word})")
     return out
 
 

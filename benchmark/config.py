@@ -22,7 +22,6 @@ An exact name takes precedence over globs; among globs the first that matches wi
 
 from __future__ import annotations
 
-import fnmatch
 import itertools
 import json
 import tomllib
@@ -35,13 +34,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing import Annotated
 
-from .claims import parse_claims
+from .claims import Claim, ClaimsFrom, derive_claim, parse_claims, position_key
 from .errors import UsageError, XbenchError, did_you_mean
 from .hashing import content_hash
+from .naming import is_glob, select, select_any, stand_in_label
 from .registry import Registry
-from .specs import PLUGIN_KINDS, Param, defaults, param_table
+from .specs import MODEL_FIT, PLUGIN_KINDS, Family, Param, defaults, param_table
 
-KINDS = PLUGIN_KINDS
 RESERVED = ("sweep", "label", "only", "fallback")
 CORE_MODEL_PARAMS = {"untrained": Param(False, doc="skip training: the model's null baseline (same architecture, "
                                                    "initial weights)", label=True)}
@@ -77,6 +76,39 @@ class RunOptions(BaseModel):
                                "architecture start from the same weights and see the same batches")
 
 
+# Every [run] option either identifies results (it is in the keys of what it changes, so re-running a
+# folder with another value recomputes) or does not change them (and says why). tests/test_core_keys.py
+# holds every option to one of the two and checks both claims.
+KEYED_OPTIONS = {
+    "seeds": "each seed is a cell of its own (the seed is in its model's key and every unit's)",
+    "seeding": "how a model's initial weights and batches are seeded (in its model's key, so in its cache entry, "
+               "its attributions' keys and every unit's key)",
+    "target": "the explained class (in every unit's key and the attributions' keys; recorded in every row)",
+    "reduction": "how maps become (N, H, W) (in every unit's key; recorded in every row)",
+    "batch_size": "batch boundaries seed stochastic methods and metrics batch by batch (in every unit's key and "
+                  "the attributions' keys)",
+    "samples": "how many test samples are explained (in every sample-level unit's key)",
+}
+UNKEYED_OPTIONS = {
+    "name": "a title", "about": "a description", "out": "where results go", "cache": "where the caches live",
+    "leaderboard": "whether the site is built", "gallery": "how many samples the figures keep",
+    "executor": "where cells run: executors give identical rows", "scheduler": "the dask scheduler's address",
+    "workers": "how many local dask workers",
+    "device": "changes floating-point rounding only; recorded with each cell (manifest cells.<key>.device)",
+    "threads": "changes floating-point rounding only; recorded with each cell (manifest cells.<key>.threads)",
+}
+
+
+def keyed_options(run: RunOptions, scope: str) -> dict[str, Any]:
+    """The result-changing [run] options of a unit's key that differ from their defaults (seeds and
+    seeding enter through the cell's model key; target, reduction and samples of a sample-level unit
+    have always been in its key). An option at its default adds nothing, so keys, and the random
+    draws seeded from them, stay those of the versions before it was keyed."""
+    keys = ("batch_size",) if scope == "sample" else ("target", "reduction", "batch_size")
+    return {k: getattr(run, k) for k in keys if getattr(run, k) != RunOptions.model_fields[k].get_default(
+        call_default_factory=True)}
+
+
 class RawConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -87,6 +119,7 @@ class RawConfig(BaseModel):
     methods: dict[str, dict[str, Any] | list[dict[str, Any]]] = Field(default_factory=lambda: {"*": {}})
     metrics: dict[str, dict[str, Any] | list[dict[str, Any]]] = Field(default_factory=lambda: {"*": {}})
     claims: list[Any] = Field(default_factory=list, description="the findings this config tests ([[claims]])")
+    claims_from: list[ClaimsFrom] = Field(default_factory=list, description="configs whose claims this one takes too")
 
 
 @dataclass(frozen=True)
@@ -101,6 +134,8 @@ class Variant:
     only: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Upstream kinds this variant is restricted to: ``(("datasets", ("hcp-lesions",)),)``. Not part
     of the key: a restriction chooses combinations, it never changes a result."""
+    stand_in_for: str = ""
+    """The label of the variant this one stands in for (a config's ``fallback``), recorded as the data's provenance."""
 
     def admits(self, other: Variant) -> bool:
         """Whether this variant joins a combination with ``other`` (a variant of an upstream kind)."""
@@ -132,8 +167,9 @@ class Config:
             "source": self.source,
             "run": self.run.model_dump(),
             **{kind: [{"name": v.name, "version": v.version, "label": v.label, "params": dict(v.params),
-                       **({"only": {k: list(p) for k, p in v.only}} if v.only else {})}
-                      for v in self.variants[kind]] for kind in KINDS},
+                       **({"only": {k: list(p) for k, p in v.only}} if v.only else {}),
+                       **({"stand_in_for": v.stand_in_for} if v.stand_in_for else {})}
+                      for v in self.variants[kind]] for kind in PLUGIN_KINDS},
             "claims": [c.to_dict() for c in self.claims],
         }
 
@@ -142,7 +178,7 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-PRESETS = ("quick", "callanan", "oliveira", "riotorto", "treyer", "paper")
+PRESETS = ("quick", "callanan", "oliveira", "riotorto", "treyer", "literature", "paper")
 
 
 def read_config(name_or_path: str | None) -> tuple[dict[str, Any], str]:
@@ -205,14 +241,14 @@ def load_config(
     except ValidationError as exc:
         raise UsageError(_explain_validation(exc, source)) from None
     notes: list[str] = []
-    variants = {kind: _resolve_kind(kind, getattr(raw, kind), registry, source, notes) for kind in KINDS}
+    variants = {kind: _resolve_kind(kind, getattr(raw, kind), registry, source, notes) for kind in PLUGIN_KINDS}
     _check_only(variants, registry, source)
-    claims = parse_claims(raw.claims, source)
-    _check_claims(claims, variants, source)  # against the whole config: a filtered run leaves claims inconclusive
+    claims = _claims(raw, source)
+    _check_claims(claims, variants, registry, source)  # the whole config: a filtered run leaves claims inconclusive
     for kind, patterns in (filters or {}).items():
         if patterns:
             variants[kind] = _filter(kind, variants[kind], patterns, source)
-    for kind in KINDS:
+    for kind in PLUGIN_KINDS:
         if not variants[kind]:
             raise UsageError(f"Config {source} selects no {kind}. Add a [{kind}.<name or glob>] table.")
     if raw.run.executor not in registry.entries["executors"]:
@@ -224,23 +260,95 @@ def load_config(
     return Config(run=raw.run, variants=variants, source=source, raw=data, claims=claims, notes=notes)
 
 
-def _check_claims(claims: list, variants: Mapping[str, list[Variant]], source: str) -> None:
-    """A claim's metric (and dataset, model, method) patterns must match what the config selects:
-    a typo would make the claim silently inconclusive after the whole run."""
-    from .plan import MODEL_FIT
+def _claims(raw: RawConfig, source: str) -> list[Claim]:
+    """The config's own claims, then those it takes from other configs (``[[claims_from]]``)."""
+    claims = parse_claims(raw.claims, source)
+    for rule in raw.claims_from:
+        target = rule.preset
+        if target not in PRESETS and not source.startswith("preset:"):
+            target = str(Path(source).parent / target)  # a path is relative to the config that names it
+        data, other = read_config(target)
+        if data.get("claims_from"):
+            raise UsageError(f"Config {source}: claims_from {rule.preset!r} takes claims from other configs itself; "
+                             "take them from where they are stated.")
+        tables = [derive_claim(t, rule) if isinstance(t, Mapping) else t for t in data.get("claims") or []]
+        claims += parse_claims(tables, f"{other} (taken by {source})")
+    seen: dict[str, int] = {}
+    for c in claims:
+        seen[c.id] = seen.get(c.id, 0) + 1
+    twice = sorted(k for k, n in seen.items() if n > 1)
+    if twice:
+        raise UsageError(f"Config {source}: claim ids {', '.join(map(repr, twice))} occur more than once (its own "
+                         "claims and those of claims_from): claim ids must be unique.")
+    return claims
 
+
+def _check_claims(claims: list[Claim], variants: Mapping[str, list[Variant]], registry: Registry,
+                  source: str) -> None:
+    """Everything a claim names must exist in what the config selects, before anything runs: its
+    metric and value, every dataset, model and method pattern, model and method params (keys and
+    values), and the param it trends ``along``. A typo would otherwise leave the claim inconclusive
+    after the whole run. Patterns select as at evaluation (:mod:`xbench.naming`)."""
+    fit = [] if any(v.name == MODEL_FIT for v in variants["metrics"]) or MODEL_FIT not in registry.entries["metrics"] \
+        else [Variant("metrics", MODEL_FIT, "1", {}, MODEL_FIT)]
+    chosen = {**variants, "metrics": [*variants["metrics"], *fit]}
     for claim in claims:
-        for kind, pattern in (("metrics", claim.metric), ("datasets", claim.dataset), ("models", claim.model),
-                              ("methods", claim.method)):
-            patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
-            for p in patterns:
-                if kind == "metrics" and fnmatch.fnmatchcase(MODEL_FIT, p):
-                    continue
-                if not any(_matches(v, p) for v in variants[kind]):
-                    names = sorted({x for v in variants[kind] for x in (v.name, v.label)})
-                    raise UsageError(
-                        f"Config {source}: claim {claim.id!r}: {kind[:-1]} {p!r} matches none of the {kind} this config "
-                        f"selects{did_you_mean(p, names)}. Selected: {', '.join(names)}.")
+        problems = [p for sel, prefix in ((claim, ""), (claim.a, "a."), (claim.b, "b.")) if sel is not None
+                    for p in _selector_problems(sel, chosen, prefix)]
+        metrics = _selected(chosen["metrics"], claim.metric)
+        if not metrics:
+            problems.insert(0, _unmatched("metric", claim.metric, chosen["metrics"]))
+        else:
+            values = {_declared(n, v) for m in metrics for n, v in registry.get("metrics", m.name).spec.values.items()}
+            head = claim.value.split("/")[0]
+            if not select(head, values):
+                problems.append(f"value {claim.value!r} is none of the values or families of metric {claim.metric!r}"
+                                f"{did_you_mean(head, values)} (it has: {', '.join(sorted(values))})")
+        if claim.along and ":" in claim.along:
+            kind, param = claim.along.split(":", 1)
+            known = {k for v in chosen[kind + "s"] for k in v.params}
+            if param not in known:
+                problems.append(f"along = {claim.along!r}: no {kind} this config selects has the param {param!r}"
+                                f"{did_you_mean(param, known)}")
+        if problems:
+            raise UsageError(f"Config {source}: claim {claim.id!r}: " + "; ".join(problems) + ". Every name in a "
+                             "claim must match what the config selects (a name, a label or a glob).")
+
+
+def _declared(name: str, declared: Any) -> str:
+    return (declared.name or name) if isinstance(declared, Family) else name
+
+
+def _selected(variants: Sequence[Variant], patterns: str | Sequence[str]) -> list[Variant]:
+    texts = select_any(patterns, {t for v in variants for t in (v.name, v.label)})
+    return [v for v in variants if v.name in texts or v.label in texts]
+
+
+def _unmatched(what: str, pattern: str, variants: Sequence[Variant]) -> str:
+    names = sorted({t for v in variants for t in (v.name, v.label)})
+    return f"{what} {pattern!r} matches none this config selects{did_you_mean(pattern, names)} ({', '.join(names)})"
+
+
+def _selector_problems(sel: Any, variants: Mapping[str, Sequence[Variant]], prefix: str) -> list[str]:
+    """The names and params of one selector (a claim's own keys, or side ``a.`` or ``b.``) that
+    match nothing."""
+    out = []
+    for key, kind in (("dataset", "datasets"), ("model", "models"), ("method", "methods")):
+        value = getattr(sel, key)
+        for p in [value] if isinstance(value, str) else list(value or []):
+            if not _selected(variants[kind], p):
+                out.append(_unmatched(prefix + key, p, variants[kind]))
+    for key, kind in (("model_params", "models"), ("method_params", "methods")):
+        for param, wanted in (getattr(sel, key) or {}).items():
+            present = {position_key(v.params[param]) for v in variants[kind] if param in v.params}
+            if not present:
+                known = {k for v in variants[kind] for k in v.params}
+                out.append(f"{prefix}{key}.{param}: no {kind[:-1]} this config selects has the param {param!r}"
+                           f"{did_you_mean(param, known)}")
+            elif position_key(wanted) not in present:
+                out.append(f"{prefix}{key}.{param} = {wanted!r}: no {kind[:-1]} this config selects has that value"
+                           f"{did_you_mean(position_key(wanted), present)} (values: {', '.join(sorted(present))})")
+    return out
 
 
 def _explain_validation(exc: ValidationError, source: str) -> str:
@@ -264,8 +372,8 @@ def _explain_validation(exc: ValidationError, source: str) -> str:
 def _resolve_kind(kind: str, table: Mapping[str, Any], registry: Registry, source: str,
                   notes: list[str] | None = None) -> list[Variant]:
     chosen: dict[str, tuple[str, Any]] = {}
-    exact = [(p, e) for p, e in table.items() if not _is_glob(p)]
-    globs = [(p, e) for p, e in table.items() if _is_glob(p)]
+    exact = [(p, e) for p, e in table.items() if not is_glob(p)]
+    globs = [(p, e) for p, e in table.items() if is_glob(p)]
     for pattern, entry in exact:
         if pattern not in registry.entries[kind]:
             raise UsageError(f"Config {source}: [{kind}.{pattern}]: {registry.unknown_message(kind, pattern)}")
@@ -329,16 +437,12 @@ def _standing_in(kind: str, name: str, pattern: str, entry: Mapping[str, Any], r
             out.append(v)
             continue
         for stand_in in _expand(kind, other, other, params, registry, source):
-            label = f"{stand_in.label} (stand-in for {v.label})"
-            out.append(Variant(kind, stand_in.name, stand_in.version, stand_in.params, label, v.only))
+            label = stand_in_label(stand_in.label, v.label)
+            out.append(Variant(kind, stand_in.name, stand_in.version, stand_in.params, label, v.only, v.label))
             if notes is not None:
                 notes.append(f"{v.label} is not available here ({reasons[v.label]}); {stand_in.label} stands in "
                              f"for it, labelled {label!r}.")
     return out
-
-
-def _is_glob(pattern: str) -> bool:
-    return any(ch in pattern for ch in "*?[")
 
 
 def plugin_params(kind: str, spec: Any) -> dict[str, Param]:
@@ -360,7 +464,7 @@ def _expand(kind: str, name: str, pattern: str, entry: Mapping[str, Any], regist
     label = entry.get("label")
     if not isinstance(sweep, Mapping):
         raise UsageError(f"{where}: 'sweep' must be a table of param = [values], got {sweep!r}.")
-    if label is not None and (not isinstance(label, str) or sweep or _is_glob(pattern)):
+    if label is not None and (not isinstance(label, str) or sweep or is_glob(pattern)):
         raise UsageError(f"{where}: 'label' must be a string, and only on an exact name without a sweep.")
     only = _parse_only(where, kind, entry.get("only", {}))
     fixed = {k: v for k, v in entry.items() if k not in RESERVED}
@@ -393,7 +497,7 @@ def _expand(kind: str, name: str, pattern: str, entry: Mapping[str, Any], regist
 
 
 def _parse_only(where: str, kind: str, only: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    upstream = KINDS[:KINDS.index(kind)]
+    upstream = PLUGIN_KINDS[:PLUGIN_KINDS.index(kind)]
     if not isinstance(only, Mapping):
         raise UsageError(f"{where}: 'only' must be a table of kind = [names or globs], e.g. only = "
                          f"{{ {(upstream or ('datasets',))[0]} = [\"...\"] }}, got {only!r}.")
@@ -413,7 +517,7 @@ def _check_only(variants: Mapping[str, list[Variant]], registry: Registry, sourc
     """Every ``only`` pattern must match a variant the config selects or an installed plugin (one
     the config leaves out for now, e.g. a dataset whose files are not here): a typo would
     silently drop combinations."""
-    for kind in KINDS:
+    for kind in PLUGIN_KINDS:
         for v in variants[kind]:
             for upstream, patterns in v.only:
                 installed = registry.names(upstream)
@@ -428,9 +532,8 @@ def _check_only(variants: Mapping[str, list[Variant]], registry: Registry, sourc
 
 
 def _matches(variant: Variant, pattern: str) -> bool:
-    # exact first: labels hold brackets (``small-cnn[untrained=true]``), which fnmatch reads as a set
-    return pattern in (variant.name, variant.label) or fnmatch.fnmatchcase(variant.name, pattern) \
-        or fnmatch.fnmatchcase(variant.label, pattern)
+    """Whether ``pattern`` selects the variant by its name or label (:mod:`xbench.naming`)."""
+    return bool(select(pattern, (variant.name, variant.label)))
 
 
 def check_param(where: str, kind: str, name: str, key: str, value: Any, params: Mapping[str, Param]) -> Any:
@@ -467,6 +570,8 @@ def _typed(where: str, kind: str, name: str, key: str, value: Any, default: Any)
         ok = isinstance(value, str)
     elif isinstance(default, (list, tuple)):
         ok = isinstance(value, list)
+        if ok:
+            value = _typed_items(where, kind, name, key, value, default)
     elif isinstance(default, Mapping):
         ok = isinstance(value, Mapping)
     if not ok:
@@ -475,6 +580,27 @@ def _typed(where: str, kind: str, name: str, key: str, value: Any, default: Any)
             f"(default {default!r}), got {value!r} ({type(value).__name__})."
         )
     return value
+
+
+def _typed_items(where: str, kind: str, name: str, key: str, value: list, default: Sequence[Any]) -> list:
+    """Every item of a list param has a type of the default's items (an int where floats are
+    expected becomes a float, as for a scalar); a default without items leaves them unchecked."""
+    kinds = {type(d) for d in default if d is not None}
+    if not kinds:
+        return value
+    out = []
+    for item in value:
+        if type(item) in kinds:
+            out.append(item)
+        elif float in kinds and type(item) is int:
+            out.append(float(item))
+        else:
+            allowed = " or ".join(sorted(t.__name__ for t in kinds))
+            raise UsageError(
+                f"{where}: param {key!r} of {kind[:-1]} {name!r} must be a list of {allowed} (default {list(default)!r}), "
+                f"but the item {item!r} in {value!r} is a {type(item).__name__}. Write every item as a {allowed}, "
+                f"e.g. {key} = {_fmt(list(default)[:3])}.")
+    return out
 
 
 def param_problem(param: Param, value: Any) -> str | None:
@@ -497,7 +623,10 @@ def param_problem(param: Param, value: Any) -> str | None:
                     what = f"{item!r} in {value!r}" if isinstance(value, list) else repr(item)
                     return f"must be {text} {bound:g}; got {what}"
     if param.check is not None:
-        message = param.check(value)
+        try:
+            message = param.check(value)
+        except Exception as exc:  # noqa: BLE001 - a plugin's own check must not end in a traceback
+            message = f"could not be checked ({type(exc).__name__}: {exc})"
         if message:
             return f"{message} (got {value!r})"
     return None
@@ -517,7 +646,7 @@ def _filter(kind: str, variants: list[Variant], patterns: Iterable[str], source:
 
 
 def _quote(pattern: str) -> str:
-    return f'"{pattern}"' if _is_glob(pattern) or "." in pattern else pattern
+    return f'"{pattern}"' if is_glob(pattern) or "." in pattern else pattern
 
 
 def _fmt(value: Any) -> str:

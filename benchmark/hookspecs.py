@@ -15,7 +15,8 @@ from collections.abc import Iterable
 
 import pluggy
 
-from .specs import SPEC_TYPES, DatasetSpec, ExecutorSpec, MethodSpec, MetricSpec, ModelSpec
+from .specs import SPEC_TYPES, DataSource, DatasetSpec, ExecutorSpec, MethodSpec, MetricSpec, ModelSpec, \
+    VerificationSpec
 
 PROJECT = "xbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -129,6 +130,60 @@ def xbench_executors() -> Iterable[ExecutorSpec]:
         @hookimpl
         def xbench_executors():
             yield ExecutorSpec(name="acme.serial", create=Serial)
+    """
+    yield from ()
+
+
+@hookspec
+def xbench_verifications() -> Iterable[VerificationSpec]:
+    """Yield cross-checks of methods or metrics (yours or any installed one) against independent
+    implementations: ``xbench verify`` runs them and the leaderboard shows the verdict beside the
+    plugin. A check gets the installed spec and returns the largest absolute difference.
+
+    Example::
+
+        import numpy as np
+        import torch
+        from torch import nn
+        from xbench import TrainedModel, VerificationSpec, hookimpl, testing
+
+        def against_numpy(spec):
+            data = testing.planted_dataset(n_train=8, n_val=8, n_test=16, size=16)
+            model = TrainedModel(nn.Sequential(nn.Flatten(), nn.Linear(256, 2)), data.describe(), {})
+            a = torch.rand(16, 16, 16, generator=torch.Generator().manual_seed(0))
+            ours = testing.score(spec, testing.metric_context(model, data.test, attribution=a))["mass"]
+            m = data.test.masks.numpy()
+            theirs = (a.numpy() * m).sum((1, 2)) / a.numpy().sum((1, 2))
+            return float(np.abs(ours.numpy() - theirs).max())
+
+        @hookimpl
+        def xbench_verifications():
+            yield VerificationSpec(name="acme.mass.numpy", plugin="acme.mass", kind="metrics",
+                                   reference="the share of the map inside the mask, in numpy", library="numpy",
+                                   check=against_numpy, tolerance=1e-6,
+                                   inputs="16 random 16×16 maps on planted masks")
+    """
+    yield from ()
+
+
+@hookspec
+def xbench_data_sources() -> Iterable[DataSource]:
+    """Yield the real data and weight files this plugin reads: what each is, its licence, where
+    to download it and its published checksum (or, behind terms of access, the steps). The core
+    downloads, verifies and locates them (``xbench data``; :mod:`xbench.sources`).
+
+    Example::
+
+        from xbench import hookimpl, DataSource, RemoteFile
+
+        @hookimpl
+        def xbench_data_sources():
+            yield DataSource(
+                name="acme:scans", description="ACME scans, 2-D, 64 px", licence="CC BY 4.0",
+                folder="acme", env="ACME_DIR",
+                files=(RemoteFile("scans.npz", "https://example.org/scans.npz", "md5:" + "0" * 32, 1234),))
+
+    The plugin then reads ``xbench.sources.file_path(source)``.
     """
     yield from ()
 

@@ -7,10 +7,11 @@ error naming every provider. Set ``XBENCH_DISABLE_PLUGINS=a,b`` to skip entry po
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import importlib.metadata as md
+import importlib.util
 import os
+import pkgutil
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,37 +21,32 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginConflictError, UsageError, did_you_mean
+from .naming import select
 from .specs import NAME_PATTERN, SPEC_TYPES
 
 ENTRY_POINT_GROUP = "xbench"
 
-BUILTIN_PLUGINS: tuple[str, ...] = (
-    "xbench.executors",
-    "xbench.datasets.synthetic_cardiac",
-    "xbench.datasets.synthetic_ultrasound",
-    "xbench.datasets.hcp_lesions",
-    "xbench.datasets.medmnist",
-    "xbench.datasets.imagenet_hvz",
-    "xbench.datasets.polygons",
-    "xbench.plugins.models.small_cnn",
-    "xbench.plugins.models.cifar_resnet",
-    "xbench.plugins.models.vgg16_finetune",
-    "xbench.plugins.models.heatmap_loss",
-    "xbench.plugins.models.joint_explainer",
-    "xbench.plugins.methods.captum",
-    "xbench.plugins.methods.zennit",
-    "xbench.plugins.methods.cam",
-    "xbench.plugins.methods.in_model",
-    "xbench.plugins.methods.baselines",
-    "xbench.plugins.metrics.localisation",
-    "xbench.plugins.metrics.classification",
-    "xbench.plugins.metrics.faithfulness",
-    "xbench.plugins.metrics.robustness",
-    "xbench.plugins.metrics.randomisation",
-    "xbench.plugins.metrics.road",
-    "xbench.plugins.metrics.perturbation",
-    "xbench.plugins.metrics.pointing",
-)
+PLUGIN_PACKAGES = ("xbench.datasets", "xbench.plugins.models", "xbench.plugins.methods", "xbench.plugins.metrics",
+                   "xbench.plugins.verifications")
+"""The packages of the built-in plugins: every module in them without a leading ``_`` is one."""
+CORE_PLUGINS = ("xbench.executors",)
+"""Core modules that register as plugins too (the ``local`` and ``dask`` executors)."""
+
+
+def builtin_plugins() -> tuple[str, ...]:
+    """Every built-in plugin module, found by scanning :data:`PLUGIN_PACKAGES` (without importing
+    them), so a new module is registered by existing and none can be forgotten; ``_``-prefixed
+    modules are helpers."""
+    found = list(CORE_PLUGINS)
+    for package in PLUGIN_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        for module in sorted(pkgutil.iter_modules(spec.submodule_search_locations), key=lambda m: m.name):
+            if not module.name.startswith("_"):
+                found.append(f"{package}.{module.name}")
+    return tuple(found)
+
+
+BUILTIN_PLUGINS: tuple[str, ...] = builtin_plugins()
 
 
 @dataclass
@@ -134,10 +130,8 @@ class Registry:
         )
 
     def match(self, kind: str, pattern: str) -> list[str]:
-        """Names of ``kind`` matching a name or glob, sorted."""
-        if any(ch in pattern for ch in "*?["):
-            return sorted(n for n in self.entries[kind] if fnmatch.fnmatchcase(n, pattern))
-        return [pattern] if pattern in self.entries[kind] else []
+        """Names of ``kind`` that a name or glob selects (:mod:`xbench.naming`), sorted."""
+        return sorted(select(pattern, self.entries[kind]))
 
     @property
     def problems(self) -> list[PluginRecord]:
@@ -270,7 +264,7 @@ def _collect(pm: pluggy.PluginManager, records: list[PluginRecord]) -> dict[str,
 def _invalid(spec: object, spec_type: type) -> str | None:
     if not isinstance(spec, spec_type):
         return f"a {type(spec).__name__}, expected a {spec_type.__name__}"
-    if not NAME_PATTERN.match(spec.name):
+    if not getattr(spec_type, "NAME_PATTERN", NAME_PATTERN).match(spec.name):
         return (f"the invalid name {spec.name!r}: names are lowercase letters, digits, '-', '_' and '.' "
                 "(third parties prefix theirs, e.g. 'acme.gradcam')")
     return None

@@ -6,7 +6,9 @@ means this module and its test:
 - :data:`SCHEMA`, the Parquet columns (``store.py`` only persists tables of it);
 - :func:`prepare_attribution`, the one place where a method's maps become what metrics see: reduced
   to ``(N, H, W)`` by the run's rule, with NaN/Inf zeroed and the samples that had them flagged
-  (their values are reported as NaN, whatever the metric computes);
+  (their values are reported as NaN, whatever the metric computes); :func:`finite_maps` applies the
+  same rule to the maps a metric asks for again through the context (randomised models, corrupted
+  inputs), so no metric handles NaN maps itself;
 - :func:`metric_context`, the one factory of a :class:`~xbench.specs.MetricContext`, used by the
   runner and by :func:`xbench.testing.metric_context`, so a plugin author's test scores exactly
   the context a run scores;
@@ -91,11 +93,54 @@ value and its named and numeric facets (null for plain values). ``explain_second
 ``explain_peak_bytes``: what explaining cost, per sample, and the peak memory while explaining
 (device memory on a GPU, resident memory on a CPU); null on model-level rows."""
 
+COLUMN_DOCS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("unit",), "the unit's content hash (it names the Parquet part)"),
+    (("dataset", "model", "method", "metric"), "the plugin's name (method: null on model-level rows)"),
+    (("dataset_label", "model_label", "method_label", "metric_label"),
+     "the variant's display name: the name and, in brackets, the params that tell variants apart"),
+    (("dataset_version", "model_version", "method_version", "metric_version"), "the plugin spec's version"),
+    (("dataset_params", "model_params", "method_params", "metric_params"), "every resolved param, as canonical JSON"),
+    (("model_untrained",), "the model is the untrained null baseline (its param `untrained`)"),
+    (("method_baseline",), "the method is a null baseline (random map, edge filter, centre)"),
+    (("seed",), "the cell's seed"),
+    (("value_name",), "what was measured: `tpr`, or a family member such as `rmse/contrast/3`"),
+    (("family", "facet", "level"), "a family member's family, named facet and numeric facet (null for plain values)"),
+    (("category",), "the metric's category (localisation, faithfulness, …)"),
+    (("higher_is_better",), "the value's direction (null where it has none, e.g. counts)"),
+    (("scope",), "`sample` (one row per test sample) or `model` (one row per model instance)"),
+    (("target_mode", "reduction"), "the run's explained class (`label` or `predicted`) and map reduction rule"),
+    (("sample", "label", "prediction", "correct", "target"),
+     "the test sample's index, label, prediction, whether it is correct, and the explained class"),
+    (("value",), "the number (NaN where undefined, with the reason in `note`)"),
+    (("note",), "why a value is undefined (an empty mask, a NaN attribution, …)"),
+    (("explain_seconds", "explain_peak_bytes"), "what explaining cost per sample, and its peak memory"),
+)
+"""What each column means, grouped; the README's column table is :func:`columns_markdown`."""
+
+
+def columns_markdown() -> str:
+    """The README's table of result columns, from :data:`SCHEMA` and :data:`COLUMN_DOCS`."""
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    for names, doc in COLUMN_DOCS:
+        types = list(dict.fromkeys(str(SCHEMA.field(n).type) for n in names))
+        shown = types[0] if len(types) == 1 else ", ".join(str(SCHEMA.field(n).type) for n in names)
+        lines.append(f"| {', '.join(f'`{n}`' for n in names)} | {shown} | {doc} |")
+    return "\n".join(lines)
+
+
+ROW_COLUMNS = ("value_name", "higher_is_better", "family", "facet", "level", "value", "sample", "label", "prediction",
+               "target", "correct", "note")
+"""The columns :class:`RowBuilder` fills per row; every other column is the same for a unit's rows."""
+DERIVED_COLUMNS = {"model_untrained": "model_params (its 'untrained' param)", "correct": "label and prediction"}
+"""Columns :class:`RowBuilder` derives from others (what it derives them from)."""
+
+
 MEASUREMENTS = ("explain_seconds", "explain_peak_bytes")
 """Columns that measure the run (time, memory) rather than the results: they differ between two
 runs of the same config; every other column is reproducible."""
 
 NONFINITE = "attribution contains NaN or Inf"
+REEXPLAINED = "a map the metric asked the method for again (other model or inputs) contains NaN or Inf"
 
 
 class MetricOutputError(ValueError):
@@ -269,7 +314,16 @@ def metric_context(
     """
     from .attribution import reduce_attribution
 
-    explain = explain_raw = None
+    ctx = MetricContext(
+        model=model, inputs=inputs, labels=labels, logits=logits, targets=targets, params=dict(params),
+        generator=generator, device=device if device is not None else inputs.device, predict=predict,
+        attribution=None if attribution is None else attribution.reduced,
+        raw_attribution=None if attribution is None else attribution.raw,
+        mask=mask, regions=dict(regions or {}), dataset=dataset,
+        method=method, reduction=reduction, undefined=None if attribution is None else attribution.bad,
+    )
+    if attribution is not None and attribution.bad.any():
+        ctx.flag(attribution.bad, NONFINITE)
     if explainer is not None:
         trained, batch_targets = model, targets
 
@@ -282,22 +336,33 @@ def metric_context(
                     targets = batch_targets
                 else:
                     targets = predict(x).argmax(1)
-            return explainer(model if model is not None else trained, x, targets.to(x.device))
+            return finite_maps(ctx, explainer(model if model is not None else trained, x, targets.to(x.device)))
 
         def explain(x, targets=None, model=None):
-            return reduce_attribution(explain_raw(x, targets, model), tuple(x.shape[-2:]), reduction, method or "?")
+            reduced = reduce_attribution(explain_raw(x, targets, model), tuple(x.shape[-2:]), reduction, method or "?")
+            return finite_maps(ctx, reduced)
 
-    ctx = MetricContext(
-        model=model, inputs=inputs, labels=labels, logits=logits, targets=targets, params=dict(params),
-        generator=generator, device=device if device is not None else inputs.device, predict=predict,
-        attribution=None if attribution is None else attribution.reduced,
-        raw_attribution=None if attribution is None else attribution.raw,
-        mask=mask, regions=dict(regions or {}), explain=explain, explain_raw=explain_raw, dataset=dataset,
-        method=method, reduction=reduction, undefined=None if attribution is None else attribution.bad,
-    )
-    if attribution is not None and attribution.bad.any():
-        ctx.flag(attribution.bad, NONFINITE)
+        ctx.explain, ctx.explain_raw = explain, explain_raw
     return ctx
+
+
+def finite_maps(ctx: MetricContext, maps):
+    """``maps`` that a metric asked the method for again (of a randomised model, a corrupted or
+    noisy input), with NaN/Inf zeroed: the same rule as for the batch's own maps. The samples they
+    belong to are flagged (:data:`REEXPLAINED`) and marked undefined, so every value of theirs is
+    reported as NaN. Maps of stacked copies of the batch (``k·N`` of them) belong to sample
+    ``i mod N``; maps of other inputs belong to no one sample, so then every sample is undefined."""
+    import torch
+
+    bad = ~torch.isfinite(maps).flatten(1).all(1)
+    if not bad.any():
+        return maps
+    n = len(ctx.inputs)
+    samples = bad.reshape(-1, n).any(0) if len(maps) % n == 0 else torch.ones(n, dtype=torch.bool)
+    samples = samples.to(ctx.inputs.device)
+    ctx.undefined = samples if ctx.undefined is None else ctx.undefined | samples
+    ctx.flag(samples, REEXPLAINED)
+    return torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def score(spec: MetricSpec, ctx: MetricContext) -> list[Value]:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
+from .sources import DataSource
+
 if TYPE_CHECKING:  # torch is imported lazily so that `xbench list` stays fast
     import torch
     from torch import Tensor, nn
@@ -21,7 +23,8 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 Tags = Union[frozenset[str], Callable[[Mapping[str, Any]], Iterable[str]]]
 """Capability tags: a fixed set, or a function of the resolved params (e.g. a hybrid loss needs a mask)."""
 
-CATEGORIES = ("localisation", "faithfulness", "robustness", "classification", "sanity", "complexity")
+CATEGORIES = ("localisation", "faithfulness", "robustness", "sanity", "complexity", "classification")
+"""Every metric category, in the order the leaderboard shows them."""
 
 
 @dataclass(frozen=True)
@@ -382,7 +385,8 @@ class MetricContext:
     ``reduction`` is the run's rule that made one from the other.
     ``explain(x, targets=None, model=None)`` re-explains other inputs with the same method and
     reduction (targets default to the run's target mode; ``model`` another ``TrainedModel``, e.g. a
-    randomised copy); ``explain_raw`` skips the reduction. ``predict(x)`` returns logits, batched.
+    randomised copy); ``explain_raw`` skips the reduction. Their maps are finite too: a sample whose
+    map had NaN/Inf there is flagged and marked in ``undefined`` in the same way. ``predict(x)`` returns logits, batched.
     ``params`` holds every param of the metric, resolved (read ``ctx.params[key]``).
     ``flag(where, reason)`` records why some samples' values are undefined (e.g. an empty mask);
     those rows get the reason in their ``note``.
@@ -487,8 +491,58 @@ class ExecutorSpec:
     version: str = "1"
 
 
+# ----------------------------------------------------------------------------- verification
+
+VERIFIABLE = ("methods", "metrics")
+"""The kinds a :class:`VerificationSpec` can check."""
+
+
+@dataclass(frozen=True)
+class VerificationSpec:
+    """A cross-check of one method or metric against an independent implementation: what
+    ``xbench verify`` runs, records and the leaderboard shows beside the plugin.
+
+    ``check(spec) -> float`` gets the installed spec of ``plugin`` (kind ``kind``: "methods" or
+    "metrics"), computes it and the reference on the same small ``inputs`` and returns the largest
+    absolute difference; the check passes when that is at most ``tolerance``. ``library`` is the
+    distribution of the reference (``quantus``, ``grad-cam``, ``scipy``) whose version the record
+    shows, or "" for a re-implementation written in the check from the paper (``reference`` then
+    says whose definition); ``needs`` lists other distributions the check imports. A check whose
+    distributions are not installed is skipped, never failed. ``differences`` says which
+    definition differences between the two were adjusted for (a normalisation, a float precision,
+    a seed), so that a reader can judge what "agrees" means.
+    """
+
+    name: str
+    plugin: str
+    kind: str
+    reference: str
+    check: Callable[[Any], float]
+    tolerance: float
+    inputs: str
+    library: str = ""
+    differences: str = ""
+    needs: tuple[str, ...] = ()
+    version: str = "1"
+    description: str = ""
+
+    def __post_init__(self):
+        if self.kind not in VERIFIABLE:
+            raise ValueError(f"check {self.name!r}: kind must be one of {', '.join(VERIFIABLE)}, got {self.kind!r}")
+        if not self.tolerance >= 0:
+            raise ValueError(f"check {self.name!r}: tolerance must be a number >= 0, got {self.tolerance!r}")
+        if not self.description:  # what `xbench list verifications` shows
+            object.__setattr__(self, "description", f"{self.kind[:-1]} {self.plugin} against {self.reference}")
+
+
+MODEL_FIT = "model-fit"
+"""The metric every cell records whatever a config selects (test and validation accuracy against
+chance), so every result can be read against whether its model learned; a study's accuracy floor
+reads it."""
+
 PLUGIN_KINDS = ("datasets", "models", "methods", "metrics")
 """The four kinds of benchmark plugin, in the order a combination joins them."""
 
-SPEC_TYPES = dict(zip((*PLUGIN_KINDS, "executors"), (DatasetSpec, ModelSpec, MethodSpec, MetricSpec, ExecutorSpec)))
-"""Every kind a plugin can provide (the four above, and executors), with its spec type."""
+SPEC_TYPES = dict(zip((*PLUGIN_KINDS, "executors", "verifications", "data_sources"),
+                      (DatasetSpec, ModelSpec, MethodSpec, MetricSpec, ExecutorSpec, VerificationSpec, DataSource)))
+"""Every kind a plugin can provide (the four above, executors, cross-checks and data sources), with its spec type."""

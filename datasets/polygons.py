@@ -17,25 +17,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from xbench import Dataset, DatasetSpec, Split, hookimpl
-from xbench.errors import XbenchError
+from xbench import Dataset, DatasetSpec, Param, Split, hookimpl, sources
 
 CLASSES = ("neg", "pos")
 CHUNK = 64
 PARAMS = {
-    "size": 224,
-    "channels": 3,
-    "n_train": 800,
-    "n_val": 200,
-    "n_test": 200,
-    "nr_shapes": 5,
-    "rad_min": 12,
-    "rad_max": 30,
-    "nr_tries": 10,
-    "target_vertices": 3,
-    "target_step": 1,
-    "mask": "box",
-    "noise": False,
+    "size": Param(224, "image side in pixels (the source: 224)", ge=8),
+    "channels": Param(3, "image channels: 3 repeats the grey image (as the source fed its ResNet), or 1", choices=(1, 3)),
+    "n_train": Param(800, "training images (half of them with the target)", ge=1),
+    "n_val": Param(200, "validation images", ge=1),
+    "n_test": Param(200, "test images", ge=1),
+    "nr_shapes": Param(5, "shapes per image, the target included (the source: 5)", ge=1),
+    "rad_min": Param(12, "smallest radius in pixels, inclusive (the source: 12)", ge=1),
+    "rad_max": Param(30, "largest radius in pixels, exclusive; below size/2 (the source: 30)", ge=2),
+    "nr_tries": Param(10, "placements tried per shape before its slot stays empty (the source: 10)", ge=1),
+    "target_vertices": Param(3, "p of the target polygon {p/q} (3: a triangle)", ge=3),
+    "target_step": Param(1, "q of the target polygon {p/q}: vertex i joins vertex i + q; 1 <= q < p/2", ge=1),
+    "mask": Param("box", "ground truth: the target's bounding box (the source) or its filled outline",
+                  choices=("box", "polygon")),
+    "noise": Param(False, "the source's optional darkening noise N(5, var 5), in 8-bit units"),
 }
 
 CARD = """\
@@ -159,29 +159,29 @@ def generate(n: int, seed: int, split: int, params: Mapping[str, Any]) -> Split:
                  regions={"box": box, "polygon": polygon}, meta=meta)
 
 
-def _check(params: Mapping[str, Any]) -> None:
+def validate(params: Mapping[str, Any]) -> None:
+    """The rules between params (each param's own range is in its ``Param``), checked when a config
+    is read."""
     p, q = int(params["target_vertices"]), int(params["target_step"])
-    if p < 3 or not 1 <= q < p / 2:
-        raise XbenchError(f"polygons: the target {{p/q}} needs p >= 3 and 1 <= q < p/2, got p={p}, q={q}.")
-    if params["mask"] not in ("box", "polygon"):
-        raise XbenchError(f"polygons: mask must be 'box' or 'polygon', got {params['mask']!r}.")
-    if int(params["channels"]) not in (1, 3):
-        raise XbenchError(f"polygons: channels must be 1 or 3, got {params['channels']}.")
+    if not q < p / 2:
+        raise ValueError(f"polygons: the target {{p/q}} needs 1 <= q < p/2, got p={p}, q={q} (target_vertices, "
+                         "target_step).")
     lo, hi, size = int(params["rad_min"]), int(params["rad_max"]), int(params["size"])
-    if not 1 <= lo < hi or 2 * hi >= size or int(params["nr_shapes"]) < 1:
-        raise XbenchError(f"polygons: need 1 <= rad_min < rad_max < size/2 and nr_shapes >= 1, got radii "
-                          f"[{lo}, {hi}) for size {size}, nr_shapes {params['nr_shapes']}.")
+    if not lo < hi or 2 * hi >= size:
+        raise ValueError(f"polygons: need rad_min < rad_max < size/2 (shapes are never clipped), got radii "
+                         f"[{lo}, {hi}) for size {size}.")
 
 
 def load(params: Mapping[str, Any], seed: int) -> Dataset:
-    _check(params)
     splits = {name: generate(int(params[f"n_{name}"]), seed, i, params)
               for i, name in enumerate(("train", "val", "test"))}
     target = f"{{{params['target_vertices']}/{params['target_step']}}}"
     # black outlines on a white background: a white patch (the background) or a blurred one removes
     # what it covers; a black patch draws a filled square, i.e. adds shape instead of removing it
     return Dataset("polygons", CLASSES, splits, info={"target": target, "mask": params["mask"],
-                                                      "removal_fills": ["white", "blur"]})
+                                                      "removal_fills": ["white", "blur"],
+                                                      "provenance": sources.provenance(
+                                                          "generated", detail="polygons drawn by xbench")})
 
 
 @hookimpl
@@ -192,6 +192,7 @@ def xbench_datasets():
         version="1",
         description="Black outlines on white: a triangle among circles or circles only; ground truth = its box (Rio-Torto).",
         params=PARAMS,
+        validate=validate,
         provides=frozenset({"mask", "regions", "grayscale"}),
         card=CARD,
     )

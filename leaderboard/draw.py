@@ -12,6 +12,8 @@ figures are shown with ``<img>``, so nothing in them can run in the page.
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -228,8 +230,6 @@ def box_plots(samples: pd.DataFrame, params: dict[str, dict], folder: Path, key,
 
 def _short(label: str, width: int = 38) -> str:
     """A panel title: escaped, and wrapped so long variant labels do not run into each other."""
-    import textwrap
-
     return "\n".join(textwrap.wrap(text(label), width)) or " "
 
 
@@ -428,3 +428,62 @@ def explanation_vs_classification(panels: list[tuple[str, pd.DataFrame]], folder
                 labels.append(lab)
     rows = _legend(fig, handles, labels)
     return _save(fig, folder, "explvscls", key, rows), fits
+
+
+# ----------------------------------------------------------------------------- at a glance
+
+MARK_COLORS = {"verified": "#1a7f37", "failed": "#cf222e", "not verified": "#6e7781"}
+
+
+def rank_heatmap(panels: list[dict], folder: Path, key, *, legend: str) -> tuple[Path, int, int] | None:
+    """Methods × metric categories (and cost) coloured by mean rank, one panel per dataset: which
+    method to trust here, at a glance. Each panel is ``{"title", "methods": [(label, baseline,
+    mark symbol, mark state)], "columns", "notes" (a line under each column), "ranks" (rows of
+    numbers or None), "worst"}``; a method's verification mark prefixes its name, in its colour.
+    Rank 1 is dark green; baselines and missing cells stay blank. ``legend`` is a short key under
+    the panels. Returns the SVG and its size in CSS pixels (the page reserves the space, so nothing
+    below it moves when it loads)."""
+    panels = [p for p in panels[:MAX_PANELS] if p["methods"] and p["columns"]]
+    if not panels:
+        return None
+    rows = max(len(p["methods"]) for p in panels)
+    cols = min(len(panels), 2)
+    width = max(len(p["columns"]) for p in panels) * 1.05 + 2.6
+    fig = Figure(figsize=(width * cols, (0.3 * rows + 1.5) * int(np.ceil(len(panels) / cols)) + 0.4))
+    axes = np.atleast_1d(fig.subplots(int(np.ceil(len(panels) / cols)), cols, squeeze=False).ravel())
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax, p in zip(axes, panels):
+        values = np.array([[np.nan if v is None else float(v) for v in row] for row in p["ranks"]], dtype=float)
+        worst = max(2, int(p["worst"]))
+        image = ax.imshow(values, cmap="YlGn_r", vmin=1, vmax=worst, aspect="auto")
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                dark = (v - 1) / (worst - 1) < 0.4
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
+            else:
+                ax.text(j, i, "—", ha="center", va="center", fontsize=7, color=BASELINE_COLOR)
+        ax.set_xticks(range(len(p["columns"])),
+                      [text(f"{c}\n{n}" if n else c) for c, n in zip(p["columns"], p["notes"])], fontsize=7)
+        ax.xaxis.tick_top()
+        labels = [text(f"{sym} {label}" if sym else label) + (" (baseline)" if base else "")
+                  for label, base, sym, _ in p["methods"]]
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        for tick, (_, base, _, state) in zip(ax.get_yticklabels(), p["methods"]):
+            tick.set_color(BASELINE_COLOR if base else MARK_COLORS.get(state, "black"))
+        ax.tick_params(length=0)
+        ax.set_title(_short(p["title"], 60), fontsize=9, pad=28)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).ax.tick_params(labelsize=6)
+    fig.subplots_adjust(left=0.3 / cols, right=0.97, top=1 - 1.0 / fig.get_figheight(),
+                        bottom=0.5 / fig.get_figheight(), wspace=0.9, hspace=0.5)
+    fig.text(0.01, 0.005, "\n".join(textwrap.wrap(text(legend), int(fig.get_figwidth() * 15))), fontsize=6.5,
+             color="#444444", va="bottom")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"glance-{content_hash(key)[:10]}.svg"
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "xbench"}):  # cropped to what is drawn
+        fig.savefig(path, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.08)
+    head = path.read_text(encoding="utf-8")[:2000]
+    width, height = (float(re.search(rf'{side}="([0-9.]+)pt"', head).group(1)) * 4 / 3 for side in ("width", "height"))
+    return path, round(width), round(height)

@@ -26,7 +26,8 @@ import pandas as pd
 from ..results import read_gallery_meta
 from . import draw
 from .aggregate import Aggregates
-from .tables import Names
+from .tables import DatasetPage, Names
+from .verification import Verification
 
 PARALLEL_MIN_ROWS = 200_000  # below this, starting worker processes costs more than it saves
 PARALLEL_MIN_JOBS = 6
@@ -35,7 +36,7 @@ PARALLEL_MIN_CORES = 4
 
 @dataclass
 class Job:
-    section: str                       # gallery, box, curves, robustness, correlation
+    section: str                       # glance, gallery, box, curves, robustness, correlation
     func: str                          # a function of xbench.leaderboard.draw
     args: tuple
     kwargs: dict = field(default_factory=dict)
@@ -226,7 +227,8 @@ def _gallery_cells(run_dir: Path, dataset: str, ps: pd.DataFrame, models: list[s
 
 def assemble(jobs: list[Job], results: list[Any], folder: Path) -> dict[str, list[dict]]:
     """Page items per section, in plan order, with image paths relative to the site."""
-    out: dict[str, list[dict]] = {"gallery": [], "box": [], "curves": [], "robustness": [], "correlation": []}
+    out: dict[str, list[dict]] = {"glance": [], "gallery": [], "box": [], "curves": [], "robustness": [],
+                                  "correlation": []}
     for job, result in zip(jobs, results):
         item = job.finish(result)
         if not item:
@@ -235,3 +237,54 @@ def assemble(jobs: list[Job], results: list[Any], folder: Path) -> dict[str, lis
             item["src"] = f"{folder.name}/{Path(item['src']).name}"
         out[job.section].append(item)
     return out
+
+
+# ----------------------------------------------------------------------------- at a glance
+
+GLANCE_TITLE = "Which method to trust here: mean rank per category"
+
+
+def glance_legend(verified: Verification) -> str:
+    marks = ("✓ verified against an independent implementation, ✗ failed verification, – not verified "
+             "(xbench verify)." if verified.record is not None else
+             "No verification record for this run: `xbench verify --out RUN_DIR/verification` makes one.")
+    return ("Each method's mean rank per metric category, over the category's ranked values and the trained models "
+            "(1 = best, darkest); cost: the rank of its time per sample (1 = fastest). Baselines are not ranked. "
+            + marks)
+
+
+def glance_panel(page: DatasetPage, verified: Verification) -> dict | None:
+    """The data of one dataset's rank heatmap, from its "Methods at a glance" overview."""
+    o = page.overview
+    if o is None:
+        return None
+    cost = o.cost_ranks() if o.costs else None
+    metrics = {s.category: {t.metric for t in s.ranked} for s in page.views["all"]}
+    notes = []
+    for category in o.categories:
+        marks = [verified.metric(m) for m in sorted(metrics.get(category, ()))]
+        done = sum(1 for m in marks if m is not None and m.state == "verified")
+        failed = sum(1 for m in marks if m is not None and m.state == "failed")
+        notes.append("" if verified.record is None else
+                     f"{done}/{len(marks)} verified" + (f", {failed} failed" if failed else ""))
+    methods = []
+    for r in o.rows:
+        mark = verified.method(r.method)
+        methods.append((r.method, r.baseline, mark.symbol if mark else "", mark.state if mark else ""))
+    ranks = [list(r.ranks) + ([cost[i]] if cost else []) for i, r in enumerate(o.rows)]
+    return {"title": page.name, "methods": methods, "columns": list(o.categories) + (["cost"] if cost else []),
+            "notes": notes + (["time / sample"] if cost else []), "ranks": ranks,
+            "worst": max(o.ranked_methods, sum(v is not None for v in (cost or [])))}
+
+
+def glance_job(panels: list[dict], folder: Path, key: list[str], verified: Verification) -> Job:
+    """The rank heatmap of one page (one panel per dataset on the index)."""
+    key_line = "Mean rank (1 = best, dark); cost: 1 = fastest." + (
+        " ✓ verified · ✗ failed verification · – not verified (xbench verify)" if verified.record is not None else
+        " No verification record (xbench verify).")
+    caption = glance_legend(verified)
+
+    def finish(made):
+        return {"src": made[0], "width": made[1], "height": made[2], "title": GLANCE_TITLE, "caption": caption} \
+            if made else None
+    return Job("glance", "rank_heatmap", (panels, folder, key), {"legend": key_line}, finish=finish)

@@ -28,10 +28,11 @@ from ..errors import DataError, UsageError
 from ..results import RESULTS_SCHEMA, SCHEMA, schema_version
 from ..store import RunStore, read_part
 
-COLUMNS = ["dataset", "dataset_label", "model", "model_label", "model_params", "model_untrained", "seed", "method",
-           "method_label", "method_params", "method_baseline", "metric", "metric_label", "value_name", "family",
-           "facet", "level", "category", "higher_is_better", "scope", "sample", "correct", "value",
-           "explain_seconds", "explain_peak_bytes"]
+NOT_READ = ("unit", "dataset_version", "model_version", "method_version", "metric_version", "dataset_params",
+            "metric_params", "target_mode", "reduction", "label", "prediction", "target", "note")
+"""Result columns the site never shows (provenance and per-sample details); it reads every other
+column of :data:`xbench.results.SCHEMA`, so a new column reaches it without an edit here."""
+COLUMNS = [name for name in SCHEMA.names if name not in NOT_READ]
 TEXT = [c for c in COLUMNS if SCHEMA.field(c).type == pa.string()]
 
 
@@ -171,7 +172,8 @@ STATUS_TEXT = {
     "failed units": "incomplete: some units failed",
     "interrupted": "interrupted before it finished",
     "crashed": "crashed before it finished",
-    "running": "still running, or stopped without recording how it ended",
+    "running": "still running",
+    "stopped": "stopped without recording how it ended (killed, crashed or out of disk space)",
 }
 
 

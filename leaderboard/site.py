@@ -26,10 +26,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from ..hashing import content_hash
 from . import figure_plan, tables
 from .aggregate import Aggregates, aggregate
-from .findings import evaluate, findings_markdown, findings_table
+from .findings import evaluate
 from .formatting import data_value, fmt_bytes, fmt_number, fmt_p, fmt_rank, fmt_seconds, slug, write_csv
 from .load import load_run
 from .markdown import summary_markdown
+from .verification import Verification, load_record, record_path, verification
 
 
 def _env() -> Environment:
@@ -69,16 +70,19 @@ def provenance(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "timings": manifest.get("timings") or {},
         "failed": manifest.get("failed") or [],
         "skipped": manifest.get("skipped") or [],
+        "data": [vars(r) for r in tables.data_rows(manifest)],
     }
 
 
 # ----------------------------------------------------------------------------- build
 
 def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int | None = None,
-          workers: int | None = None) -> Path:
+          workers: int | None = None, record: str | Path | None = None) -> Path:
     """Build the site for ``run_dir`` into ``out`` (default ``run_dir/leaderboard``); return ``out``.
-    ``workers``: processes that draw the figures (default: one per core on large runs). A
-    UsageError when ``run_dir`` is not a run directory."""
+    ``workers``: processes that draw the figures (default: one per core on large runs). ``record``:
+    the verification record (default ``run_dir/verification/verification.json``, where
+    ``xbench verify --out RUN_DIR/verification`` writes it), shown beside every method and metric.
+    A UsageError when ``run_dir`` is not a run directory."""
     started = time.perf_counter()
     run = load_run(run_dir)
     run_dir = Path(run_dir)
@@ -91,9 +95,12 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
     t = time.perf_counter()
     claims = manifest.get("claims") or []
     verdicts = evaluate(frame, claims) if claims else []
-    findings = tables.findings(findings_table(verdicts))
+    findings = tables.findings(verdicts)
     timings["findings"] = time.perf_counter() - t
     prov = provenance(manifest, run_dir)
+    record_file = Path(record) if record else record_path(run_dir)
+    verified = verification(load_record(record_file), _labels(frame), _spec_versions(manifest),
+                            source=str(record_file))
     env = _env()
     _copy_static(site)
     fig_dir = site / "figures"
@@ -107,29 +114,41 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
     names = tables.Names.of(agg, manifest)
     page_of = _page_names(datasets)
     nav = [{"name": n, "page": page_of[n]} for n in datasets]
-    common = {"provenance": prov, "nav": nav, "status": status}
+    common = {"provenance": prov, "nav": nav, "status": status, "verified": verified}
     pages, planned = [], []
     for name in datasets:
         page = tables.dataset_page(agg, name, page_of[name], names)
         jobs = figure_plan.plan(agg, name, fig_dir, run_dir, [m.label for m in page.models], page.method_order,
                                 page.baselines, names)
+        panel = figure_plan.glance_panel(page, verified)
+        if panel:
+            jobs.insert(0, figure_plan.glance_job([panel], fig_dir, [name, "glance"], verified))
         pages.append(page)
         planned.append((page, jobs))
     t = time.perf_counter()
-    all_jobs = [j for _, jobs in planned for j in jobs]
+    panels = [p for p in (figure_plan.glance_panel(page, verified) for page in pages) if p]
+    index_jobs = [figure_plan.glance_job(panels, fig_dir, ["index", "glance"], verified)] if panels else []
+    all_jobs = [j for _, jobs in planned for j in jobs] + index_jobs
     results = figure_plan.run(all_jobs, figure_plan.workers_for(len(frame), len(all_jobs), workers))
     timings["figures"] = time.perf_counter() - t
+    index_figures = figure_plan.assemble(index_jobs, results[len(results) - len(index_jobs):], fig_dir)
+    results = results[:len(results) - len(index_jobs)]
+    glances = {"": index_figures["glance"]}
     for page, jobs in planned:
         figures = figure_plan.assemble(jobs, results[:len(jobs)], fig_dir)
         results = results[len(jobs):]
+        glances[page.name] = figures["glance"]
         (site / page.page).write_text(env.get_template("dataset.html").render(p=page, figures=figures, **common),
                                       encoding="utf-8")
     (site / "index.html").write_text(env.get_template("index.html").render(
-        pages=pages, rows=len(frame), run=prov["run"], about=prov["about"], findings=findings, claims=bool(claims), **common),
-        encoding="utf-8")
+        pages=pages, rows=len(frame), run=prov["run"], about=prov["about"], findings=findings, claims=bool(claims),
+        glance=glances[""], **common), encoding="utf-8")
     (site / "provenance.html").write_text(env.get_template("provenance.html").render(**common), encoding="utf-8")
+    (site / "verification.html").write_text(env.get_template("verification.html").render(**common), encoding="utf-8")
+    _copy_record(site, verified)
     (site / "leaderboard.md").write_text(summary_markdown(pages, prov, len(frame), status,
-                                                          findings_markdown(verdicts)), encoding="utf-8")
+                                                          findings, verified, glances),
+                                         encoding="utf-8")
     _exports(site, agg, findings)
     (site / "provenance.json").write_text(json.dumps({k: v for k, v in prov.items() if k != "config_json"}
                                                      | {"config": json.loads(prov["config_json"]),
@@ -145,6 +164,32 @@ def build(run_dir: str | Path, out: str | Path | None = None, *, resamples: int 
                                                             "total": time.perf_counter() - started}},
                                                      indent=2, default=str), encoding="utf-8")
     return site
+
+
+def _labels(frame: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """kind → {label: plugin name} of the run's methods and metrics, from the rows."""
+    out: dict[str, dict[str, str]] = {"methods": {}, "metrics": {}}
+    if not len(frame):
+        return out
+    for kind, label, name in (("methods", "method_label", "method"), ("metrics", "metric_label", "metric")):
+        pairs = frame[[label, name]].astype(object).dropna().drop_duplicates()
+        out[kind] = {str(a): str(b) for a, b in pairs.itertuples(index=False)}
+    return out
+
+
+def _spec_versions(manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """kind → {plugin name: spec version} that the run used (from the manifest)."""
+    return {kind: {str(e.get("name")): str(e.get("version")) for e in entries if e.get("version") is not None}
+            for kind, entries in (manifest.get("specs") or {}).items()}
+
+
+def _copy_record(site: Path, verified: Verification) -> None:
+    """The record beside the pages (the site links it), or no stale copy of an older one."""
+    target = site / "verification.json"
+    if verified.record is None:
+        target.unlink(missing_ok=True)
+    else:
+        target.write_text(json.dumps(verified.record, indent=2), encoding="utf-8")
 
 
 def _page_names(datasets: list[str]) -> dict[str, str]:

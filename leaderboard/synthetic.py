@@ -25,18 +25,14 @@ import pyarrow as pa
 from ..config import Variant
 from ..hashing import content_hash
 from ..plan import Cell
-from ..results import RowBuilder, UnitIdentity, Value, gallery_inputs, gallery_maps, value_name
+from ..results import (DERIVED_COLUMNS, ROW_COLUMNS, SCHEMA, RowBuilder, UnitIdentity, Value, gallery_inputs,
+                       gallery_maps, value_name)
 from ..specs import Family, MetricSpec
 from ..store import RunStore
 
 KINDS = {"dataset": "datasets", "model": "models", "method": "methods", "metric": "metrics"}
-IDENTITY = {f"{k}{suffix}" for k in KINDS for suffix in ("", "_label", "_version", "_params")} | {
-    "seed", "method_baseline", "category", "scope", "target_mode", "reduction", "unit", "explain_seconds",
-    "explain_peak_bytes"}
-PER_ROW = {"value_name", "value", "higher_is_better", "family", "facet", "level", "sample", "label", "prediction",
-           "target", "note"}
-DERIVED = {"model_untrained": "model_params (its 'untrained' param, as RowBuilder reads it)",
-           "correct": "label and prediction"}
+PER_ROW = set(ROW_COLUMNS) - set(DERIVED_COLUMNS)
+IDENTITY = set(SCHEMA.names) - set(ROW_COLUMNS) - set(DERIVED_COLUMNS)
 
 
 def _not_scored(ctx):  # pragma: no cover - synthetic metrics are never scored
@@ -96,7 +92,7 @@ def table(columns: Mapping[str, Any], length: int | None = None) -> pa.Table:
     """
     unknown = set(columns) - IDENTITY - PER_ROW
     if unknown:
-        hints = "; ".join(f"{k} follows from {DERIVED[k]}" for k in sorted(unknown) if k in DERIVED)
+        hints = "; ".join(f"{k} follows from {DERIVED_COLUMNS[k]}" for k in sorted(unknown) if k in DERIVED_COLUMNS)
         raise ValueError(f"synthetic.table: unknown or derived columns {sorted(unknown)}"
                          + (f" ({hints})" if hints else "") + f"; known: {sorted(IDENTITY | PER_ROW)}")
     arrays = [v for k, v in columns.items() if k in PER_ROW and isinstance(v, (np.ndarray, list, tuple, pa.Array))]

@@ -14,19 +14,21 @@ the run's findings (:class:`Findings`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..claims import VERDICTS
+from ..naming import stand_in_of
+from ..specs import CATEGORIES
 from .aggregate import Aggregates, facet_counts, family_kind
-from .formatting import finite, natural_key, slug
+from .formatting import finite, fmt_number, fmt_p, natural_key, slug
 from .load import FamilyAxes, family_axes
 from .reliability import POOLED
 
-CATEGORY_ORDER = ["localisation", "faithfulness", "robustness", "sanity", "complexity", "classification"]
 VIEWS = ("all", "correct")
 
 
@@ -238,6 +240,22 @@ class Overview:
         ranks = [r.ranks[j] for r in self.rows if r.ranks[j] is not None and not r.baseline]
         return min(ranks) if ranks else None
 
+    def cost_ranks(self) -> list[float | None]:
+        """Per row, the rank of its time per sample among the non-baseline methods (1 = fastest,
+        ties share the mean rank); None for baselines and methods without a recorded cost."""
+        timed = [(r.cost.seconds, i) for i, r in enumerate(self.rows)
+                 if not r.baseline and r.cost is not None and r.cost.seconds is not None]
+        ranks = pd.Series([t for t, _ in timed], dtype=float).rank(method="average").tolist()
+        out: list[float | None] = [None] * len(self.rows)
+        for (_, i), rank in zip(timed, ranks):
+            out[i] = float(rank)
+        return out
+
+    @property
+    def ranked_methods(self) -> int:
+        """How many methods are ranked in at least one category (the worst possible mean rank)."""
+        return sum(1 for r in self.rows if not r.baseline and any(v is not None for v in r.ranks))
+
 
 @dataclass
 class ModelInfo:
@@ -282,6 +300,9 @@ class DatasetPage:
 
 @dataclass
 class Finding:
+    """One claim's verdict as every format shows it: numbers as short text, and the data its rows
+    ran on (``stand_in``: "X for Y" for each stand-in dataset among them)."""
+
     id: str
     claim: str
     source: str
@@ -292,6 +313,13 @@ class Finding:
     statistic: str
     n: int
     reason: str
+    data: str = ""
+    stand_in: str = ""
+
+    @property
+    def verdict_text(self) -> str:
+        """"reproduced", or "reproduced (on a stand-in: X for Y)" where the rows ran on a stand-in."""
+        return f"{self.verdict} (on a stand-in: {self.stand_in})" if self.stand_in else self.verdict
 
 
 @dataclass
@@ -302,12 +330,94 @@ class Findings:
 
     @property
     def counts(self) -> dict[str, int]:
-        return {k: sum(r.verdict == k for r in self.rows) for k in ("reproduced", "contradicted", "inconclusive")}
+        return {k: sum(r.verdict == k for r in self.rows) for k in VERDICTS}
 
 
-def findings(rows: Sequence[dict[str, Any]]) -> Findings:
-    """From ``findings.findings_table`` rows."""
-    return Findings([Finding(**{k: r[k] for k in Finding.__dataclass_fields__}) for r in rows])
+def findings(verdicts: Sequence[Any]) -> Findings:
+    """From the verdicts of :func:`xbench.leaderboard.findings.evaluate`."""
+    rows = []
+    for v in verdicts:
+        stand_ins = [f"{s} for {o}" for s, o in filter(None, (stand_in_of(d) for d in v.data))]
+        rows.append(Finding(v.id, v.claim, v.source, v.relation, v.verdict, short_numbers(v.measured, v.published),
+                            short_numbers(v.published, v.published) if v.published else "—", v.statistic, int(v.n),
+                            v.reason, ", ".join(v.data) or "—", "; ".join(stand_ins)))
+    return Findings(rows)
+
+
+SHORT_KEYS = ("a", "b", "diff", "d", "U", "r", "rho", "ci_low", "ci_high", "p", "n_a", "n_b", "means")
+
+
+def short_numbers(numbers: Mapping[str, Any], published: Mapping[str, Any]) -> str:
+    """``a 0.796, b 0.260, d -11.880, p 3.2e-09``: the published keys first, then the test's own."""
+    keys = [k for k in published if k in numbers] + [k for k in SHORT_KEYS if k in numbers and k not in published]
+    parts = []
+    for key in keys:
+        value = numbers[key]
+        if value is None:
+            continue
+        if key == "means" and isinstance(value, Mapping):
+            parts.append("means " + ", ".join(f"{k}: {fmt_number(v)}" for k, v in value.items()))
+        elif key == "p":
+            parts.append(f"p {fmt_p(value)}")
+        elif key in ("n_a", "n_b", "U") and isinstance(value, (int, float)) and float(value).is_integer():
+            parts.append(f"{key} {int(value)}")
+        else:
+            parts.append(f"{key} {fmt_number(value)}")
+    return ", ".join(parts) or "—"
+
+
+# ----------------------------------------------------------------------------- data provenance
+
+DATA_KINDS = {"real": "real data", "sample": "real sample (package data)", "generated": "generated",
+              "stand-in": "stand-in", "unknown": "not stated by its plugin"}
+
+
+@dataclass(frozen=True)
+class DataRow:
+    """Which data the cells of one dataset read, from the manifest's ``cells[*].data``
+    (:func:`xbench.sources.cell_data`): what kind of data, its source and version, the checksums of
+    the files read (or a folder's fingerprint) and whether they are the published ones."""
+
+    dataset: str
+    kind: str
+    kind_text: str
+    source: str
+    version: str
+    licence: str
+    checksums: tuple[str, ...]
+    verified: str
+    detail: str
+    cells: int
+
+
+def data_rows(manifest: dict[str, Any]) -> list[DataRow]:
+    """One row per dataset label and distinct data record, in dataset order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for cell in (manifest.get("cells") or {}).values():
+        record = cell.get("data") if isinstance(cell, dict) else None
+        if not isinstance(record, dict):
+            continue
+        files = record.get("files") or []
+        checks = tuple(f"{f.get('file', '?')}: {f.get('checksum', '?')}" for f in files if isinstance(f, dict))
+        if not checks and record.get("fingerprint"):
+            checks = (f"{record.get('folder', '')} ({record['fingerprint']})".strip(),)
+        key = (str(record.get("dataset", "?")), str(record.get("kind", "unknown")), str(record.get("source", "")),
+               checks, str(record.get("stand_in_for", "")))
+        groups.setdefault(key, []).append(record)
+    rows = []
+    for (dataset, kind, source, checks, stand_in_for), records in sorted(groups.items(),
+                                                                         key=lambda kv: natural_key(kv[0][0])):
+        r = records[0]
+        verified = {None: "no published checksum", True: "the published checksum", False: "differs from the published"}
+        state = verified.get(r.get("verified"), "") if checks and "verified" in r else ""
+        text = DATA_KINDS.get(kind, kind)
+        if stand_in_for:
+            inner = DATA_KINDS.get(str(r.get("data_kind", "unknown")), r.get("data_kind"))
+            text = f"stand-in for {stand_in_for} ({inner})"
+        detail = "; ".join(str(x) for x in (r.get("description"), r.get("detail"), r.get("note")) if x)
+        rows.append(DataRow(dataset, kind, text, source or "—", str(r.get("version") or "—"),
+                            str(r.get("licence") or "—"), checks, state, detail, len(records)))
+    return rows
 
 
 # ----------------------------------------------------------------------------- names
@@ -409,8 +519,8 @@ def score_tables(series: pd.DataFrame, models: list[str], accuracy: dict[str, fl
 def sections(tables: list[ScoreTable]) -> list[Section]:
     """Tables grouped by category (ranked values first, descriptive counts last)."""
     out = []
-    cats = sorted({t.category for t in tables}, key=lambda c: (CATEGORY_ORDER.index(c) if c in CATEGORY_ORDER
-                                                               else len(CATEGORY_ORDER), c))
+    cats = sorted({t.category for t in tables}, key=lambda c: (CATEGORIES.index(c) if c in CATEGORIES
+                                                               else len(CATEGORIES), c))
     for cat in cats:
         ts = [t for t in tables if t.category == cat]
         out.append(Section(cat, [t for t in ts if t.ranked], [t for t in ts if not t.ranked]))
@@ -419,9 +529,9 @@ def sections(tables: list[ScoreTable]) -> list[Section]:
 
 def overview(secs: list[Section]) -> Overview | None:
     """Per method, its mean rank in each category (over that category's ranked tables, trained
-    models only); rows ordered as the first category's."""
+    models only); rows ordered as the first category's. None when nothing is ranked."""
     cats = [s for s in secs if s.ranked]
-    if len(cats) < 2:
+    if not cats:
         return None
     per: dict[str, dict[str, list[float]]] = {}
     info: dict[str, MethodRow] = {}

@@ -49,7 +49,7 @@ def test_docstring_examples_parse_one_per_relation():
 def test_each_relation_parses_with_defaults(relation):
     (c,) = parse_claims([{**BASE, **VALID[relation]}])
     assert isinstance(c, Claim) and c.relation == relation
-    assert c.statistic_test == VALID[relation].get("test", claims_module.DEFAULT_TEST[relation])
+    assert c.statistic_test == VALID[relation].get("test", claims_module.RELATIONS[relation].default_test)
     assert c.alpha == 0.05 and c.min_seeds == 3 and c.samples == "all"
     assert c.accuracy_floor.above_chance is None and c.accuracy_floor.floor(0.5) == 0.5
     # the manifest form reads back to the same claim
@@ -164,3 +164,55 @@ def test_claims_must_be_an_array_of_tables():
 def test_position_keys_unify_numbers_and_text():
     assert position_key(4) == position_key(4.0) == position_key("4") == "4"
     assert position_key(0.5) == "0.5" and position_key(True) == "true" and position_key("all") == "all"
+
+
+@pytest.mark.parametrize("name", sorted(claims_module.RELATIONS))
+def test_each_relation_is_one_complete_record(name):
+    """A relation is one record that validation here and evaluation (findings) both read."""
+    from xbench.leaderboard.findings import EVALUATORS
+
+    rel = claims_module.RELATIONS[name]
+    assert rel.name == name and rel.evaluator in EVALUATORS
+    assert rel.tests and set(rel.tests) <= set(claims_module.TESTS) and rel.default_test == rel.tests[0]
+    assert set(rel.needs) | set(rel.takes) | set(rel.forbids) == set(claims_module.SHAPE_KEYS)
+    assert not set(rel.forbids) & (set(rel.needs) | set(rel.takes))
+    if rel.sign is None:
+        assert rel.opposite is None
+    else:
+        other = claims_module.RELATIONS[rel.opposite]
+        assert other.sign == -rel.sign and other.opposite == name and other.evaluator == rel.evaluator
+    for test in rel.tests:
+        assert rel.statistic_text(test, 0.05)  # reads on the leaderboard
+    # the record drives validation: a missing needed key and a forbidden key are named
+    needed = rel.needs[0]
+    keys = {**{k: v for k, v in VALID[name].items() if k != needed}}
+    assert f"relation {name!r} needs key {needed!r}" in problem(**keys)
+    if rel.forbids:
+        extra = {"a": {"model": "x"}, "b": {"model": "y"}, "among": "method", "along": "level", "order": [1, 2],
+                 "target": 0.5, "tolerance": 0.1, "chance": 0.5}
+        key = rel.forbids[0]
+        assert f"key {key!r} does not apply to relation {name!r}" in problem(**{**VALID[name], key: extra[key]})
+
+
+def test_statistic_text_comes_from_the_record():
+    (c,) = parse_claims([{**BASE, **VALID["largest"], "test": "bootstrap", "alpha": 0.1}])
+    assert c.statistic == "bootstrap 90% CI of the mean difference over model seeds, Holm-corrected over every competitor"
+    (n,) = parse_claims([{**BASE, **VALID["near"]}])
+    assert n.statistic == "bootstrap 90% CI of the mean within target ± tolerance"
+
+
+def test_claims_from_replaces_selector_values_and_narrows_with_where():
+    table = {**BASE, "metric": "aopc[fill=white]", "method": "hires-cam", "relation": "greater",
+             "a": {"model_params": {"pretrain": "synthetic-ood", "degree": "1"}}, "b": {"model": ["x", "synthetic-ood"]},
+             "claim": "synthetic-ood stays in the text"}
+    rule = claims_module.ClaimsFrom(preset="p", where={"model": "vgg*"},
+                                    replace={"synthetic-ood": "imagenet", "aopc[fill=white]": "aopc[patch=16,fill=white]",
+                                             "hires-cam": "hires-cam[layer=#-1]"})
+    out = claims_module.derive_claim(table, rule)
+    assert out["metric"] == "aopc[patch=16,fill=white]" and out["method"] == "hires-cam[layer=#-1]"
+    assert out["a"]["model_params"] == {"pretrain": "imagenet", "degree": "1"} and out["b"]["model"] == ["x", "imagenet"]
+    assert out["model"] == "vgg*" and out["claim"] == "synthetic-ood stays in the text"
+    assert table["a"]["model_params"]["pretrain"] == "synthetic-ood"  # the source table is left as it is
+    with pytest.raises(UsageError, match="where.model = 'vgg\\*' would replace claim 'c-1'"):
+        claims_module.derive_claim({**table, "model": "other"}, rule)
+    assert claims_module.derive_claim({**table, "model": "vgg*"}, rule)["model"] == "vgg*"

@@ -9,7 +9,7 @@ import torch
 
 from xbench import testing
 from xbench.datasets import polygons as P
-from xbench.errors import XbenchError
+from xbench.errors import UsageError
 from xbench.specs import defaults
 
 SMALL = {**defaults(P.PARAMS), "size": 96, "rad_min": 6, "rad_max": 14, "n_train": 16, "n_val": 8, "n_test": 48}
@@ -77,8 +77,12 @@ def test_tight_masks_star_targets_and_determinism():
     assert 2 < float((a.images - noisy.images).mean() * 255) < 8  # darker by about N(5, var 5)
 
 
-def test_bad_params_are_explained():
-    for bad, match in (({"target_vertices": 4, "target_step": 2}, "1 <= q < p/2"), ({"mask": "blob"}, "mask must be"),
-                       ({"rad_max": 60}, "rad_max < size/2"), ({"channels": 2}, "channels must be")):
-        with pytest.raises(XbenchError, match=match):
-            P.load({**SMALL, **bad}, 0)
+def test_bad_params_are_explained_before_any_data_is_made():
+    spec = next(P.xbench_datasets())
+    given = {k: SMALL[k] for k in ("size", "rad_min", "rad_max", "n_train", "n_val", "n_test")}
+    for bad, match in (({"target_vertices": 4, "target_step": 2}, "1 <= q < p/2"),
+                       ({"mask": "blob"}, "'mask' .* must be one of 'box', 'polygon'"),
+                       ({"rad_max": 60}, "rad_max < size/2"), ({"channels": 2}, "'channels' .* must be one of 1, 3")):
+        with pytest.raises((UsageError, ValueError), match=match):
+            testing.params_of("datasets", spec, {**given, **bad})
+    assert testing.params_of("datasets", spec, given)["mask"] == "box"

@@ -6,22 +6,20 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from xbench.claims import parse_claims
-from xbench.leaderboard.findings import (
-    Verdict,
-    evaluate,
-    exit_status,
-    findings_markdown,
-    findings_table,
-)
+from xbench.leaderboard.findings import Verdict, evaluate, exit_status
+from xbench.leaderboard.markdown import findings_markdown
+from xbench.leaderboard.synthetic import table
+from xbench.leaderboard.tables import findings
 
 TEXT = ["dataset", "dataset_label", "model", "model_label", "model_params", "method", "method_label",
         "method_params", "metric", "metric_label", "value_name", "family", "facet", "scope"]
 
 
-# ── synthetic rows in the results schema ─────────────────────────────────────────────────────────
+# ── result rows, built by the core's RowBuilder (xbench.leaderboard.synthetic.table) ─────────────
 
 
 def _label(name: str, params: dict) -> str:
@@ -31,56 +29,46 @@ def _label(name: str, params: dict) -> str:
 
 def values_rows(*, model="net", params=None, untrained=False, dataset="synth", seeds=range(5), means=0.5,
                 method="saliency", method_params=None, baseline=False, metric="tpr-tnr", value_name="tpr",
-                family=None, facet=None, level=None, samples=6, spread=0.01, correct=True, seed_jitter=0.0):
-    """Per-sample rows: sample i of seed s has value means(s) + spread·(i − mean i) (+ a per-seed jitter).
-    ``means`` is a number or a callable of the seed. ``correct``: bool, or a callable of the sample."""
+                family=None, facet=None, level=None, samples=6, spread=0.01, correct=True, seed_jitter=0.0,
+                per_sample=None):
+    """One unit per seed: sample i of seed s has value means(s) + spread·(i − mean i) (+ a per-seed
+    jitter), or ``per_sample(s, i)``. ``means`` is a number or a callable of the seed. ``correct``:
+    bool, or a callable of the sample (a wrong sample is predicted as the other class)."""
     params = {"untrained": untrained, **(params or {})}
     method_params = method_params or {}
-    rows = []
     offsets = (np.arange(samples) - (samples - 1) / 2) * spread
+    ok = np.array([correct(i) if callable(correct) else correct for i in range(samples)], bool)
+    units = []
     for s in seeds:
-        centre = means(s) if callable(means) else means
-        centre += seed_jitter * ((s * 7919) % 11 - 5) / 5
-        for i in range(samples):
-            rows.append({
-                "dataset": dataset, "dataset_label": dataset, "model": model, "model_label": _label(model, params),
-                "model_params": json.dumps(params, sort_keys=True), "model_untrained": untrained, "seed": s,
-                "method": method, "method_label": _label(method, method_params),
-                "method_params": json.dumps(method_params, sort_keys=True), "method_baseline": baseline,
-                "metric": metric, "metric_label": metric, "value_name": value_name, "family": family,
-                "facet": facet, "level": level, "scope": "sample", "sample": i,
-                "correct": correct(i) if callable(correct) else correct,
-                "value": float(centre + offsets[i]), "higher_is_better": True,
-            })
-    return rows
+        centre = (means(s) if callable(means) else means) + seed_jitter * ((s * 7919) % 11 - 5) / 5
+        value = [per_sample(s, i) for i in range(samples)] if per_sample else centre + offsets
+        units.append(table({
+            "dataset": dataset, "dataset_label": dataset, "model": model, "model_label": _label(model, params),
+            "model_params": params, "seed": s, "method": method, "method_label": _label(method, method_params),
+            "method_params": method_params, "method_baseline": baseline, "metric": metric, "metric_label": metric,
+            "value_name": value_name, "family": family, "facet": facet, "level": level, "higher_is_better": True,
+            "value": np.asarray(value, float), "sample": list(range(samples)), "label": [0] * samples,
+            "prediction": np.where(ok, 0, 1).tolist()}, samples))
+    return units
 
 
 def fit_rows(*, model="net", params=None, untrained=False, dataset="synth", seeds=range(5), accuracy=0.95,
              chance=0.5):
-    """The model-fit rows of each cell; ``accuracy`` is a number or a dict seed → accuracy."""
+    """The model-fit unit of each cell; ``accuracy`` is a number or a dict seed → accuracy."""
     params = {"untrained": untrained, **(params or {})}
-    rows = []
-    for s in seeds:
-        acc = accuracy[s] if isinstance(accuracy, dict) else accuracy
-        for name, value in (("test_accuracy", acc), ("val_accuracy", acc), ("chance", chance)):
-            rows.append({
-                "dataset": dataset, "dataset_label": dataset, "model": model, "model_label": _label(model, params),
-                "model_params": json.dumps(params, sort_keys=True), "model_untrained": untrained, "seed": s,
-                "method": None, "method_label": None, "method_params": None, "method_baseline": None,
-                "metric": "model-fit", "metric_label": "model-fit", "value_name": name, "family": None,
-                "facet": None, "level": None, "scope": "model", "sample": None, "correct": None,
-                "value": float(value), "higher_is_better": True,
-            })
-    return rows
+    return [table({"dataset": dataset, "dataset_label": dataset, "model": model, "model_label": _label(model, params),
+                   "model_params": params, "seed": s, "metric": "model-fit", "metric_label": "model-fit",
+                   "scope": "model", "category": "classification",
+                   "value_name": ["test_accuracy", "val_accuracy", "chance"],
+                   "value": [accuracy[s] if isinstance(accuracy, dict) else accuracy] * 2 + [chance],
+                   "higher_is_better": [True, True, True]}, 3)
+            for s in seeds]
 
 
 def frame(*parts, categorical=False) -> pd.DataFrame:
-    df = pd.DataFrame([row for part in parts for row in part])
-    df["sample"] = df["sample"].astype("Int64")
-    df["seed"] = df["seed"].astype("int64")
-    df["level"] = pd.to_numeric(df["level"], errors="coerce")
-    for col in ("correct", "method_baseline", "model_untrained"):
-        df[col] = df[col].astype("boolean")
+    """The units' rows as the leaderboard reads them (nullable booleans; text as categoricals too)."""
+    df = pa.concat_tables([t for part in parts for t in part]).to_pandas(
+        types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
     if categorical:
         for col in TEXT:
             df[col] = df[col].astype("category")
@@ -191,13 +179,8 @@ def test_samples_correct_only_counts_correctly_classified_samples():
     # on the misclassified samples (odd ones) model a is far worse: with every sample, b wins;
     # on correct samples only, a wins
     def rows_for(model_params, good, bad):
-        out = []
-        for s in range(5):
-            for i in range(6):
-                out += values_rows(model="loss", params=model_params, seeds=[s], samples=1, means=good if i % 2 == 0 else bad,
-                                   correct=i % 2 == 0)
-                out[-1]["sample"] = i
-        return out
+        return values_rows(model="loss", params=model_params, seeds=range(5), samples=6,
+                           per_sample=lambda s, i: good if i % 2 == 0 else bad, correct=lambda i: i % 2 == 0)
 
     rows = frame(rows_for({"loss": "heatmap"}, 0.8, 0.0) + rows_for({"loss": "cce"}, 0.5, 0.5)
                  + fit_rows(model="loss", params={"loss": "heatmap"}) + fit_rows(model="loss", params={"loss": "cce"}))
@@ -351,7 +334,7 @@ def test_decreasing_along_level_natural_order_and_too_few_positions():
     assert list(v.measured["means"]) == ["1", "2", "3", "4", "10"]  # natural, not text, order
     assert one(rows, metric="saliency-rmse", value="rmse", relation="increasing", along="level").verdict == "contradicted"
     # two positions × two seeds: even a perfect ordering gives ρ = 0.89, p = 0.11, so it cannot decide
-    small = frame([r for r in rows.to_dict("records") if r["seed"] in (0, 1)])
+    small = rows[rows["seed"].isin([0, 1])]
     w = one(small, metric="saliency-rmse", value="rmse", relation="decreasing", along="level", min_seeds=2,
             order=[1, 2])
     assert w.verdict == "inconclusive" and "cannot reach" in w.reason and "2 positions × 2 seeds" in w.reason
@@ -423,14 +406,14 @@ def test_table_markdown_escape_and_exit_status():
               claim(id="none", relation="greater", a=A, b=B, metric="nothing")]
     verdicts = evaluate(rows, claims)
     assert [v.verdict for v in verdicts] == ["reproduced", "contradicted", "inconclusive"]
-    table = findings_table(verdicts)
-    assert table[0]["measured"].startswith("a 0.820, b 0.280") and table[0]["published"] == "a 0.796, b 0.260"
-    assert table[2]["n"] == 0 and table[2]["published"] == "—"
-    md = findings_markdown(verdicts)
+    table = findings(verdicts).rows
+    assert table[0].measured.startswith("a 0.820, b 0.280") and table[0].published == "a 0.796, b 0.260"
+    assert table[2].n == 0 and table[2].published == "—"
+    md = findings_markdown(findings(verdicts))
     assert "<script>" not in md and "&lt;script&gt;" in md and r"\| pipe" in md
     assert "1 reproduced · 1 contradicted · 1 inconclusive" in md
     assert exit_status(verdicts) == 1 and exit_status(verdicts[::2]) == 0 and exit_status([]) == 0
-    assert findings_markdown([]) == ""
+    assert findings_markdown(findings([])) == ""
 
 
 def test_claims_round_trip_through_the_manifest():

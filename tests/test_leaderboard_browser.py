@@ -256,3 +256,29 @@ def test_hostile_plugin_name_is_text_and_never_runs(browser):
         assert browser.js("document.querySelectorAll('script').length") == 1  # only static/sort.js
         assert browser.js("Array.from(document.scripts).every(s => s.src.endsWith('static/sort.js'))")
     assert browser.errors() == []  # no alert() dialog, no exception, no console error
+
+
+def test_the_index_and_each_dataset_page_open_with_the_rank_heatmap(browser, tmp_path):
+    """The first thing under each page's title is the methods × categories heatmap, drawn (not a
+    broken image), with its verification marks when the run has a record."""
+    from test_leaderboard_verification import make_run
+
+    site = build_leaderboard(make_run(tmp_path / "run"))
+    first = ("(() => { const h = document.querySelector('main h1'); const f = h.nextElementSibling;"
+             " const img = f && f.querySelector('img');"
+             " return [f && f.id, img && img.complete, img && img.naturalWidth, img && img.getBoundingClientRect().height,"
+             " f && f.querySelector('figcaption').innerText]; })()")
+    for name in ("index.html", "dataset-set-a.html", "dataset-set-b.html"):
+        browser.open((site / name).as_uri())
+        figure, complete, width, height, caption = browser.js(first)
+        assert (figure, complete) == ("glance", True), name
+        assert width > 100 and height > 100, (name, width, height)
+        assert caption.startswith("Which method to trust here") and "verified against an independent" in caption
+    browser.open((site / "dataset-set-a.html").as_uri())
+    marks = browser.js("Array.from(document.querySelectorAll('#table-overview a.mark')).map(a => a.textContent)")
+    assert sorted(marks) == ["–", "✓", "✓", "✗"]
+    browser.click("#table-overview a.mark-failed")
+    browser.wait_for("Page.frameNavigated")
+    assert browser.js("location.hash") == "#methods-bad"
+    assert browser.js("document.getElementById('methods-bad').innerText").startswith("method")
+    assert browser.errors() == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from html.parser import HTMLParser
 
 import numpy as np
@@ -31,13 +32,13 @@ CLAIMS = [
 ]
 
 
-def claims_run(path, claims=CLAIMS, manifest=None):
+def claims_run(path, claims=CLAIMS, manifest=None, dataset="toy"):
     """Two trained variants of one model (loss a: hit 0.8, loss b: hit 0.3), 5 seeds, with the
     model-fit accuracy (0.95 against chance 0.5) that the accuracy floor reads."""
     tables = []
     for loss, hit in (("a", 0.8), ("b", 0.3)):
         for seed in SEEDS:
-            cell = {"dataset_label": "toy", "model_label": f"net[loss={loss}]", "model": "net", "seed": seed,
+            cell = {"dataset_label": dataset, "model_label": f"net[loss={loss}]", "model": "net", "seed": seed,
                     "model_params": json.dumps({"loss": loss, "untrained": False})}
             tables.append(table({**cell, "scope": "model", "metric_label": "model-fit", "category": "classification",
                                  "value_name": ["test_accuracy", "val_accuracy", "chance"], "value": [0.95, 0.95, 0.5],
@@ -90,8 +91,9 @@ def test_findings_open_the_index(site):
     assert parsed.ids[:3] == ["findings", "run", "datasets"]
     rows = {r[1].split(":")[0]: r for r in parsed.rows if r}
     assert [r[0] for r in parsed.rows if r] == ["reproduced", "contradicted", "inconclusive"]
-    verdict, claim, source, measured, published, statistic, n, reason = rows["a-beats-b"]
+    verdict, claim, source, data, measured, published, statistic, n, reason = rows["a-beats-b"]
     assert claim == "a-beats-b: Loss a gives a higher hit rate than loss b" and source == "Someone et al. 2031"
+    assert data == "toy"
     assert measured.startswith("a 0.830, b 0.330") and published == "a 0.800, b 0.300"
     assert statistic.startswith("Mann–Whitney U") and n == "10" and reason.startswith("a > b as published")
     assert rows["no-such-metric"][-1].startswith("no matching rows")
@@ -178,3 +180,39 @@ def test_a_directory_that_is_not_a_run_is_a_usage_error(tmp_path, command):
     assert not (empty / "leaderboard").exists()  # no empty site
     missing = invoke(command, str(tmp_path / "nowhere"))
     assert missing.exit_code == 2
+
+
+def test_cli_prints_one_block_per_claim_on_a_narrow_terminal_or_a_pipe(site):
+    """Eight columns do not fit 80: each claim is a block, its fields one under another."""
+    result = CliRunner().invoke(main, ["findings", str(site.parent)], env={"COLUMNS": "80"})
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert len(lines) <= 3 * 14 + 2  # about a dozen lines a claim (the 8-column table took ~40)
+    starts = [i for i, line in enumerate(lines) if line.startswith(("reproduced", "contradicted", "inconclusive"),
+                                                                     len(line) - len(line.lstrip()))]
+    assert len(starts) == 3 and "a-beats-b" in lines[starts[0]]
+    block = "\n".join(lines[starts[0]:starts[1]])
+    for field in ("claim", "source", "data", "measured", "published", "statistic", "reason"):
+        assert re.search(rf"^\s*{field}\s", block, re.M), field
+    assert "toy" in block and "a 0.830, b 0.330" in block
+    assert "[bold red]markup[/]" in result.output  # printed literally, never as markup
+    assert "1 reproduced · 1 contradicted · 1 inconclusive" in result.output
+
+
+def test_a_verdict_on_a_stand_in_dataset_says_so_everywhere(tmp_path):
+    stand_in = "synthetic-cardiac (stand-in for medmnist[flag=breastmnist])"
+    run = claims_run(tmp_path / "run", claims=[CLAIMS[0]], dataset=stand_in)
+    (verdict,) = json.loads(invoke("findings", str(run), "--json").output)
+    assert verdict["verdict"] == "reproduced" and verdict["data"] == [stand_in]
+    label = "reproduced (on a stand-in: synthetic-cardiac for medmnist[flag=breastmnist])"
+    wide = invoke("findings", str(run)).output
+    assert "(on a stand-in:" in wide and "synthetic-cardiac (stand-in for medmnist[flag=breastmnist])" in wide
+    assert label in " ".join(CliRunner().invoke(main, ["findings", str(run)], env={"COLUMNS": "80"}).output.split())
+    site = build_leaderboard(run)
+    html = (site / "index.html").read_text()
+    assert "(on a stand-in: synthetic-cardiac for medmnist[flag=breastmnist])" in html
+    md = (site / "leaderboard.md").read_text()
+    assert r"reproduced (on a stand-in: synthetic-cardiac for medmnist\[flag=breastmnist\])" in md
+    rows = list(csv.DictReader((site / "findings.csv").open(encoding="utf-8")))
+    assert rows[0]["data"] == stand_in and rows[0]["stand_in"] == "synthetic-cardiac for medmnist[flag=breastmnist]"

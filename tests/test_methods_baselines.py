@@ -1,8 +1,7 @@
-"""Null baselines equal their scipy definitions; the in-model method returns the model's own map."""
+"""Null baselines: the sobel/laplace switch, the random map, the baseline flag; the in-model method returns
+the model's own map. (Sobel and Laplace against scipy: plugins/verifications/methods_baselines.py.)"""
 
-import numpy as np
 import pytest
-import scipy.ndimage as ndi
 import torch
 from torch import nn
 
@@ -24,17 +23,6 @@ def run(registry, name, x, model=None, **params):
     spec = registry.get("methods", name).spec
     model = model or TrainedModel(nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 2)), INFO, {})
     return run_method(spec, model, x, torch.zeros(len(x), dtype=torch.long), {**defaults(spec.params), **params})
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-def test_sobel_and_laplace_equal_scipy_per_image(registry, channels):
-    x = torch.rand(4, channels, 12, 10, dtype=torch.float64)
-    images = x.numpy()
-    for axis in (-1, -2):
-        expected = np.stack([ndi.sobel(im, axis=axis) for im in images])
-        np.testing.assert_allclose(run(registry, "sobel", x.float(), axis=axis).numpy(), expected, atol=1e-5)
-    expected = np.stack([ndi.laplace(im) for im in images])
-    np.testing.assert_allclose(run(registry, "laplace", x.float()).numpy(), expected, atol=1e-5)
 
 
 def test_sobel_is_not_the_laplace_copy_unless_asked(registry):
@@ -87,3 +75,42 @@ def test_in_model_returns_the_models_own_explanation(registry):
 def test_in_model_without_an_explainer_is_a_clear_error(registry):
     with pytest.raises(XbenchError, match="no in-model explainer.*in_model_explainer"):
         run(registry, "in-model", torch.rand(1, 3, 12, 10))
+
+
+def torchray_hit(mask: torch.Tensor, point: tuple[float, float], tolerance: int = 15) -> bool:
+    """TorchRay's PointingGame.evaluate: a hit when a mask pixel lies within ``tolerance`` of the
+    point (u, v) = (x, y), pixel centres at integer coordinates."""
+    v, u = torch.meshgrid((torch.arange(mask.shape[0], dtype=torch.float32) - point[1]) ** 2,
+                          (torch.arange(mask.shape[1], dtype=torch.float32) - point[0]) ** 2, indexing="ij")
+    return bool((mask & ((v + u) < tolerance ** 2)).any())
+
+
+@pytest.mark.parametrize("height, width", [(12, 10), (11, 9), (224, 224), (375, 500)])
+def test_centre_peaks_at_the_true_centre_or_at_torchrays_point(registry, height, width):
+    x = torch.rand(2, 3, height, width)
+    true = run(registry, "centre", x)[0, 0]
+    ray = run(registry, "centre", x, peak="torchray")[0, 0]
+    # the default is symmetric about ((H−1)/2, (W−1)/2): flipping either axis leaves it unchanged
+    assert torch.allclose(true, true.flip(0)) and torch.allclose(true, true.flip(1))
+    peak = divmod(int(ray.argmax()), width)
+    assert peak == (height // 2, width // 2) and (ray == ray.max()).sum() == 1
+    # TorchRay's center baseline points at (W/2, H/2): on even sides the peak pixel is that point, so
+    # TorchRay's pointing game scores it exactly as TorchRay's own center row; on odd sides it is
+    # half a pixel below and right of it
+    point = (width / 2, height / 2)
+    assert abs(peak[1] - point[0]) <= 0.5 and abs(peak[0] - point[1]) <= 0.5
+    if height % 2 == 0 and width % 2 == 0:
+        assert (peak[1], peak[0]) == point
+        yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        for dy in range(-20, 21, 5):
+            box = (yy - height // 2 - dy).abs().le(2) & (xx - width // 2 - 14).abs().le(2)
+            assert torchray_hit(box, point) == torchray_hit(box, (float(peak[1]), float(peak[0])))
+
+
+def test_centre_peak_must_be_a_known_rule(registry):
+    from xbench.config import check_param, plugin_params
+    from xbench.errors import UsageError
+
+    spec = registry.get("methods", "centre").spec
+    with pytest.raises(UsageError, match="'centre', 'torchray'"):
+        check_param("test", "methods", "centre", "peak", "torch-ray", plugin_params("methods", spec))

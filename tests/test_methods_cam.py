@@ -1,5 +1,10 @@
 """CAM methods: the definitions computed by hand on a model whose gradients are known, layer
-resolution at every layer, layer selection and its errors."""
+resolution at every layer, layer selection and its errors. (Against pytorch-grad-cam and torchcam:
+plugins/verifications/methods_cam.py, run by tests/test_verification.py.)
+
+The cross-check against pytorch-grad-cam (LayerCAM, XGrad-CAM, Score-CAM) is a registered verification
+(plugins/verifications/methods_cam.py), which `xbench verify` and
+tests/test_verification.py run."""
 
 import pytest
 import torch
@@ -8,11 +13,13 @@ from torch import nn
 from xbench import DatasetInfo, TrainedModel
 from xbench.attribution import run_method
 from xbench.errors import XbenchError
+from xbench.plugins.verifications.methods_cam import Pooled as Deep  # convs at 16, 8 and 4 px
 from xbench.registry import load_registry
 from xbench.specs import defaults
 
 INFO = DatasetInfo("toy", 1, 16, 16, ("a", "b"))
-CAMS = ["grad-cam", "hires-cam", "grad-cam-pp"]
+GRADIENT_CAMS = ["grad-cam", "hires-cam", "grad-cam-pp", "layer-cam", "xgrad-cam"]
+CAMS = [*GRADIENT_CAMS, "score-cam"]
 
 
 @pytest.fixture(scope="module")
@@ -81,27 +88,6 @@ def test_grad_cam_pp_legacy_torchcam_closed_form(registry):
     assert not torch.allclose(got, run(registry, "grad-cam-pp", model, x, t), atol=1e-3)  # the formula differs
 
 
-@pytest.mark.parametrize("layer", ["c1", "c2", "c3"])
-def test_grad_cam_pp_legacy_torchcam_matches_torchcam(registry, layer):
-    """Against torchcam itself (what Treyer ran): legacy_torchcam = true gives its maps; the default
-    (the formula torchcam's source writes) does not."""
-    methods = pytest.importorskip("torchcam.methods")
-    torch.manual_seed(0)
-    net = Deep().eval()
-    layers = {"c1": net.c1, "c2": net.c2, "c3": net.c3}
-    x, t = torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 1, 0])
-    extractor = methods.GradCAMpp(net, target_layer=layers[layer], input_shape=(1, 16, 16))
-    try:
-        expected = extractor(t.tolist(), net(x))[0].detach()
-    finally:
-        extractor.remove_hooks()
-    model = TrainedModel(net, INFO, layers)
-    got = run(registry, "grad-cam-pp", model, x, t, layer=layer, legacy_torchcam=True)
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
-    formula = run(registry, "grad-cam-pp", model, x, t, layer=layer)
-    assert (formula - expected).abs().max() > 1e-2
-
-
 def test_cams_follow_the_target_class(registry):
     net = GapNet().eval()
     model = TrainedModel(net, INFO, {"conv": net.conv})
@@ -109,21 +95,6 @@ def test_cams_follow_the_target_class(registry):
     zero = run(registry, "grad-cam", model, x, torch.tensor([0, 0]), normalise="none")
     one = run(registry, "grad-cam", model, x, torch.tensor([1, 1]), normalise="none")
     assert not torch.allclose(zero, one)
-
-
-class Deep(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
-        self.c3 = nn.Conv2d(4, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        x = torch.relu(self.c1(x))
-        x = torch.relu(self.c2(nn.functional.max_pool2d(x, 2)))
-        x = torch.relu(self.c3(nn.functional.max_pool2d(x, 2)))
-        return self.fc(x.mean((2, 3)))
 
 
 @pytest.mark.parametrize("method", CAMS)
@@ -158,6 +129,47 @@ def test_a_zero_map_stays_zero_instead_of_nan(registry):
     with torch.no_grad():
         net.fc.weight.zero_()
     model = TrainedModel(net, INFO, {"conv": net.conv})
-    for method in CAMS:
+    for method in GRADIENT_CAMS:  # (Score-CAM needs no gradient: its weights are the probabilities, here ½)
         out = run(registry, method, model, torch.rand(2, 1, 16, 16), torch.tensor([0, 1]))
         assert torch.equal(out, torch.zeros_like(out)), method
+
+
+# ----------------------------------------------------------------------------- LayerCAM, XGrad-CAM, Score-CAM
+
+def test_layer_cam_and_xgrad_cam_closed_forms(registry):
+    """On GapNet g = W[t,k]/(h·w) everywhere: LayerCAM = ReLU(Σ_k ReLU(c_k)·A_k) and XGrad-CAM's
+    weight is Σ_ij c_k A_k / Σ_ij A_k = c_k, so XGrad-CAM = ReLU(Σ_k c_k A_k) (= Grad-CAM here)."""
+    net = GapNet().eval()
+    model = TrainedModel(net, INFO, {"conv": net.conv})
+    x, t = torch.rand(3, 1, 16, 16), torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        a = net.conv(x)
+    c = (net.fc.weight[t] / (16 * 16)).detach()[:, :, None, None]
+    layer = torch.relu((torch.relu(c) * a).sum(1))
+    xgrad = torch.relu((c * a).sum(1))
+    for name, want in (("layer-cam", layer), ("xgrad-cam", xgrad)):
+        got = run(registry, name, model, x, t, normalise="none")
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_score_cam_weighs_each_channel_by_the_probability_of_its_masked_input(registry):
+    """The authors' definition computed one channel at a time: mask = min-max of the upsampled
+    channel, w_k = softmax(f(x ⊙ mask))_t; a constant channel gets weight 0."""
+    torch.manual_seed(0)
+    net = Deep().eval()
+    model = TrainedModel(net, INFO, {"c1": net.c1, "c2": net.c2, "c3": net.c3})
+    x, t = torch.rand(2, 1, 16, 16), torch.tensor([1, 0])
+    got = run(registry, "score-cam", model, x, t, layer="c2", normalise="none", memory_mb=1e-6)
+    with torch.no_grad():
+        a = net.c2(nn.functional.max_pool2d(torch.relu(net.c1(x)), 2))
+        want = torch.zeros(2, 8, 8)
+        for i in range(2):
+            for k in range(a.shape[1]):
+                up = nn.functional.interpolate(a[i:i + 1, k:k + 1], size=(16, 16), mode="bilinear",
+                                               align_corners=False)
+                if up.max() == up.min():
+                    continue
+                mask = (up - up.min()) / (up.max() - up.min())
+                w = net(x[i:i + 1] * mask).softmax(1)[0, t[i]]
+                want[i] += w * a[i, k]
+    torch.testing.assert_close(got, torch.relu(want), rtol=1e-4, atol=1e-6)

@@ -1,5 +1,6 @@
 """Classification metrics: hand-computed confusion counts with the correct sensitivity/specificity
-names (the source swapped them), macro AUROC/AUPRC, per-class value families, degenerate splits."""
+names (the source swapped them), macro AUROC/AUPRC, per-class value families, degenerate splits.
+(Against scikit-learn: plugins/verifications/metrics_classification.py.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from xbench import Dataset, MetricContext, testing
 from xbench.plugins.metrics import classification as cm
+from xbench.plugins.verifications.metrics_classification import confident_logits, exact_log_odds
 
 SPEC = next(s for s in cm.xbench_metrics() if s.name == "classification")
 
@@ -76,56 +78,22 @@ def test_class_names_are_made_safe_facets():
     assert "sensitivity/class-0" in numeric  # never a bare number: the leaderboard would read a curve
 
 
-def _confident(n: int = 400, k: int = 2, seed: int = 0):
-    """float32 logits of a confident, sometimes wrong model: the chosen class leads every other by
-    a margin of 20–40 (85 % of the time the true class), all logits shifted by a common offset."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, k, (n,), generator=g)
-    wrong = torch.rand(n, generator=g) < 0.15
-    chosen = torch.where(wrong, (labels + torch.randint(1, k, (n,), generator=g)) % k, labels)
-    logits = torch.randn(n, k, generator=g) * 3
-    logits[torch.arange(n), chosen] = logits.amax(1) + 20 + 20 * torch.rand(n, generator=g)
-    logits += 50 * torch.randn(n, 1, generator=g)
-    return labels, logits.float()
-
-
-def _exact_log_odds(logits: torch.Tensor) -> np.ndarray:
-    """log(p_c / (1 − p_c)) in float64, one class at a time: z_c − m − log Σ_{j≠c} exp(z_j − m)."""
-    z = logits.double().numpy()
-    out = np.empty_like(z)
-    for c in range(z.shape[1]):
-        rest = np.delete(z, c, axis=1)
-        m = rest.max(1)
-        out[:, c] = z[:, c] - m - np.log(np.exp(rest - m[:, None]).sum(1))
-    return out
-
-
 @pytest.mark.parametrize("k", [2, 3])
-def test_confident_models_are_ranked_by_their_exact_scores(k):
-    """AUROC/AUPRC equal sklearn's on the exact (float64 log-odds) scores; float32 softmax scores,
-    which are 1.0 for every margin above ≈17, give other values (the defect this guards against)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+def test_the_checks_confident_model_ties_in_float32(k):
+    """The inputs of the check against scikit-learn (classification.sklearn) are the hard kind: float32
+    softmax scores tie at 1.0, so ranking by them gives other AUROCs than the exact log-odds."""
+    from sklearn.metrics import roc_auc_score
 
-    labels, logits = _confident(k=k)
-    y = labels.numpy()
-    ctx = MetricContext(model=None, inputs=torch.zeros(len(y), 1, 1, 1), labels=labels, logits=logits,
-                        targets=labels, params={}, generator=torch.Generator(), device=torch.device("cpu"),
-                        predict=None)
-    out = testing.score(SPEC, ctx)
-    exact = _exact_log_odds(logits)
-    float32 = logits.softmax(1).numpy()
-    aurocs = [roc_auc_score(y == c, exact[:, c]) for c in range(k)]
-    auprcs = [average_precision_score(y == c, exact[:, c]) for c in range(k)]
-    auroc = aurocs[1] if k == 2 else np.mean(aurocs)
-    assert out["auroc"].item() == pytest.approx(auroc, abs=1e-12)
-    assert out["auprc"].item() == pytest.approx(np.mean(auprcs), abs=1e-12)
-    assert [out[f"auroc/class-{c}"].item() for c in range(k)] == pytest.approx(aurocs, abs=1e-12)
+    labels, logits = confident_logits(k=k)
+    y, float32, exact = labels.numpy(), logits.softmax(1).numpy(), exact_log_odds(logits)
+    assert (float32.max(1) == 1.0).mean() > 0.9
     tied = [roc_auc_score(y == c, float32[:, c]) for c in range(k)]
-    assert abs((tied[1] if k == 2 else np.mean(tied)) - auroc) > 1e-3
-    assert (float32.max(1) == 1.0).mean() > 0.9  # the ties: nearly every top score is exactly 1.0
-    # accuracy, sensitivity and specificity are argmax counts, unchanged by the ranking scores
-    assert out["accuracy"].item() == pytest.approx(float(np.mean(float32.argmax(1) == y)))
-    assert out["accuracy"].item() == pytest.approx(float(np.mean(logits.argmax(1).numpy() == y)))
+    right = [roc_auc_score(y == c, exact[:, c]) for c in range(k)]
+    assert abs(np.mean(tied) - np.mean(right)) > 1e-3
+    out = testing.score(SPEC, MetricContext(model=None, inputs=torch.zeros(len(y), 1, 1, 1), labels=labels,
+                                            logits=logits, targets=labels, params={}, generator=torch.Generator(),
+                                            device=torch.device("cpu"), predict=None))
+    assert out["auroc"].item() == pytest.approx(right[1] if k == 2 else np.mean(right), abs=1e-12)
 
 
 def test_log_odds_are_monotone_in_the_softmax_and_exact_for_two_classes():
@@ -135,3 +103,46 @@ def test_log_odds_are_monotone_in_the_softmax_and_exact_for_two_classes():
     z3 = torch.randn(50, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     p = z3.softmax(1).numpy()
     np.testing.assert_allclose(cm.log_odds(z3.numpy()), np.log(p / (1 - p)), rtol=1e-10, atol=1e-10)
+
+
+def _ranked_exactly(logits: np.ndarray) -> np.ndarray:
+    """Each class's one-vs-rest log-odds to 50 digits (mpmath), as dense ranks: equal
+    probabilities get equal ranks, so ties are ties whatever the floating point."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    n, k = logits.shape
+    exact = [[mpmath.log(mpmath.exp(int(z[c])) / sum(mpmath.exp(int(z[j])) for j in range(k) if j != c))
+              for c in range(k)] for z in logits]
+    out = np.empty((n, k))
+    for c in range(k):
+        keys = [mpmath.nstr(row[c], 40) for row in exact]
+        order = {key: i for i, key in enumerate(sorted(set(keys), key=lambda t: mpmath.mpf(t)))}
+        out[:, c] = [order[key] for key in keys]
+    return out
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_auroc_keeps_ties_of_logits_that_differ_by_a_constant(k):
+    """Tied integer logits shifted per sample by a constant have the same probabilities: AUROC and
+    AUPRC rank them as ties (as an exact computation does), whatever the shift."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    g = np.random.default_rng(k)
+    n = 120
+    base = g.integers(-3, 4, (n, k)).astype(np.float32)  # few distinct vectors: many tied probabilities
+    labels = g.integers(0, k, n)
+    shifted = base + g.integers(-40, 41, (n, 1)).astype(np.float32) * 4  # exact in float32
+    ranks = _ranked_exactly(base)
+    aurocs = [roc_auc_score(labels == c, ranks[:, c]) for c in range(k)]
+    auprcs = [average_precision_score(labels == c, ranks[:, c]) for c in range(k)]
+    reference = aurocs[1] if k == 2 else float(np.mean(aurocs))
+    for z in (base, shifted):
+        per = cm.per_class(labels, z)
+        assert cm.auc_and_accuracy(labels, z)[0] == reference
+        assert per["auroc"].tolist() == aurocs and per["auprc"].tolist() == auprcs
+    lo_base, lo_shifted = cm.log_odds(base), cm.log_odds(shifted)
+    np.testing.assert_array_equal(lo_base, lo_shifted)
+    for c in range(k):  # equal probability ⇔ equal score
+        same = ranks[:, c][:, None] == ranks[:, c][None, :]
+        assert np.array_equal(same, lo_base[:, c][:, None] == lo_base[:, c][None, :])

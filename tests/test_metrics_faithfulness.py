@@ -1,5 +1,6 @@
 """AOPC / MoRF: a hand-computed curve on a model whose output is known in closed form, every fill,
-the class choices, chunking (memory bound) and the cross-check against Quantus' RegionPerturbation."""
+the class choices and chunking (memory bound). (Against Quantus' RegionPerturbation:
+plugins/verifications/metrics_faithfulness.py.)"""
 
 from __future__ import annotations
 
@@ -177,24 +178,3 @@ def test_ground_truth_order_beats_inverted_order(trained):
     auc_gt = testing.score(SPEC, testing.metric_context(model, data.test, attribution=gt, n=32), patch=4)["aopc"]
     auc_inv = testing.score(SPEC, testing.metric_context(model, data.test, attribution=1 - gt, n=32), patch=4)["aopc"]
     assert auc_gt.mean() > auc_inv.mean() + 0.1
-
-
-@pytest.mark.parametrize("fill,baseline", [("black", 0.0), ("white", 1.0)])
-def test_morf_curve_agrees_with_quantus_region_perturbation(trained, fill, baseline):
-    """Quantus' RegionPerturbation returns f(x⁰) − f(x^k) for k = 1..L with patches ranked by their
-    summed relevance (= the mean, for equal patches). On a trained CNN, 32 planted 1×32×32 images,
-    patch 8 (16 steps), identical continuous maps and a constant fill, it equals morf/0 − morf/k
-    for every sample and step (measured: max difference 0, asserted to 1e-6)."""
-    quantus = pytest.importorskip("quantus")
-    data, model = trained
-    a = torch.rand(32, 32, 32, generator=torch.Generator().manual_seed(4)) + data.test.masks[:32]
-    ctx = testing.metric_context(model, data.test, attribution=a, n=32)
-    out = testing.score(SPEC, ctx, patch=8, fill=fill, **{"class": "label"})
-    curve = torch.stack([out[f"morf/{k}"] for k in range(17)], 1).numpy()
-    metric = quantus.RegionPerturbation(patch_size=8, regions_evaluation=100, perturb_baseline=baseline,
-                                        normalise=False, abs=False, disable_warnings=True)
-    theirs = np.asarray(metric(model=model.module, x_batch=data.test.images[:32].numpy(),
-                               y_batch=data.test.labels[:32].numpy(), a_batch=a[:, None].numpy(), device="cpu",
-                               softmax=True, batch_size=32))
-    assert theirs.shape == (32, 16)
-    np.testing.assert_allclose(curve[:, :1] - curve[:, 1:], theirs, atol=1e-6)

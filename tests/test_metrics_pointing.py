@@ -1,12 +1,11 @@
 """Pointing game and relevance mass accuracy: hits and misses by construction, the tolerance (strict,
-scaled with the image, against TorchRay's test), ties, empty masks, batch invariance, the cross-check
-against Quantus, and the `centre` baseline's pointing on centred objects."""
+scaled with the image), ties, empty masks, batch invariance, and the `centre` baseline's pointing on
+centred objects. (Against TorchRay's test and Quantus: plugins/verifications/metrics_localisation.py.)"""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -42,35 +41,19 @@ def peak_at(row, col, size=20):
     return a
 
 
-def torchray_hit(mask: torch.Tensor, point, tolerance) -> bool:
-    """TorchRay's PointingGame.evaluate (torchray/benchmark/pointing_game.py), point = (u, v) = (col, row)."""
-    v, u = torch.meshgrid((torch.arange(mask.shape[0], dtype=torch.float32) - point[1]) ** 2,
-                          (torch.arange(mask.shape[1], dtype=torch.float32) - point[0]) ** 2, indexing="ij")
-    return bool((mask & ((v + u) < tolerance ** 2)).any())
-
-
 def test_hit_inside_and_miss_far_away():
     mask = square_mask()
-    assert testing.score(POINTING, ctx(peak_at(7, 7), mask), reference_side=0)["pointing_game"].item() == 1
+    assert testing.score(POINTING, ctx(peak_at(7, 7), mask), tolerance_rule="torchray")["pointing_game"].item() == 1
     assert testing.score(POINTING, ctx(peak_at(18, 18), mask), tolerance=0.0)["pointing_game"].item() == 0
 
 
-def test_tolerance_is_strict_and_matches_torchray():
+def test_tolerance_is_strict():
     mask = square_mask()  # rows/cols 5..9
     # (row 12, col 7) is 3 px below the mask: a hit with τ = 3.5 and 4, not with τ = 3 (strict <)
     for tau, want in ((3.0, 0), (3.5, 1), (4.0, 1)):
-        got = testing.score(POINTING, ctx(peak_at(12, 7), mask), tolerance=tau, reference_side=0)["pointing_game"]
+        got = testing.score(POINTING, ctx(peak_at(12, 7), mask), tolerance=tau,
+                            tolerance_rule="torchray")["pointing_game"]
         assert got.item() == want
-    g = torch.Generator().manual_seed(0)
-    rows, cols = torch.randint(0, 20, (60,), generator=g), torch.randint(0, 20, (60,), generator=g)
-    a = torch.zeros(60, 20, 20)
-    a[torch.arange(60), rows, cols] = 1.0
-    masks = torch.rand(60, 20, 20, generator=g) < 0.01
-    masks[:, 0, 0] = True
-    for tau in (1, 2, 5, 15):
-        got = testing.score(POINTING, ctx(a, masks), tolerance=float(tau), reference_side=0)["pointing_game"]
-        want = [torchray_hit(masks[i], (cols[i].item(), rows[i].item()), tau) for i in range(60)]
-        assert got.tolist() == [float(w) for w in want]
 
 
 def test_tolerance_scales_with_the_image():
@@ -78,8 +61,54 @@ def test_tolerance_scales_with_the_image():
     mask = square_mask()
     assert testing.score(POINTING, ctx(peak_at(10, 7), mask))["pointing_game"].item() == 1
     assert testing.score(POINTING, ctx(peak_at(11, 7), mask))["pointing_game"].item() == 0
-    assert testing.score(POINTING, ctx(peak_at(11, 7), mask), reference_side=0)["pointing_game"].item() == 1
-    assert pg.effective_tolerance(15, 224, 112, 448) == pytest.approx(7.5)
+    assert testing.score(POINTING, ctx(peak_at(11, 7), mask), tolerance_rule="torchray")["pointing_game"].item() == 1
+    assert pg.effective_tolerance(15, "scaled", 224, 112, 448) == pytest.approx(7.5)
+
+
+def test_torchray_rule_on_a_voc_sized_image():
+    """TorchRay applies 15 px at the original resolution: on a 375×500 image (VOC's typical size)
+    'torchray' is TorchRay's test at 15 px, 'scaled' (the default) at 15·375/224 = 25.1 px."""
+    from xbench.plugins.verifications.metrics_localisation import torchray_hit
+
+    mask = torch.zeros(24, 375, 500, dtype=torch.bool)
+    mask[:, 150:220, 200:320] = True
+    distance = torch.arange(0, 48, 2)  # below the box, 0..46 px from its last row, and beside it
+    beside = distance % 4 == 2  # to the right of the box instead
+    rows, cols = torch.where(beside, 180, 219 + distance), torch.where(beside, 319 + distance, 260)
+    a = torch.zeros(24, 375, 500)
+    a[torch.arange(24), rows, cols] = 1.0
+    c = ctx(a, mask)
+    for rule, radius in (("torchray", 15.0), ("scaled", 15 * 375 / 224)):
+        ours = testing.score(POINTING, c, tolerance_rule=rule)["pointing_game"]
+        theirs = [float(torchray_hit(mask[i], (cols[i].item(), rows[i].item()), radius)) for i in range(24)]
+        assert ours.tolist() == theirs
+    strict = testing.score(POINTING, c, tolerance_rule="torchray")["pointing_game"]
+    lenient = testing.score(POINTING, c, tolerance_rule="scaled")["pointing_game"]
+    assert strict.tolist() == [float(d < 15) for d in distance.tolist()]
+    assert lenient.tolist() == [float(d < 25.11) for d in distance.tolist()]
+    assert pg.effective_tolerance(15, "torchray", 224, 375, 500) == 15
+    assert pg.effective_tolerance(15, "scaled", 224, 375, 500) == pytest.approx(25.11, abs=0.01)
+
+
+@pytest.mark.parametrize("ties", pg.TIES)
+def test_maxima_alone_give_the_dilated_masks_hits(monkeypatch, ties):
+    """The test at the maxima (a gather of each maximum's disc, in chunks) equals the dilated mask
+    read at the maxima, for single and tied maxima and constant maps, at several tolerances."""
+    g = torch.Generator().manual_seed(5)
+    a = torch.rand(12, 30, 23, generator=g)
+    a[::3] = (a[::3] * 2).floor()  # about half the pixels tie for the maximum
+    a[1] = 0.0
+    masks = torch.rand(12, 30, 23, generator=g) < 0.02
+    masks[2] = False
+    for tau in (0.0, 1.5, 4.0, 9.0, 40.0):
+        got = {}
+        for way, below, chunk in (("dilation", 0.0, 1 << 22), ("maxima", math.inf, 1 << 22), ("chunked", math.inf, 50)):
+            monkeypatch.setattr(pg, "DILATE_BELOW", below)
+            monkeypatch.setattr(pg, "GATHER_ELEMENTS", chunk)
+            got[way] = testing.score(POINTING, ctx(a, masks), tolerance=tau, tolerance_rule="torchray",
+                                     ties=ties)["pointing_game"]
+        torch.testing.assert_close(got["maxima"], got["dilation"], equal_nan=True, rtol=0, atol=1e-12)
+        torch.testing.assert_close(got["chunked"], got["dilation"], equal_nan=True, rtol=0, atol=1e-12)
 
 
 def test_ties():
@@ -119,7 +148,7 @@ def test_batch_invariance():
     g = torch.Generator().manual_seed(3)
     a = torch.rand(4, 16, 16, generator=g)
     masks = torch.rand(4, 16, 16, generator=g) < 0.1
-    for spec, params in ((POINTING, {"tolerance": 3.0, "reference_side": 0.0}), (MASS, {})):
+    for spec, params in ((POINTING, {"tolerance": 3.0, "tolerance_rule": "torchray"}), (MASS, {})):
         whole = testing.score(spec, ctx(a, masks), **params)
         for i in range(4):
             one = testing.score(spec, ctx(a[i:i + 1], masks[i:i + 1]), **params)
@@ -127,36 +156,11 @@ def test_batch_invariance():
                 torch.testing.assert_close(whole[key][i:i + 1], one[key], equal_nan=True)
 
 
-def test_agrees_with_quantus():
-    """Quantus' PointingGame (hit when a maximum lies in the mask) equals ours with τ = 0 and ties
-    'any'; its RelevanceMassAccuracy (Σ a·s / Σ a) equals ours on non-negative maps; both with
-    normalise=False, abs=False, on 32 random 1×16×16 maps and masks (some maps with tied maxima
-    in and out of the mask). Exact for the pointing game; 1e-6 for the mass (Quantus sums in
-    float32; measured max difference 6e-8)."""
-    quantus = pytest.importorskip("quantus")
-    g = torch.Generator().manual_seed(7)
-    n, size = 32, 16
-    a = torch.rand(n, size, size, generator=g)
-    a[::4] = (a[::4] * 3).round() / 3  # ties among the maxima
-    masks = torch.rand(n, size, size, generator=g) < 0.3
-    ours_pg = testing.score(POINTING, ctx(a, masks), tolerance=0.0, ties="any")["pointing_game"].numpy()
-    ours_rma = testing.score(MASS, ctx(a, masks))["relevance_mass_accuracy"].numpy()
-    x = np.zeros((n, 1, size, size), dtype=np.float32)
-    y = np.zeros(n, dtype=int)
-    kwargs = dict(x_batch=x, y_batch=y, a_batch=a[:, None].numpy(), s_batch=masks[:, None].numpy().astype(float),
-                  model=None, device="cpu")
-    theirs_pg = quantus.PointingGame(normalise=False, abs=False, disable_warnings=True)(**kwargs)
-    theirs_rma = quantus.RelevanceMassAccuracy(normalise=False, abs=False, disable_warnings=True)(**kwargs)
-    np.testing.assert_array_equal(ours_pg, np.asarray(theirs_pg, dtype=float))
-    np.testing.assert_allclose(ours_rma, np.asarray(theirs_rma), rtol=0, atol=1e-6)
-    assert 0 < ours_pg.mean() < 1
-
-
 def test_centre_baseline_points_at_centred_objects():
     method = next(m for m in baselines.xbench_methods() if m.name == "centre")
     assert method.baseline and not method.stochastic
     x = torch.rand(3, 2, 21, 30)
-    maps = method.explain(None, x, torch.zeros(3, dtype=torch.long), {"sigma": 0.25})
+    maps = method.explain(None, x, torch.zeros(3, dtype=torch.long), {"sigma": 0.25, "peak": "centre"})
     assert maps.shape == (3, 1, 21, 30) and torch.equal(maps[0], maps[2])
     peak = divmod(int(maps[0, 0].argmax()), 30)
     assert peak in ((10, 14), (10, 15))  # the centre (10, 14.5)
@@ -166,13 +170,14 @@ def test_centre_baseline_points_at_centred_objects():
     a = maps[:, 0, :, :21].contiguous()
     assert testing.score(POINTING, ctx(a, centred), tolerance=0.0)["pointing_game"].eq(1).all()
     assert testing.score(POINTING, ctx(a, corner), tolerance=0.0)["pointing_game"].eq(0).all()
-    wide = method.explain(None, x, None, {"sigma": 1.0})
+    wide = method.explain(None, x, None, {"sigma": 1.0, "peak": "centre"})
     assert wide.min() > maps.min()
 
 
 def test_invalid_params_are_rejected():
     c = ctx(peak_at(7, 7), square_mask())
-    for params in ({"tolerance": -1.0}, {"reference_side": -5.0}, {"ties": "random"}):
+    for params in ({"tolerance": -1.0}, {"reference_side": -5.0}, {"reference_side": 0.0}, {"ties": "random"},
+                   {"tolerance_rule": "original"}):
         with pytest.raises(UsageError):
             testing.score(POINTING, c, **params)
     method = next(m for m in baselines.xbench_methods() if m.name == "centre")

@@ -1,8 +1,8 @@
 """Randomisation sanity checks (MPRT, sMPRT, eMPRT, random logit): the similarity measures against
 scipy/skimage/numpy on small maps, the layer randomisation itself (order, modes, seeds, the trained
 model untouched), the oracles (a model-free edge map fails, the gradient of a trained CNN passes,
-a constant map has no random-logit difference), the cross-checks against Quantus 0.6 and one run
-through the real runner."""
+a constant map has no random-logit difference) and one run through the real runner. (Against Quantus
+0.6: plugins/verifications/metrics_sanity.py.)"""
 
 from __future__ import annotations
 
@@ -261,121 +261,6 @@ def test_other_class_is_uniform_over_the_others():
 def test_independent_mode_needs_the_curve(trained):
     with pytest.raises(ValueError, match="curve = true"):
         testing.score(SPECS["mprt"], context(trained, "sobel", n=2), mode="independent", curve=False)
-
-
-# ----------------------------------------------------------------------------- Quantus 0.6
-
-@pytest.fixture
-def quantus_seeds(monkeypatch):
-    """Quantus re-initialises every layer by its reset_parameters() after torch.manual_seed(seed + 1):
-    the same seed for every layer. With our per-depth seeds set to 43 (Quantus' default seed 42 + 1)
-    both build bit-identical random networks, so every remaining difference is in the metric."""
-    quantus = pytest.importorskip("quantus")
-    monkeypatch.setattr(rm, "layer_seeds", lambda seed, count: [43] * count)
-    return quantus
-
-
-def _quantus_saliency(model, inputs, targets, **kwargs):
-    from captum.attr import Saliency
-
-    x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
-    return Saliency(model).attribute(x, target=torch.as_tensor(np.asarray(targets)), abs=True).detach().numpy()
-
-
-DEPTH = {"features.0": 1, "features.3": 2, "features.6": 3, "classifier": 4}
-
-
-@pytest.mark.parametrize("mode,order", [("cascade", "top_down"), ("bottom-up", "bottom_up"),
-                                        ("independent", "independent")])
-def test_mprt_agrees_with_quantus(trained, quantus_seeds, mode, order):
-    """quantus.MPRT (Spearman of |maps|) on the same trained CNN, inputs and saliency maps: every
-    layer's per-sample correlation agrees (measured: max difference 1e-16, asserted to 1e-9). Its
-    ``return_last_correlation`` is our cascade/bottom-up headline. Its ``return_average_correlation``
-    skips a key "orig" that does not exist (the key is "original"), so its average includes the
-    unrandomised model's similarity (≈ 1): ours is the mean over the randomised layers only."""
-    data, model = trained
-    x, y = data.test.images[:N], data.test.labels[:N]
-    ctx = context(trained)
-    ours = testing.score(SPECS["mprt"], ctx, mode=mode)
-    metric = quantus_seeds.MPRT(layer_order=order, disable_warnings=True)
-    theirs = metric(model=model.module, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=ctx.raw_attribution.numpy(),
-                    explain_func=_quantus_saliency, device="cpu", batch_size=N)
-    assert [k for k in theirs if k != "original"] == (list(DEPTH)[::-1] if mode == "cascade" else list(DEPTH))
-    for name, depth in DEPTH.items():
-        np.testing.assert_allclose(theirs[name], ours[f"spearman/{depth}"].numpy(), atol=1e-9)
-    if mode != "independent":
-        np.testing.assert_allclose(list(theirs.values())[-1], ours["spearman"].numpy(), atol=1e-9)
-    else:
-        layers = np.array([theirs[k] for k in DEPTH])
-        np.testing.assert_allclose(layers.mean(0), ours["spearman"].numpy(), atol=1e-9)
-        quantus_average = np.array(metric.recompute_average_correlation_per_sample())
-        np.testing.assert_allclose(quantus_average, np.vstack([theirs["original"], layers]).mean(0), atol=1e-9)
-
-
-def test_smprt_agrees_with_quantus(trained, quantus_seeds, monkeypatch):
-    """quantus.SmoothMPRT (bottom-up, fully randomised network only, Spearman) given our noise
-    directions z (its noise is σ·(max x − min x)·z as ours, the last of N samples the clean input):
-    agreement to 1e-5 (measured max difference 7e-7: Quantus adds float64 noise to the float32 inputs,
-    ours float32 noise, so near-tied gradient values may swap ranks).
-    Quantus 0.6 denoises with ``quantus.explain(**explain_func_kwargs)``, not with the explain_func it
-    is given, so the method is named there too (Captum Saliency, |∂y/∂x|, as ours)."""
-    data, model = trained
-    x, y = data.test.images[:N], data.test.labels[:N]
-    drawn = []
-    real = rm.standard_normal
-    monkeypatch.setattr(rm, "standard_normal", lambda *a: drawn.append(real(*a)) or drawn[-1])
-    ours = testing.score(SPECS["smprt"], context(trained), samples=5, sigma=0.2)
-    directions = [z.numpy().astype(np.float64) for z in drawn[:4]]
-    assert all(np.array_equal(d, z.numpy()) for d, z in zip(directions * 2, drawn[4:]))  # same noise per model
-    calls = iter(range(10**6))
-    module = __import__("quantus.metrics.randomisation.smooth_mprt", fromlist=["np"])
-    monkeypatch.setattr(module.np.random, "randn", lambda *shape: directions[next(calls) % 4])
-    metric = quantus_seeds.SmoothMPRT(layer_order="bottom_up", nr_samples=5, noise_magnitude=0.2, skip_layers=True,
-                                      return_last_correlation=True, disable_warnings=True)
-    theirs = metric(model=model.module, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=None,
-                    explain_func=_quantus_saliency, explain_func_kwargs={"method": "Saliency"}, device="cpu",
-                    batch_size=N)
-    np.testing.assert_allclose(theirs, ours["spearman"].numpy(), atol=1e-5)
-
-
-def test_emprt_agrees_with_quantus(trained, quantus_seeds):
-    """quantus.EfficientMPRT (discrete entropy, 100 equal-width bins, fully randomised network,
-    score (H_random − H)/H): measured max difference 4e-16 (asserted to 1e-6: Quantus bins float32
-    maps, ours float64, so a value on a bin edge could in principle fall the other way)."""
-    data, model = trained
-    x, y = data.test.images[:N], data.test.labels[:N]
-    ctx = context(trained)
-    ours = testing.score(SPECS["emprt"], ctx)
-    metric = quantus_seeds.EfficientMPRT(abs=True, disable_warnings=True)
-    theirs = metric(model=model.module, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=ctx.raw_attribution.numpy(),
-                    explain_func=_quantus_saliency, device="cpu", batch_size=N)
-    np.testing.assert_allclose(theirs, ours["emprt"].numpy(), atol=1e-6)
-
-
-def test_random_logit_agrees_with_quantus(trained):
-    """quantus.RandomLogit on two classes (so the other class is forced): Spearman agrees to 1e-9
-    (measured 1e-16). Quantus' default SSIM runs on the maps flattened to 1-D; given skimage's 2-D
-    SSIM on the max-normalised maps instead (what ours computes), it agrees to 1e-6 (measured 3e-8:
-    Quantus normalises the maps in float32)."""
-    quantus = pytest.importorskip("quantus")
-    from skimage.metrics import structural_similarity
-
-    data, model = trained
-    x, y = data.test.images[:N], data.test.labels[:N]
-    ctx = context(trained)
-    ours = testing.score(SPECS["random-logit"], ctx)
-
-    def ssim_2d(a, b, batched=True, **kwargs):
-        side = int(np.sqrt(a.shape[1]))
-        norm = lambda v: (v / v.max() if v.max() > 0 else v).reshape(side, side)  # noqa: E731
-        return [structural_similarity(norm(p), norm(q), data_range=1)
-                for p, q in zip(np.abs(a).astype(np.float64), np.abs(b).astype(np.float64))]
-
-    for measure, key in ((quantus.similarity_func.correlation_spearman, "spearman"), (ssim_2d, "ssim")):
-        metric = quantus.RandomLogit(num_classes=2, similarity_func=measure, abs=True, disable_warnings=True)
-        theirs = metric(model=model.module, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=ctx.raw_attribution.numpy(),
-                        explain_func=_quantus_saliency, device="cpu", batch_size=N)
-        np.testing.assert_allclose(theirs, ours[key].numpy(), atol=1e-9 if key == "spearman" else 1e-6, err_msg=key)
 
 
 # ----------------------------------------------------------------------------- through the runner

@@ -82,9 +82,7 @@ def _composite(name: str, x: torch.Tensor, params: Mapping[str, Any], canonizers
     if name == "epsilon-plus-flat":
         return EpsilonPlusFlat(epsilon=float(eps), stabilizer=stab, canonizers=canonizers)
     if name == "epsilon-gamma-box":
-        low, high = float(params["low"]), float(params["high"])
-        if not low < high:
-            raise XbenchError(f"lrp-epsilon-gamma-box needs low < high (the data range), got low={low}, high={high}.")
+        low, high = float(params["low"]), float(params["high"])  # low < high: the spec's validate
         return EpsilonGammaBox(low=torch.full_like(x, low), high=torch.full_like(x, high), epsilon=float(eps),
                                gamma=float(params["gamma"]), stabilizer=stab, canonizers=canonizers)
     if name == "epsilon-alpha2-beta1":

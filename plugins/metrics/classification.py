@@ -40,10 +40,16 @@ def _mean(values) -> float:
 def log_odds(logits: np.ndarray) -> np.ndarray:
     """``(N, K)`` float64 one-vs-rest log-odds of the softmax, ``z_c − logsumexp_{j≠c} z_j``: the
     ranking score of every AUROC/AUPRC here, monotone in ``p_c`` but never saturating (module docstring).
-    Log-probabilities are logits too, so they may be passed instead."""
+    Log-probabilities are logits too, so they may be passed instead.
+
+    Computed so that equal probabilities give equal scores, as ranks need (ties stay ties): each
+    row is first shifted by its maximum (exact for float32 logits in float64), so logits that differ
+    by a constant score the same, and the other classes are summed in sorted order, so a
+    permutation of them does too."""
     z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
     others = np.where(np.eye(z.shape[1], dtype=bool)[None], -np.inf, z[:, None, :])
-    return z - np.logaddexp.reduce(others, axis=2)
+    return z - np.logaddexp.reduce(np.sort(others, axis=2), axis=2)
 
 
 def auc_and_accuracy(labels: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
@@ -139,7 +145,7 @@ def xbench_metrics():
                     "readers can set an accuracy floor.",
     )
     yield MetricSpec(
-        name="classification", score=classification, category="classification", scope="model", version="3",
+        name="classification", score=classification, category="classification", scope="model", version="4",
         values={"accuracy": True, "balanced_accuracy": True, "auroc": True, "auprc": True,
                 "sensitivity": True, "specificity": True,
                 **{f"{name}_by_class": Family(True, facet="class", name=name) for name in PER_CLASS}},

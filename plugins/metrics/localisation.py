@@ -46,8 +46,6 @@ def top_k_weights(attribution: torch.Tensor, k: torch.Tensor, ties: str = "split
     ``random`` a permutation drawn from ``generator``. ``legacy_strict_threshold`` is the source's
     rule: M = a > the (k+1)-th largest value, which drops every pixel tied at the threshold.
     """
-    if ties not in TIES:
-        raise UsageError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
     flat = attribution.flatten(1)
     n, p = flat.shape
     k = k.to(flat.device).long().clamp(0, p)
@@ -106,8 +104,6 @@ def normalised_map(a: torch.Tensor, rule: str) -> torch.Tensor:
     a = a.clamp(min=0)
     if rule == "minmax":
         a = a - a.flatten(1).amin(1).view(-1, 1, 1)
-    elif rule != "max":
-        raise UsageError(f"normalise must be 'max' or 'minmax', got {rule!r}")
     peak = a.flatten(1).amax(1).view(-1, 1, 1)
     return torch.where(peak > 0, a / peak.clamp(min=torch.finfo(a.dtype).tiny), torch.zeros_like(a))
 

@@ -296,9 +296,8 @@ def randomisations(model: TrainedModel, x: torch.Tensor, mode: str, seed: int,
                    curve: bool = True) -> Iterator[tuple[int, TrainedModel]]:
     """Yield ``(depth, randomised copy)`` for each step of ``mode`` (see the module docstring). One
     copy is mutated between steps: use each before asking for the next. Without ``curve`` only the
-    fully randomised network is yielded, at depth 1 (cascade) or L (bottom-up)."""
-    if mode not in MODES:
-        raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    fully randomised network is yielded, at depth 1 (cascade) or L (bottom-up); ``independent``
+    needs ``curve`` (the metrics' ``validate`` says so when a config is read)."""
     randomised = copy_of(model)
     names = forward_order(randomised.module, x[:1])
     if not names:
@@ -308,8 +307,6 @@ def randomisations(model: TrainedModel, x: torch.Tensor, mode: str, seed: int,
     layers = [randomised.module.get_submodule(n) for n in names]
     depths = range(1, len(names) + 1)
     if mode == "independent":
-        if not curve:
-            raise UsageError("mode 'independent' randomises one layer at a time: it needs curve = true")
         originals = [model.module.get_submodule(n) for n in names]
         for d in depths:
             reinitialise_(layers[d - 1], seeds[d - 1])
@@ -329,15 +326,6 @@ def _require_explain(ctx: MetricContext, name: str) -> None:
                          "(the runner provides it; in a test pass explain= to xbench.testing.metric_context).")
 
 
-def _finite(ctx: MetricContext, maps: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``maps`` with NaN/Inf zeroed, and which samples had them (flagged)."""
-    broken = ~torch.isfinite(maps).flatten(1).all(1)
-    if broken.any():
-        ctx.flag(broken, f"explanation {what} contains NaN or Inf: its similarity is undefined")
-        maps = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
-    return maps, broken
-
-
 def _nan_where(values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     return torch.where(where.to(values.device), torch.full_like(values, float("nan")), values)
 
@@ -355,10 +343,10 @@ def layer_test(ctx: MetricContext, reference: torch.Tensor, explain) -> dict:
     constant = torch.zeros(len(reference), dtype=torch.bool, device=reference.device)
     prepared = Reference(reference)
     for depth, randomised in randomisations(ctx.model, ctx.inputs, mode, int(p["seed"]), curve):
-        maps, broken = _finite(ctx, explain(randomised).float(), f"of the model randomised at depth {depth}")
+        maps = explain(randomised).float()
         constant |= constant_maps(maps)
         for key, value in prepared.similarities(maps).items():
-            per_depth[key][depth] = _nan_where(value, broken)
+            per_depth[key][depth] = value
     _flag_constant(ctx, reference, "of the trained model")
     ctx.flag(constant & defined(ctx), "constant explanation of a randomised model: Spearman undefined there (SSIM is)")
     out: dict = {}
@@ -409,21 +397,17 @@ def smoothed(ctx: MetricContext, model: TrainedModel | None, noise_seed: int, cl
 def smprt(ctx: MetricContext) -> dict:
     _require_explain(ctx, "smprt")
     noise_seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator, device=ctx.generator.device))
-    reference, broken = _finite(ctx, smoothed(ctx, None, noise_seed, clean=ctx.raw_attribution),
-                                "of the trained model on a noisy copy")
-    out = layer_test(ctx, reference, lambda m: smoothed(ctx, m, noise_seed))
-    return {k: ({d: _nan_where(v, broken) for d, v in val.items()} if isinstance(val, dict) else _nan_where(val, broken))
-            for k, val in out.items()}
+    reference = smoothed(ctx, None, noise_seed, clean=ctx.raw_attribution)
+    return layer_test(ctx, reference, lambda m: smoothed(ctx, m, noise_seed))
 
 
 def emprt(ctx: MetricContext) -> dict:
     _require_explain(ctx, "emprt")
     bins = int(ctx.params["bins"])
     ((_, randomised),) = list(randomisations(ctx.model, ctx.inputs, "bottom-up", int(ctx.params["seed"]), curve=False))
-    maps, broken = _finite(ctx, ctx.explain(ctx.inputs, targets=ctx.targets, model=randomised).float(),
-                           "of the fully randomised model")
+    maps = ctx.explain(ctx.inputs, targets=ctx.targets, model=randomised).float()
     h0 = histogram_entropy(ctx.attribution.float().abs(), bins)
-    h1 = _nan_where(histogram_entropy(maps.abs(), bins), broken)
+    h1 = histogram_entropy(maps.abs(), bins)
     zero = h0 <= 0
     ctx.flag(zero & defined(ctx), "constant explanation of the trained model: entropy 0, eMPRT undefined")
     ratio = _nan_where(h1 / h0.clamp(min=torch.finfo(h0.dtype).tiny), zero)
@@ -443,11 +427,10 @@ def random_logit(ctx: MetricContext) -> dict:
         raise DataError(f"random-logit needs at least two classes to draw another one from; the model has {classes}.")
     other = other_classes(ctx.targets, classes, ctx.generator)
     reference = ctx.attribution.float()
-    maps, broken = _finite(ctx, ctx.explain(ctx.inputs, targets=other, model=None).float(), "of the other class")
+    maps = ctx.explain(ctx.inputs, targets=other, model=None).float()
     _flag_constant(ctx, reference, "of the explained class")
     _flag_constant(ctx, maps, "of the other class")
-    out = {k: _nan_where(v, broken) for k, v in Reference(reference).similarities(maps).items()}
-    return {**out, "other_class": other.double()}
+    return {**Reference(reference).similarities(maps), "other_class": other.double()}
 
 
 # ----------------------------------------------------------------------------- specs
@@ -473,7 +456,7 @@ def _layer_values() -> dict:
 @hookimpl
 def xbench_metrics():
     yield MetricSpec(
-        name="mprt", score=mprt, category="sanity", values=_layer_values(), validate=_validate_layers,
+        name="mprt", score=mprt, category="sanity", version="2", values=_layer_values(), validate=_validate_layers,
         params={"mode": Param("cascade", "which layers are re-initialised at depth d: d..L ('cascade', from the "
                                          "output layer down), 1..d ('bottom-up') or d alone ('independent')",
                               choices=MODES),
@@ -487,7 +470,7 @@ def xbench_metrics():
                     "spearman/<d> at depth d (1 = first layer). " + PASSES,
     )
     yield MetricSpec(
-        name="smprt", score=smprt, category="sanity", values=_layer_values(), validate=_validate_layers,
+        name="smprt", score=smprt, category="sanity", version="2", values=_layer_values(), validate=_validate_layers,
         params={"mode": Param("bottom-up", "with curve: which layers are re-initialised at depth d: 1..d "
                                            "('bottom-up'), d..L ('cascade') or d alone ('independent')",
                               choices=MODES),
@@ -502,7 +485,7 @@ def xbench_metrics():
                     "fully randomised network compared by Spearman of |maps| and SSIM. " + PASSES,
     )
     yield MetricSpec(
-        name="emprt", score=emprt, category="sanity",
+        name="emprt", score=emprt, category="sanity", version="2",
         values={"emprt": True, "ratio": True, "entropy_trained": None, "entropy_random": None},
         params={"bins": Param(100, "equal-width histogram bins over each map's range", ge=1), "seed": SEED},
         description="Efficient MPRT (Hedström et al. 2023): relative rise in explanation complexity from the "
@@ -511,7 +494,7 @@ def xbench_metrics():
                     "(ratio above 1) passes, 0 or below fails (the explanation ignores the weights).",
     )
     yield MetricSpec(
-        name="random-logit", score=random_logit, category="sanity",
+        name="random-logit", score=random_logit, category="sanity", version="2",
         values={"ssim": False, "spearman": False, "other_class": None},
         description="Random logit test (Sixt et al. 2020): SSIM (and Spearman of |maps|) between the "
                     "explanation of the explained class and of a random other class; other_class is the drawn "

@@ -104,15 +104,8 @@ def saliency_rmse(ctx: MetricContext) -> dict[str, torch.Tensor]:
             if tuple(maps.shape) != tuple(clean.shape):
                 raise UsageError(f"method {ctx.method!r} returned maps of shape {tuple(maps.shape)} for corrupted "
                                  f"inputs but {tuple(clean.shape)} for clean ones; RMSE needs the same shape.")
-            broken = ~torch.isfinite(maps).flatten(1).all(1)
-            maps = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
             flat_any |= constant_maps(maps)
-            rmse = (reference - scaled_255(maps, uint8)).flatten(1).square().mean(1).sqrt()
-            if broken.any():
-                ctx.flag(broken, f"explanation of the corrupted input ({corruption}, severity {severity}) "
-                                 "contains NaN or Inf: that RMSE is undefined")
-                rmse = torch.where(broken, torch.full_like(rmse, float("nan")), rmse)
-            out[corruption, severity] = rmse
+            out[corruption, severity] = (reference - scaled_255(maps, uint8)).flatten(1).square().mean(1).sqrt()
     ctx.flag(flat_any & defined(ctx), "a constant saliency map (clean or corrupted) was scaled to all 0")
     return {"rmse": out}
 
@@ -162,7 +155,7 @@ def _corruption_family(name: str | None = None, higher: bool | None = None) -> F
 @hookimpl
 def xbench_metrics():
     yield MetricSpec(
-        name="saliency-rmse", score=saliency_rmse, category="robustness", version="2",
+        name="saliency-rmse", score=saliency_rmse, category="robustness", version="3",
         values={"rmse": _corruption_family(higher=False)},
         params=_grid_params(legacy_uint8=Param(False, "round the [0, 255] maps to integers, as the source's uint8 "
                                                       "maps were")),
@@ -172,7 +165,7 @@ def xbench_metrics():
     )
     yield MetricSpec(
         name="corruption-classification", score=corruption_classification, category="robustness",
-        scope="model", version="3",
+        scope="model", version="4",
         values={"auc": True, "acc": True, "auc_grid": _corruption_family("auc", True),
                 "acc_grid": _corruption_family("acc", True), "delta_auc": _corruption_family(higher=False),
                 "delta_acc": _corruption_family(higher=False)},
