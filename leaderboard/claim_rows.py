@@ -15,7 +15,10 @@
 4. **Per-seed means.** Per-sample values become the mean over samples of each (dataset, model,
    method, metric, value, seed), NaN (undefined) values left out; a model instance's observation
    on a side is the mean of its per-seed means there (so several methods or values on one side
-   weigh equally). Fewer than ``min_seeds`` instances: inconclusive, "too few seeds".
+   weigh equally). Fewer than ``min_seeds`` instances: inconclusive, "too few seeds". A model
+   instance left with no defined value at all (for some method, value, facet or level) is not
+   dropped silently: :func:`undefined` lists it with the reason its rows' ``note`` gives, and the
+   verdict's reason names it.
 """
 
 from __future__ import annotations
@@ -222,7 +225,7 @@ def side(frame: Rows, base: np.ndarray, sel: Selector | None, name: str) -> np.n
 
 def table(frame: Rows, mask: np.ndarray, extra: Sequence[str] = ()) -> pd.DataFrame:
     """The rows under ``mask`` as a small plain frame (text as objects, seed int, value float)."""
-    cols = list(dict.fromkeys(SEED_KEY + ["facet", *extra]))
+    cols = list(dict.fromkeys(SEED_KEY + ["facet", "note", *extra]))
     # object columns on purpose: pandas ≥ 3 would infer its string dtype, slower to build and group
     out = pd.DataFrame({c: pd.Series(objects(frame.col(c)[mask]), dtype=object) for c in cols})
     out["seed"] = pd.to_numeric(frame.col("seed")[mask]).to_numpy(np.int64)
@@ -282,6 +285,42 @@ def observations(rows: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     cols = list(dict.fromkeys(SEED_KEY + list(by)))
     seed_means = finite.groupby(cols, dropna=False, sort=False)["value"].mean().reset_index()
     return seed_means.groupby(INSTANCE + list(by), dropna=False, sort=True)["value"].mean().reset_index()
+
+
+UNDEFINED_KEY = SEED_KEY + ["facet", "level"]
+
+
+def undefined(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """The model instances that have no defined (finite) value in some group of ``rows`` (one method,
+    value, facet and level), so :func:`observations` leaves them out there: each with the group, how
+    many rows it has, and why (the rows' most frequent ``note``, the metric's own reason)."""
+    finite = np.isfinite(rows["value"].to_numpy(float))
+    if finite.all():
+        return []
+    frame = rows.assign(_finite=finite)
+    empty = frame[~frame.groupby(UNDEFINED_KEY, dropna=False)["_finite"].transform("any").to_numpy(bool)]
+    out = []
+    for key, group in empty.groupby(UNDEFINED_KEY, dropna=False, sort=True):
+        notes = group["note"].dropna() if "note" in group else pd.Series(dtype=object)
+        why = str(notes.value_counts().index[0]) if len(notes) else "no reason recorded on its rows"
+        ds, model, method, _, value, seed, facet, level = key
+        out.append({"dataset": ds, "model": model, "seed": int(seed), "method": method, "value": value,
+                    "facet": None if pd.isna(facet) else facet, "level": None if pd.isna(level) else float(level),
+                    "rows": len(group), "why": why})
+    return out
+
+
+def undefined_note(entries: Sequence[Mapping[str, Any]]) -> str:
+    """"left out with no defined value: model x seed 2 (hires-cam, mass/marker, all 200 rows: why)", the
+    first three."""
+    parts = []
+    for e in entries[:3]:
+        where = ", ".join(str(v) for v in (e["method"], e["value"], e["facet"]) if v)
+        level = f" level {fmt_number(e['level'])}" if e["level"] is not None else ""
+        parts.append(f"{e['model']} seed {e['seed']} on {e['dataset']} ({where}{level}, all {e['rows']} rows "
+                     f"undefined: {e['why']})")
+    more = f" and {len(entries) - 3} more" if len(entries) > 3 else ""
+    return "left out with no defined value: " + "; ".join(parts) + more
 
 
 def enough(obs: pd.DataFrame, c: Claim, what: str) -> None:

@@ -69,7 +69,7 @@ from scipy import stats as st
 from ..claims import ALONG_FIXED, Claim, parse_claims, position_key
 from ..errors import did_you_mean
 from .claim_rows import (Inconclusive, Rows, apply_floor, claim_rows, enough, keys, observations, side,
-                         table)
+                         table, undefined, undefined_note)
 from .formatting import fmt_number, fmt_p, natural_key
 from .stats import bootstrap_means, cohens_d, holm, mann_whitney, paired_wilcoxon
 
@@ -80,7 +80,9 @@ RESAMPLES = 4000
 @dataclass
 class Verdict:
     """One claim's outcome. ``data``: the dataset labels of the rows it was decided on (a stand-in's
-    label says what it stands in for). ``to_dict`` gives plain JSON types (NaN as None)."""
+    label says what it stands in for); ``excluded``: the model instances left out below the accuracy
+    floor; ``undefined``: those left out (for some method or value) because none of their values is
+    defined, with why. ``to_dict`` gives plain JSON types (NaN as None)."""
 
     id: str
     claim: str
@@ -95,6 +97,7 @@ class Verdict:
     test: str = ""
     alpha: float = 0.05
     excluded: list[dict[str, Any]] = field(default_factory=list)
+    undefined: list[dict[str, Any]] = field(default_factory=list)
     data: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,12 +134,20 @@ def _evaluate_one(frame: Rows, c: Claim) -> Verdict:
             return verdict
     if verdict.excluded:
         verdict.reason = verdict.reason.rstrip(".") + "; " + _excluded_note(verdict.excluded) + "."
+    if verdict.undefined:
+        verdict.reason = verdict.reason.rstrip(".") + "; " + undefined_note(verdict.undefined) + "."
     verdict.measured = _plain(verdict.measured)
     return verdict
 
 
 def _floor(frame: Rows, c: Claim, rows: pd.DataFrame, verdict: Verdict) -> pd.DataFrame:
+    """The rows above the accuracy floor; records the instances left out below it, and those left
+    without a defined value (so the reason names both, decided or not)."""
     rows, verdict.excluded = apply_floor(frame, c, rows)
+    verdict.undefined = undefined(rows)
+    missing = int(np.count_nonzero(~np.isfinite(rows["value"].to_numpy(float))))
+    if missing:
+        verdict.measured["undefined_rows"] = missing  # left out of the per-seed means
     return rows
 
 

@@ -30,7 +30,7 @@ def _label(name: str, params: dict) -> str:
 def values_rows(*, model="net", params=None, untrained=False, dataset="synth", seeds=range(5), means=0.5,
                 method="saliency", method_params=None, baseline=False, metric="tpr-tnr", value_name="tpr",
                 family=None, facet=None, level=None, samples=6, spread=0.01, correct=True, seed_jitter=0.0,
-                per_sample=None):
+                per_sample=None, note=None):
     """One unit per seed: sample i of seed s has value means(s) + spread·(i − mean i) (+ a per-seed
     jitter), or ``per_sample(s, i)``. ``means`` is a number or a callable of the seed. ``correct``:
     bool, or a callable of the sample (a wrong sample is predicted as the other class)."""
@@ -48,7 +48,7 @@ def values_rows(*, model="net", params=None, untrained=False, dataset="synth", s
             "method_params": method_params, "method_baseline": baseline, "metric": metric, "metric_label": metric,
             "value_name": value_name, "family": family, "facet": facet, "level": level, "higher_is_better": True,
             "value": np.asarray(value, float), "sample": list(range(samples)), "label": [0] * samples,
-            "prediction": np.where(ok, 0, 1).tolist()}, samples))
+            "prediction": np.where(ok, 0, 1).tolist(), **({"note": note} if note else {})}, samples))
     return units
 
 
@@ -147,6 +147,29 @@ def test_too_few_seeds_against_min_seeds():
     rows = frame(two_models(by_seed(0.8), by_seed(0.26), seeds=range(4)))
     v = one(rows, relation="greater", a=A, b=B, min_seeds=5, test="bootstrap")
     assert v.verdict == "inconclusive" and v.reason.startswith("too few seeds") and "min_seeds = 5" in v.reason
+
+
+def test_an_instance_without_a_defined_value_is_named_with_its_rows_note():
+    """A model instance whose every value is NaN (e.g. all its CAMs zero, so a mass share is 0/0)
+    drops out of the test; the verdict names it and says why, from the rows' own note."""
+    why = "hires-cam map all zero: no positive evidence for the explained class"
+    heatmap = {"model": "loss", "params": {"loss": "heatmap"}}
+    rows = frame(values_rows(**heatmap, means=by_seed(0.8), seeds=range(4))
+                 + values_rows(**heatmap, seeds=[4], per_sample=lambda s, i: float("nan"), note=why)
+                 + values_rows(model="loss", params={"loss": "cce"}, means=by_seed(0.26))
+                 + fit_rows(**heatmap) + fit_rows(model="loss", params={"loss": "cce"}))
+    v = one(rows, relation="greater", a=A, b=B)
+    assert v.verdict == "reproduced" and v.measured["n_a"] == 4 and v.measured["n_b"] == 5  # 2 / C(9, 4) < 0.05
+    assert v.undefined == [{"dataset": "synth", "model": "loss[loss=heatmap]", "seed": 4, "method": "saliency",
+                            "value": "tpr", "facet": None, "level": None, "rows": 6, "why": why}]
+    assert v.measured["undefined_rows"] == 6
+    assert f"left out with no defined value: loss[loss=heatmap] seed 4 on synth (saliency, tpr, all 6 rows undefined: " \
+           f"{why})" in v.reason
+    short = one(rows, relation="greater", a=A, b=B, min_seeds=5)  # the same instance decides "too few seeds"
+    assert short.verdict == "inconclusive" and short.reason.startswith("too few seeds: side a has 4")
+    assert "loss[loss=heatmap] seed 4" in short.reason and why in short.reason
+    whole = one(frame(two_models(by_seed(0.8), by_seed(0.26))), relation="greater", a=A, b=B)
+    assert whole.undefined == [] and "undefined_rows" not in whole.measured and "no defined value" not in whole.reason
 
 
 def test_wilcoxon_pairs_per_sample_across_models():
