@@ -202,7 +202,8 @@ def test_cli_prints_one_block_per_claim_on_a_narrow_terminal_or_a_pipe(site):
 
 def test_a_verdict_on_a_stand_in_dataset_says_so_everywhere(tmp_path):
     stand_in = "synthetic-cardiac (stand-in for medmnist[flag=breastmnist])"
-    run = claims_run(tmp_path / "run", claims=[CLAIMS[0]], dataset=stand_in)
+    data = {"kind": "stand-in", "data_kind": "generated", "dataset": stand_in, "stand_in_for": "medmnist[flag=breastmnist]"}
+    run = claims_run(tmp_path / "run", claims=[CLAIMS[0]], dataset=stand_in, manifest={"cells": {"c": {"data": data}}})
     (verdict,) = json.loads(invoke("findings", str(run), "--json").output)
     assert verdict["verdict"] == "reproduced" and verdict["data"] == [stand_in]
     label = "reproduced (on a stand-in: synthetic-cardiac for medmnist[flag=breastmnist])"
@@ -212,6 +213,12 @@ def test_a_verdict_on_a_stand_in_dataset_says_so_everywhere(tmp_path):
     site = build_leaderboard(run)
     html = (site / "index.html").read_text()
     assert "(on a stand-in: synthetic-cardiac for medmnist[flag=breastmnist])" in html
+    pages = sorted(site.glob("*.html"))
+    assert {p.name for p in pages} >= {"index.html", "provenance.html", "verification.html"} and len(pages) == 4
+    for page in pages:  # every page's footer names the data the run read, and what it stands in for
+        line = re.search(r'<p id="data-line">(.*?)</p>', page.read_text()).group(1)
+        assert line.startswith("Data: synthetic-cardiac (stand-in for medmnist[flag=breastmnist]): stand-in for "
+                               "medmnist[flag=breastmnist] (generated)"), (page.name, line)
     md = (site / "leaderboard.md").read_text()
     assert r"reproduced (on a stand-in: synthetic-cardiac for medmnist\[flag=breastmnist\])" in md
     rows = list(csv.DictReader((site / "findings.csv").open(encoding="utf-8")))
