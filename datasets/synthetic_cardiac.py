@@ -42,7 +42,10 @@ PARAMS = {
     "legacy_variability": Param(False, "the source's measurement quirk, m + N(m, 0.02m), which about doubles "
                                        "every size"),
     "scale": Param(1.0, "resize the 105×135 canvas by this factor (antialiased; masks keep pixels at least half "
-                        "covered): 0.5 gives 52×67 images for CPU-scale studies", gt=0, le=1),
+                        "covered): 0.5 gives 52×68 images for CPU-scale studies", gt=0, le=1),
+    "pad_bottom": Param(0, "black rows added below the (rescaled) image, with no region in them: at scale 0.5, "
+                           "12 make 64 rows, so VGG16's poolings keep every row and the bottom, where the male "
+                           "marker lies, reaches the classifier (at 52 rows the last pooling drops it)", ge=0),
 }
 
 CARD = """\
@@ -225,13 +228,29 @@ def rescaled(split: Split, scale: float) -> Split:
                  meta={k: v for k, v in split.meta.items() if k != "segmentation"})
 
 
+def padded(split: Split, rows: int) -> Split:
+    """``split`` with ``rows`` black rows below each image (the background is black), in no mask or region."""
+    if rows == 0:
+        return split
+    import torch.nn.functional as F
+
+    def pad(m: torch.Tensor) -> torch.Tensor:
+        return F.pad(m, (0, 0, 0, rows))
+
+    return Split(images=pad(split.images).contiguous(), labels=split.labels, masks=pad(split.masks),
+                 regions={k: pad(v) for k, v in split.regions.items()},
+                 meta={k: v for k, v in split.meta.items() if k != "segmentation"})
+
+
 def load(params: Mapping[str, Any], seed: int) -> Dataset:
     kw = {k: params[k] for k in ("mode", "channels", "legacy_variability")}
     scale = float(params["scale"])
-    splits = {name: rescaled(generate(int(params[f"n_{name}"]), seed, i, **kw), scale)
+    rows = int(params["pad_bottom"])
+    splits = {name: padded(rescaled(generate(int(params[f"n_{name}"]), seed, i, **kw), scale), rows)
               for i, name in enumerate(("train", "val", "test"))}
     return Dataset("synthetic-cardiac", CLASSES, splits, info={"mode": params["mode"], "canvas": [H, W],
-                                                                "scale": scale, "removal_fills": ["black", "blur"],
+                                                                "scale": scale, "pad_bottom": rows,
+                                                                "removal_fills": ["black", "blur"],
                                                                 "legacy_variability": params["legacy_variability"],
                                                                 "provenance": sources.provenance(
                                                                     "generated", detail="drawn by xbench")})

@@ -181,16 +181,24 @@ def _unread_cam_cells(height: int, width: int) -> torch.Tensor:
 
 
 def test_the_callanan_canvas_lets_every_cam_cell_reach_the_classifier():
-    """At half resolution (52×67) VGG16's last pooling floors conv5's three rows to one pair, so the
+    """At half resolution (52×68) VGG16's last pooling floors conv5's three rows to one pair, so the
     bottom row, where the male marker lies, never reaches the classifier: every CAM is zero there
-    and the marker claim could not be decided. The preset's canvas must not drop a cell."""
+    and the marker claim could not be decided. The preset's canvas (12 black rows below: 64×68)
+    must not drop a cell, and its marker must lie in the bottom conv5 row it keeps."""
     import tomllib
     from importlib import resources
 
-    from xbench.datasets.synthetic_cardiac import rescaled
+    from xbench.datasets import synthetic_cardiac as sc
+    from xbench.specs import defaults
 
-    assert _unread_cam_cells(52, 67)[-1].all() and not _unread_cam_cells(52, 67)[:-1].any()
+    assert _unread_cam_cells(52, 68)[-1].all() and not _unread_cam_cells(52, 68)[:-1].any()
     preset = tomllib.loads(resources.files("xbench").joinpath("presets", "callanan.toml").read_text("utf-8"))
-    scale = preset["datasets"]["synthetic-cardiac"]["scale"]
-    height, width = rescaled(generate(1, 0, 0, mode="sex_marker"), scale).images.shape[-2:]
+    canvas = {k: preset["datasets"]["synthetic-cardiac"][k] for k in ("scale", "pad_bottom")}
+    data = sc.load({**defaults(sc.PARAMS), **canvas, "mode": "sex_marker", "n_train": 4, "n_val": 4, "n_test": 8}, 0)
+    height, width = data.test.images.shape[-2:]
     assert not _unread_cam_cells(height, width).any(), (height, width)
+    rows = data.test.regions["marker"].nonzero()[:, 1]
+    assert int(rows.max()) >= 16 * (height // 16 - 1)  # the marker reaches into conv5's bottom row
+    pad = canvas["pad_bottom"]
+    assert pad > 0 and float(data.test.images[..., height - pad:, :].abs().max()) == 0  # black rows
+    assert not any(r[:, height - pad:].any() for r in (data.test.masks, *data.test.regions.values()))
