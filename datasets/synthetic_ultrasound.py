@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xbench import Dataset, DatasetSpec, Param, Split, hookimpl
+from xbench import Dataset, DatasetSpec, Param, Split, hookimpl, sources
 
 CLASSES = ("malignant", "normal, benign")  # BreastMNIST's label order
 MALIGNANT, BENIGN = 0, 1
@@ -265,7 +265,8 @@ def load(params: Mapping[str, Any], seed: int) -> Dataset:
     splits = {name: generate(int(params[f"n_{name}"]), seed, i, params)
               for i, name in enumerate(("train", "val", "test"))}
     return Dataset("synthetic-ultrasound", CLASSES, splits,
-                   info={"size": int(params["size"]), "value_range": [0, 1], "modality": "ultrasound (generated)"})
+                   info={"size": int(params["size"]), "value_range": [0, 1], "modality": "ultrasound (generated)",
+                         "provenance": sources.provenance("generated", detail="drawn by xbench")})
 
 
 @hookimpl

@@ -51,6 +51,7 @@ def test_contract_determinism_and_balance():
     test = data.test
     assert test.images.shape == (20, 1, 64, 64) and test.images.dtype == torch.float32
     assert data.class_names == ("malignant", "normal, benign")  # BreastMNIST's names and order
+    assert data.info["provenance"]["kind"] == "generated"  # so a stand-in's page says what it is made of
     assert data.train.labels.bincount().tolist() == [20, 20] and test.labels.bincount().tolist() == [10, 10]
     x = test.images
     assert float(x.min()) >= 0 and float(x.max()) <= 1 and torch.equal(x * 255, (x * 255).round())  # 8-bit
