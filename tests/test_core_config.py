@@ -46,7 +46,7 @@ def plan(*args):
          "only.methods is not a kind a model can be restricted to; models can be restricted to datasets"),
         (GOOD + "only = { datasets = [\"synthetic-cardiak\"] }\n",
          "only.datasets = 'synthetic-cardiak' matches none of the datasets this config selects or that are "
-         "installed (did you mean \"synthetic-cardiac\"?)"),
+         "installed (did you mean \"synthetic-cardiac\" or \"synthetic-ultrasound\"?)"),
         (GOOD + "only = { datasets = \"synthetic-cardiac\" }\n", "only.datasets must be a non-empty list"),
         # list items are typed like the default's items (a string among numbers once crashed the check)
         (GOOD + "[metrics.road]\npercentages = [\"ten\"]\n",
