@@ -314,8 +314,9 @@ def _explain_batch(state: CellState, mspec, method, x, t, start: int, stop: int,
                         "start": start, "stop": stop})
     hit = state.cache.load_attribution(key)
     if hit is not None:
-        cost.add(hit.get("seconds"), stop - start, hit.get("peak_bytes"))
+        cost.add(hit.get("seconds"), stop - start, hit.get("added_bytes"), hit.get("memory"))
         return hit["maps"]
+    _warm_up(state, mspec, method, x, t)
     # a method that draws from the global RNG (not its generator) gives the same maps as when cached
     torch.manual_seed(seed_of(key))
     generator = _generator(x.device, key) if mspec.stochastic else None
@@ -328,9 +329,24 @@ def _explain_batch(state: CellState, mspec, method, x, t, start: int, stop: int,
             f"Method {method.label!r} changed the model's weights while explaining (a plugin must leave the model "
             "as it found it: work on a copy, or undo its changes). Its maps were discarded and not cached, the "
             "model was restored for the other methods, and this method's units fail.")
-    cost.add(before.seconds, before.samples, before.peak_bytes)
-    state.cache.save_attribution(key, raw, {"seconds": before.seconds, "peak_bytes": before.peak_bytes})
+    cost.add(before.seconds, before.samples, before.added_bytes, before.memory)
+    state.cache.save_attribution(key, raw, {"seconds": before.seconds, "added_bytes": before.added_bytes,
+                                            "memory": before.memory})
     return raw
+
+
+def _warm_up(state: CellState, mspec, method, x: torch.Tensor, t: torch.Tensor) -> None:
+    """A method's first call in a process imports its library and sets itself up (Captum took 1.4 s,
+    Zennit several, on a loaded 2-core machine): that call is made once per process, on one sample,
+    unmeasured and discarded, so that the time per sample is the method's and not its imports'."""
+    if method.name in state.worker.warmed:
+        return
+    state.worker.warmed.add(method.name)
+    try:
+        run_method(mspec, state.model, x[:1], t[:1], method.params,
+                   generator=_generator(x.device, "warm-up") if mspec.stochastic else None)
+    except Exception:  # noqa: BLE001 - the measured call meets (and reports) the same failure
+        pass
 
 
 class _Guard:

@@ -118,7 +118,7 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
     store.write_manifest(manifest)
 
     executor_name = config.run.executor
-    job_device = "cuda" if executor_name != "local" and device.type == "cuda" else str(device)
+    job_device = _job_device(executor_name, config.run.device, device)
     jobs = []
     for cell in plan.cells:
         todo = tuple(UnitTask(u.key, u.method, u.metric) for u in plan.units[cell.key] if u.key not in done)
@@ -161,7 +161,7 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
         with interruptible():
             executor = registry.get("executors", executor_name).spec.create(
                 {"scheduler": config.run.scheduler, "workers": config.run.workers, "device": str(device),
-                 "registry": registry})
+                 "registry": registry, "out": str(out), "settings": config.executors.get(executor_name, {})})
             executor.run(jobs, work, deliver)
         status = "running"
     except KeyboardInterrupt:  # RunInterrupted (Ctrl-C, SIGTERM) or one the signal handler could not see
@@ -194,6 +194,18 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
         )
         store.write_manifest(manifest)
     return summary
+
+
+def _job_device(executor: str, configured: str, device) -> str:
+    """The device a cell runs on. In process it is the driver's. Elsewhere a worker has its own GPUs:
+    ``cuda`` (whichever the worker sees) when the run asks for or found one, and ``auto`` stays
+    ``auto`` for the worker to resolve (a SLURM login node without a GPU would otherwise send every
+    cell to the CPU)."""
+    if executor == "local":
+        return str(device)
+    if device.type == "cuda" or configured.startswith("cuda"):
+        return "cuda"
+    return "auto" if configured == "auto" else str(device)
 
 
 def _torch_threads() -> int:

@@ -476,17 +476,20 @@ class Executor(Protocol):
 class ExecutorSpec:
     """An executor plugin: ``create(options) -> Executor``.
 
-    ``options`` holds ``scheduler`` (an address or ""), ``workers``, ``device`` and ``registry`` (the
-    driver's, for cells run in this process). An executor calls ``work(job, deliver, worker)`` for
-    every job, in this process or elsewhere, with one :class:`xbench.obtain.Worker` per process (its
-    registry and dataset cache), and makes sure ``deliver`` runs in the driver process for every
-    message.
+    ``options`` holds ``scheduler`` (an address or ""), ``workers``, ``device``, ``registry`` (the
+    driver's, for cells run in this process), ``out`` (the run directory) and ``settings`` (the
+    config's ``[executor.<name>]`` table, checked against ``params`` and ``validate`` and completed
+    with their defaults before anything runs). An executor calls ``work(job, deliver, worker)`` for every job,
+    in this process or elsewhere, with one :class:`xbench.obtain.Worker` per process (its registry and
+    dataset cache), and makes sure ``deliver`` runs in the driver process for every message.
     """
 
     name: str
     create: Callable[[Mapping[str, Any]], Executor]
     description: str = ""
     version: str = "1"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    validate: Callable[[Mapping[str, Any]], None] | None = None
 
 
 # ----------------------------------------------------------------------------- verification

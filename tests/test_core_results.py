@@ -148,7 +148,7 @@ def test_sample_rows_hold_one_row_per_value_and_sample_with_every_schema_column(
     values = validated(s, {"hit": torch.tensor([1.0, 0.0, 0.5]), "morf": {4: torch.zeros(3)}}, 3)
     builder = RowBuilder(np.array([0, 1, 1]), np.array([0, 0, 1]), np.array([0, 1, 1]))
     table = builder.sample_table(identity(baseline=True), s, values, 3, [None, "empty mask", None],
-                                 {"seconds_per_sample": 0.01, "peak_bytes": 2048})
+                                 {"seconds_per_sample": 0.01, "added_bytes": 2048})
     assert table.schema.equals(SCHEMA) and table.num_rows == 6
     rows = table.to_pylist()
     first = rows[0]
