@@ -72,9 +72,9 @@ class _CpuProbe:
     def __init__(self):
         from torch.profiler import ProfilerActivity, profile
 
-        with _quiet_kineto():
-            self.profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-            self.profiler.__enter__()
+        _prime()
+        self.profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        self.profiler.__enter__()
 
     def settle(self) -> None:
         pass
@@ -92,19 +92,47 @@ class _CpuProbe:
         return peak
 
 
-@contextmanager
-def _quiet_kineto() -> Iterator[None]:
-    """Kineto, torch's profiling library, logs every start and stop (and, without a GPU, an error
-    about it) unless ``KINETO_LOG_LEVEL`` says otherwise when it starts up, once per process: so it
-    is set for that moment only, unless the user set it."""
-    if "KINETO_LOG_LEVEL" in os.environ:
-        yield
+_PRIMED = False
+
+
+def _prime() -> None:
+    """The first profiler session of a process, with nothing to measure, so that a run's output
+    stays clean: Kineto (torch's profiling library) starts up and logs every later start and stop
+    unless ``KINETO_LOG_LEVEL`` says otherwise at that moment (it is set for that moment only,
+    unless the user set it), and torch warns once per process when a block allocated before any
+    session is freed during one (here, silenced)."""
+    global _PRIMED
+    if _PRIMED:
         return
-    os.environ["KINETO_LOG_LEVEL"] = "6"
+    _PRIMED = True
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    block = torch.empty(256)
+    user_level = os.environ.get("KINETO_LOG_LEVEL")
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     try:
-        yield
+        with _stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True):
+            del block
     finally:
-        os.environ.pop("KINETO_LOG_LEVEL", None)
+        if user_level is None:
+            os.environ.pop("KINETO_LOG_LEVEL", None)
+
+
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null inside the block (torch's C++ warnings bypass ``sys.stderr``)."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _probe(device: torch.device):
