@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +37,43 @@ class PluginMisbehaved(ContractError):
     """A plugin changed something it was handed: its units fail, the others are protected."""
 
 
+class SharedInputs:
+    """Tensors derived from a batch's inputs alone (:meth:`MetricContext.reuse`: corrupted copies of
+    the batch), computed once per cell and shared by every method's metrics instead of once per
+    method; the least recently used go first beyond ``budget`` bytes."""
+
+    def __init__(self, budget: int = 256 * 2**20):
+        self.budget = budget
+        self.items: OrderedDict[Any, torch.Tensor] = OrderedDict()
+        self.size = 0
+
+    def get(self, batch: Any, key: Any, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        entry = (batch, key)
+        if entry in self.items:
+            self.items.move_to_end(entry)
+            return self.items[entry].clone()
+        value = compute()
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"ctx.reuse({key!r}, compute): compute() returned {type(value).__name__}; it shares "
+                            "tensors only.")
+        nbytes = value.element_size() * value.nelement()
+        if nbytes <= self.budget:
+            self.items[entry] = value.detach().clone()
+            self.size += nbytes
+            while self.size > self.budget:
+                _, old = self.items.popitem(last=False)
+                self.size -= old.element_size() * old.nelement()
+        return value
+
+    def of(self, batch: Any) -> Callable[[Any, Callable[[], torch.Tensor]], torch.Tensor]:
+        return lambda key, compute: self.get(batch, key, compute)
+
+    def clear(self) -> None:
+        """Forget everything (a plugin changed the inputs in place: what was derived may be wrong)."""
+        self.items.clear()
+        self.size = 0
+
+
 @dataclass
 class CellState:
     """Everything the phases of one cell share."""
@@ -57,6 +94,7 @@ class CellState:
     targets: torch.Tensor | None = None
     rows: results.RowBuilder | None = None
     report: CellReport | None = None
+    shared: SharedInputs = field(default_factory=lambda: SharedInputs())
 
     @property
     def run(self):
@@ -199,7 +237,7 @@ def _score_model_unit(state: CellState, task: UnitTask) -> None:
         model=state.model, inputs=state.test.images, labels=state.labels.to(device), logits=state.logits.to(device),
         targets=state.targets.to(device), target_mode=state.run.target, params=task.metric.params,
         generator=_generator(device, task.key), predict=state.predict, device=device, dataset=state.dataset,
-        reduction=state.run.reduction)
+        reduction=state.run.reduction, shared=state.shared.of("test split"))
     guard = _Guard(state, ctx, images=state.test.images)
     try:
         with _timed(state.timings, "score"):
@@ -284,7 +322,8 @@ def _explain_and_score(state: CellState, tasks: list[UnitTask]) -> None:
                 logits=state.logits[start:stop].to(device), targets=t, target_mode=run.target,
                 params=u.task.metric.params, generator=_generator(device, u.task.key, start), predict=state.predict,
                 device=device, attribution=att, explainer=explainer, mask=mask, regions=regions,
-                dataset=state.dataset, method=method.name, reduction=run.reduction)
+                dataset=state.dataset, method=method.name, reduction=run.reduction,
+                shared=state.shared.of((start, stop)))
             guard = _Guard(state, ctx)
             try:
                 # the same global draws for this unit and batch wherever and whenever it runs
@@ -384,6 +423,7 @@ class _Guard:
                 ".clamp_(min=0)). This unit fails; the others were given the original values.")
 
     def restore(self) -> None:
+        self.state.shared.clear()
         for f, copy in self.copies.items():
             current = getattr(self.ctx, f)
             if not torch.equal(current, copy):

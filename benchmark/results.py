@@ -306,6 +306,7 @@ def metric_context(
     dataset=None,
     method: str | None = None,
     reduction: str = "abs-luminance",
+    shared: Callable | None = None,
 ) -> MetricContext:
     """The context a metric scores, built the same way for runs and for tests.
 
@@ -323,6 +324,7 @@ def metric_context(
         raw_attribution=None if attribution is None else attribution.raw,
         mask=mask, regions=dict(regions or {}), dataset=dataset,
         method=method, reduction=reduction, undefined=None if attribution is None else attribution.bad,
+        shared=shared,
     )
     if attribution is not None and attribution.bad.any():
         ctx.flag(attribution.bad, NONFINITE)
