@@ -240,7 +240,7 @@ def _score_model_unit(state: CellState, task: UnitTask) -> None:
         reduction=state.run.reduction, shared=state.shared.of("test split"))
     guard = _Guard(state, ctx, images=state.test.images)
     try:
-        with _timed(state.timings, "score"):
+        with _timed(state.timings, "score"), _timed(state.report.metric_seconds, task.metric.label):
             # a metric that draws from the global RNG draws the same numbers on resume and on any worker
             torch.manual_seed(seed_of(task.key))
             values = results.score(spec, ctx)
@@ -328,7 +328,7 @@ def _explain_and_score(state: CellState, tasks: list[UnitTask]) -> None:
             try:
                 # the same global draws for this unit and batch wherever and whenever it runs
                 torch.manual_seed(seed_of(u.task.key, start))
-                with _timed(state.timings, "score"):
+                with _timed(state.timings, "score"), _timed(state.report.metric_seconds, u.task.metric.label):
                     values = results.score(u.spec, ctx)
                 guard.check(f"metric {u.spec.name!r}")
                 u.add(values, results.notes_per_sample(ctx, stop - start))
@@ -476,7 +476,7 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        timings[name] += time.perf_counter() - start
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
 @contextmanager

@@ -145,7 +145,8 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
         elif isinstance(message, CellReport):
             cells[message.key] = {"title": message.title, "dataset_info": message.dataset_info, "fit": message.fit,
                                   "model_cached": message.model_cached, "timings": message.timings,
-                                  "device": message.device, "costs": message.costs}
+                                  "device": message.device, "costs": message.costs,
+                                  "metric_seconds": message.metric_seconds}
             summary.warnings += [f"{message.title}: {w}" for w in message.fit.get("warnings", [])]
             for name, seconds in message.timings.items():
                 timings[name] += seconds

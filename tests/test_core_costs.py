@@ -111,3 +111,10 @@ def test_a_run_charges_no_method_its_first_call_in_the_process(tmp_path, use_sit
     slow = rows[rows["method"] == "crash.slow-start"]
     assert len(slow) and (slow["explain_seconds"] * 32 < 0.5).all()  # 32 samples explained, the 1 s sleep not among them
     assert (slow["explain_peak_bytes"] > 0).all()
+    # the manifest says how the memory was counted, and what each metric took
+    import json
+
+    cell = next(iter(json.loads((tmp_path / "run" / "manifest.json").read_text())["cells"].values()))
+    assert {c["memory"] for c in cell["costs"].values()} == {"cpu-allocator"}
+    assert set(cell["metric_seconds"]) == {"tpr-tnr", "acme.mass", "classification", "model-fit"}
+    assert all(s > 0 for s in cell["metric_seconds"].values())
