@@ -112,7 +112,7 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
     done = store.done(planned_keys)
     previous = store.read_manifest()
     manifest = _manifest(config, registry, plan, device, previous)
-    options = config.run.model_copy(update={"threads": config.run.threads or _torch_threads()})
+    options = config.run.model_copy(update={"threads": config.run.threads or _default_threads(config)})
     manifest["threads"] = options.threads
     manifest["status"] = "running"
     store.write_manifest(manifest)
@@ -207,6 +207,13 @@ def _job_device(executor: str, configured: str, device) -> str:
     if device.type == "cuda" or configured.startswith("cuda"):
         return "cuda"
     return "auto" if configured == "auto" else str(device)
+
+
+def _default_threads(config: Config) -> int:
+    """Torch's CPU threads in every cell when ``[run] threads`` is 0: the CPUs each task gets where
+    the executor's settings say so (``cpus``: a SLURM task), else torch's default on the driver."""
+    cpus = int((config.executors.get(config.run.executor) or {}).get("cpus") or 0)
+    return cpus or _torch_threads()
 
 
 def _torch_threads() -> int:

@@ -23,7 +23,7 @@ from xbench.runner import run
 pytest.importorskip("submitit")
 
 ORDER = ["unit", "value_name", "sample"]
-CONFIG = TINY.replace("seeds = [0]", "seeds = [0, 1]").replace(
+CONFIG = TINY.replace("seeds = [0]", "seeds = [0, 1]\nthreads = 1").replace(
     "[methods.saliency]", "[methods.saliency]\n[methods.\"crash.gradient\"]")
 
 
@@ -141,6 +141,7 @@ def _fake_sbatch(folder):
 def test_the_sbatch_script_holds_the_array_throttle_gpu_cap_and_resources(tmp_path, monkeypatch, use_sites):
     import submitit
 
+    from xbench.runner import _default_threads
     from xbench.slurm import CellTask, sbatch_parameters, throttle
 
     use_sites("acme")
@@ -161,8 +162,10 @@ parallel = 10
 sbatch = ["--constraint=a100", "--exclusive"]
 setup = ["module load cuda/12.4"]
 """)
-    settings = load_config(str(config_path), registry).executors["slurm"]
+    config = load_config(str(config_path), registry, overrides={"executor": "slurm"})
+    settings = config.executors["slurm"]
     assert throttle(settings) == 3  # 6 GPUs at most, 2 per task
+    assert _default_threads(config) == 4  # every cell computes with the task's CPUs
     executor = submitit.SlurmExecutor(folder=tmp_path / "jobs")
     executor.update_parameters(**sbatch_parameters(settings))
     executor.submit_array([CellTask(None, str(tmp_path / f"spool{i}"), print) for i in range(7)])
