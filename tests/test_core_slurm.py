@@ -69,19 +69,6 @@ def _slurm_run(config_path, out, marker=None, monkeypatch=None):
     return run(load_config(str(config_path), registry, overrides={"executor": "slurm"}), registry, out=out)
 
 
-def test_slurm_array_on_local_processes_gives_the_local_executors_rows(tmp_path, use_sites):
-    config_path, want = _setup(tmp_path, use_sites, retries=0)
-    out = tmp_path / "slurm"
-    summary = _slurm_run(config_path, out)
-    assert not summary.failed and summary.computed == 16 and summary.status == "complete"
-    pd.testing.assert_frame_equal(_rows(out), want)
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["config"]["executor"]["slurm"]["cluster"] == "local"
-    assert len(manifest["cells"]) == 2 and all(c["timings"]["fit"] > 0 for c in manifest["cells"].values())
-    assert len(list((out / "gallery").glob("*/inputs.npz"))) == 2  # the tasks' gallery, written by the driver
-    assert not list((out / "slurm" / "spool").glob("*"))  # every spool written and removed
-
-
 def test_a_killed_task_is_submitted_again_for_its_missing_units(tmp_path, use_sites, monkeypatch):
     config_path, want = _setup(tmp_path, use_sites, retries=1)
     marker = tmp_path / "crash"
@@ -112,7 +99,12 @@ def test_a_killed_task_without_retries_fails_its_units_and_the_next_run_resumes_
     assert not list((out / "errors").glob("*.json"))
 
 
-def test_a_preempted_task_is_requeued_and_computes_only_what_is_missing(tmp_path, use_sites, monkeypatch):
+def test_the_array_gives_the_local_executors_rows_through_a_preempted_and_requeued_task(tmp_path, use_sites,
+                                                                                       monkeypatch):
+    """SLURM's pre-emption signal (SIGUSR2) in the middle of a task: submitit requeues it, the
+    requeued task computes only the units its spool lacks, and the run equals the local one."""
+    from submitit.core.utils import pickle_load
+
     config_path, want = _setup(tmp_path, use_sites, retries=0)  # requeued by submitit, not resubmitted
     marker = tmp_path / "crash"
     marker.write_text("USR2")
@@ -121,9 +113,17 @@ def test_a_preempted_task_is_requeued_and_computes_only_what_is_missing(tmp_path
     assert not marker.exists()
     assert not summary.failed and summary.status == "complete" and summary.computed == 16
     pd.testing.assert_frame_equal(_rows(out), want)
-    logs = [p.read_text() for p in (out / "slurm" / "jobs").glob("*_log.out")]
-    requeued = [log for log in logs if "this job is preempted" in log and "Requeued job" in log]
-    assert len(requeued) == 1 and requeued[0].count("Loading pickle") == 2  # one task, started again
+    jobs = out / "slurm" / "jobs"
+    requeued = [p for p in jobs.glob("*_log.out") if "this job is preempted" in p.read_text()]
+    assert len(requeued) == 1 and "Requeued job" in requeued[0].read_text()
+    assert requeued[0].read_text().count("Loading pickle") == 2  # one task, started again
+    outcome, computed = pickle_load(jobs / requeued[0].name.replace("_log.out", "_result.pkl"))
+    assert outcome == "success" and 0 < computed < 8  # of its cell's 8 units, only those not spooled before
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["executor"]["slurm"]["cluster"] == "local"
+    assert len(manifest["cells"]) == 2 and all(c["timings"]["explain"] > 0 for c in manifest["cells"].values())
+    assert len(list((out / "gallery").glob("*/inputs.npz"))) == 2  # the tasks' gallery, written by the driver
+    assert not list((out / "slurm" / "spool").glob("*"))  # every spool written and removed
 
 
 def _fake_sbatch(folder):
