@@ -233,8 +233,11 @@ class _Tracked:
                 chunk = fh.read()
             whole = chunk[:chunk.rfind(b"\n") + 1]
             self.log_offset += len(whole)
-            for line in whole.decode("utf-8").splitlines():
-                status = Status(**json.loads(line))
+            for line in whole.decode("utf-8", errors="replace").splitlines():
+                try:  # a task killed in mid-line leaves a torn line, which its next attempt ends
+                    status = Status(**json.loads(line))
+                except (ValueError, TypeError):
+                    continue
                 if status.phase != "warning":
                     self.doing = status
                 deliver(status)

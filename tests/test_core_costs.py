@@ -109,7 +109,8 @@ def test_a_run_charges_no_method_its_first_call_in_the_process(tmp_path, use_sit
     assert not summary.failed
     rows = load_results(tmp_path / "run")
     slow = rows[rows["method"] == "crash.slow-start"]
-    assert len(slow) and (slow["explain_seconds"] * 32 < 0.5).all()  # 32 samples explained, the 1 s sleep not among them
+    # 32 samples explained, the 1 s sleep not among them
+    assert len(slow) and (slow["explain_seconds"] * 32 < 0.5).all()
     assert (slow["explain_peak_bytes"] > 0).all()
     # the manifest says how the memory was counted, and what each metric took
     import json

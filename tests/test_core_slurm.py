@@ -48,7 +48,8 @@ def _local_rows(tmp_path, config_path, cache):
     if "rows" not in cache:
         registry = load_registry()
         summary = run(load_config(str(config_path), registry), registry, out=tmp_path / "local")
-        assert not summary.failed and summary.computed == 16  # 2 cells × (3 methods × 2 metrics + classification + model-fit)
+        # 2 cells × (3 methods × 2 metrics + classification + model-fit)
+        assert not summary.failed and summary.computed == 16
         cache["rows"] = _rows(tmp_path / "local")
     return cache["rows"]
 
