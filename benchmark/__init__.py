@@ -6,6 +6,7 @@ Plugins implement the hooks in :mod:`xbench.hookspecs` and yield the spec object
 from importlib.metadata import PackageNotFoundError, version
 
 from .hookspecs import hookimpl
+from .sources import DataSource, RemoteFile
 from .specs import (
     Dataset,
     DatasetInfo,
@@ -32,6 +33,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "DataSource",
     "Dataset",
     "DatasetInfo",
     "DatasetSpec",
@@ -45,6 +47,7 @@ __all__ = [
     "MetricSpec",
     "ModelSpec",
     "Param",
+    "RemoteFile",
     "Split",
     "TrainedModel",
     "VerificationSpec",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .specs import FitReport
-from .store import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 
 class Cache:

@@ -4,8 +4,10 @@ This is what an executor runs, in process or on a remote worker. It never writes
 unit's rows (or its error) go to ``deliver`` and the driver writes them. Every phase is guarded: a
 failure while loading, fitting or predicting fails that cell's units with the phase named, a failing
 method fails its units, a failing metric its unit, and the rest of the run goes on. A plugin that
-changes what it was handed (the attribution, the inputs, the model's weights) fails its own units
-with a message that names it, and everything is restored for the plugins after it.
+changes what it was handed (the attribution, the inputs, the model's weights, its hooks or
+submodules: see :mod:`xbench.guards`) fails its own units with a message that names it and what it
+changed, and everything is restored for the plugins after it. A run-level failure (an interruption,
+a full disk) is never blamed on a plugin: it stops the cell and reaches the driver.
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ from .checks import ContractError
 from .costs import Cost
 from .devices import resolve_device
 from .errors import RunInterrupted
+from .guards import ModelGuard, NotFinite, PluginMisbehaved, Pristine, handed_dataset, handed_model, nonfinite_samples
 from .hashing import content_hash
 from .messages import CellJob, CellReport, Status, UnitResult, UnitTask
-from .obtain import Worker, fingerprint, obtain_model, seed_of
+from .obtain import Worker, obtain_model, seed_of
 from .specs import ArrayLike, Dataset, DatasetInfo, MetricSpec, TrainedModel
+from .atomic import CannotWrite
 
-
-class PluginMisbehaved(ContractError):
-    """A plugin changed something it was handed: its units fail, the others are protected."""
+__all__ = ["CellState", "PluginMisbehaved", "work"]
 
 
 class SharedInputs:
@@ -87,8 +89,7 @@ class CellState:
     info: DatasetInfo | None = None
     cache: Cache | None = None
     model: TrainedModel | None = None
-    weights: torch.Tensor | None = None       # fingerprint of the trained weights
-    clean_state: dict[str, torch.Tensor] | None = None
+    guard: ModelGuard | None = None           # the model as it was before the first plugin call
     logits: torch.Tensor | None = None        # test split, CPU
     labels: torch.Tensor | None = None
     targets: torch.Tensor | None = None
@@ -119,9 +120,17 @@ class CellState:
         for task in tasks:
             self.deliver(UnitResult(task.key, error=_error(self.job, task, phase, exc)))
 
-    def restore_model(self) -> None:
-        self.model.module.load_state_dict(self.clean_state)
-        self.model.module.eval()
+    def changes(self, pristine: Pristine) -> list[str]:
+        """What the last plugin call changed of ``pristine`` and of the model, all of it restored
+        (a changed test split that cannot be restored is loaded again)."""
+        changed = pristine.changed() + self.guard.changes()
+        if changed:
+            self.shared.clear()  # derived from what was changed, maybe
+            self.guard.restore()
+            if pristine.restore():
+                self.worker.forget(self.cell)
+                self.dataset = self.worker.dataset(self.cell)
+        return changed
 
 
 def work(job: CellJob, deliver: Callable[[Any], None], worker: Worker) -> None:
@@ -137,13 +146,14 @@ def work(job: CellJob, deliver: Callable[[Any], None], worker: Worker) -> None:
             try:
                 step(state)
             except BaseException as exc:  # noqa: BLE001 - a plugin's SystemExit fails its units too
-                _reraise_interrupt(exc)
+                _reraise_run_failure(exc)
                 state.fail(job.units, phase, exc)
                 _finish(state, started)
                 return
         try:
             _gallery_inputs(state)
         except Exception as exc:  # noqa: BLE001 - figures are a convenience; the results go on
+            _reraise_run_failure(exc)
             deliver(Status(f"{job.cell.title}: warning: no gallery for this cell ({type(exc).__name__}: {exc})",
                            "warning"))
         for task in job.units:
@@ -184,14 +194,12 @@ def _load(state: CellState) -> None:
 
 def _fit(state: CellState) -> None:
     state.model, state.report.model_cached = obtain_model(
-        state.worker, state.cell, state.dataset, state.info, state.device, state.cache, state.run.seeding,
-        state.deliver, state.timings)
+        state.worker, state.cell, state.dataset, state.info, state.device, state.cache, state.deliver,
+        state.timings)
     report = state.model.report
     state.report.fit = {"history": report.history, "metrics": report.metrics, "warnings": list(report.warnings)}
     for warning in report.warnings:
         state.deliver(Status(f"{state.cell.title}: warning: {warning}", "warning"))
-    state.clean_state = {k: v.detach().clone() for k, v in state.model.module.state_dict().items()}
-    state.weights = fingerprint(state.model.module)
 
 
 def _predict_test(state: CellState) -> None:
@@ -204,11 +212,34 @@ def _predict_test(state: CellState) -> None:
             f"Model {state.cell.model.label!r} returned logits of shape {tuple(logits.shape)} for "
             f"{len(state.test)} test images, but dataset {state.cell.dataset.label!r} has {classes} classes: a "
             f"model must return (N, {classes}) logits, one column per class (build it with info.num_classes).")
+    _check_logits(state, logits)
+    # the model as every plugin must leave it (taken after its first forward pass, which may set it up)
+    state.guard = ModelGuard(state.model.module)
     state.logits = logits
     state.labels = state.test.labels.cpu()
     preds = logits.argmax(1)
     state.targets = state.labels if state.run.target == "label" else preds
     state.rows = results.RowBuilder(state.labels.numpy(), preds.numpy(), state.targets.numpy())
+
+
+def _check_logits(state: CellState, logits: torch.Tensor) -> None:
+    """NaN or Inf logits are named for what causes them: the test images (a lazy split is only read
+    here), or the model's forward pass on finite images and weights."""
+    bad = ~torch.isfinite(logits).all(1)
+    if not bool(bad.any()):
+        return
+    indices = bad.nonzero().flatten().tolist()
+    images = state.test.images[indices]
+    if not bool(torch.isfinite(images).all()):
+        raise NotFinite(
+            f"Dataset {state.cell.dataset.label!r} (seed {state.cell.seed}): its test split's images hold "
+            f"{nonfinite_samples(images, indices, len(state.test))}. A model cannot be tested or explained on NaN or "
+            "Inf values: fix the dataset or its files. This cell fails; the rest of the run goes on.")
+    shown = ", ".join(map(str, indices[:8])) + (", …" if len(indices) > 8 else "")
+    raise NotFinite(
+        f"Model {state.cell.model.label!r} returned NaN or Inf logits for {len(indices)} of {len(state.test)} test "
+        f"images ({shown}), although those images and its weights are finite: its forward pass overflows or "
+        "divides by zero. This cell fails; the rest of the run goes on.")
 
 
 def _gallery_inputs(state: CellState) -> None:
@@ -233,23 +264,30 @@ def _identity(state: CellState, task: UnitTask, method_baseline: bool = False) -
 def _score_model_unit(state: CellState, task: UnitTask) -> None:
     spec = state.registry.get("metrics", task.metric.name).spec
     device = state.device
+    handed = {"ctx.inputs": state.test.images, "ctx.labels": state.labels.to(device),
+              "ctx.logits": state.logits.to(device), "ctx.targets": state.targets.to(device)}
     ctx = results.metric_context(
-        model=state.model, inputs=state.test.images, labels=state.labels.to(device), logits=state.logits.to(device),
-        targets=state.targets.to(device), target_mode=state.run.target, params=task.metric.params,
-        generator=_generator(device, task.key), predict=state.predict, device=device, dataset=state.dataset,
-        reduction=state.run.reduction, shared=state.shared.of("test split"))
-    guard = _Guard(state, ctx, images=state.test.images)
+        model=handed_model(state.model), inputs=handed["ctx.inputs"], labels=handed["ctx.labels"],
+        logits=handed["ctx.logits"], targets=handed["ctx.targets"], target_mode=state.run.target,
+        params=task.metric.params, generator=_generator(device, task.key), predict=state.predict, device=device,
+        dataset=handed_dataset(state.dataset), reduction=state.run.reduction,
+        shared=state.shared.of("test split"))
+    # the whole test split is too large to copy for every call: a digest of its bytes instead
+    pristine = Pristine(handed, digest_only=["ctx.inputs"])
     try:
-        with _timed(state.timings, "score"), _timed(state.report.metric_seconds, task.metric.label):
-            # a metric that draws from the global RNG draws the same numbers on resume and on any worker
-            torch.manual_seed(seed_of(task.key))
-            values = results.score(spec, ctx)
-        guard.check(f"metric {spec.name!r}")
+        try:
+            with _timed(state.timings, "score"), _timed(state.report.metric_seconds, task.metric.label):
+                # a metric that draws from the global RNG draws the same numbers on resume and on any worker
+                torch.manual_seed(seed_of(task.key))
+                values = results.score(spec, ctx)
+        finally:
+            changed = state.changes(pristine)
+        if changed:
+            raise _misbehaved_metric(spec.name, changed)
         note = "; ".join(dict.fromkeys(reason for _, reason in ctx.notes)) or None
         state.deliver(UnitResult(task.key, table=state.rows.model_table(_identity(state, task), spec, values, note)))
     except BaseException as exc:  # noqa: BLE001
-        _reraise_interrupt(exc)
-        guard.restore()
+        _reraise_run_failure(exc)
         state.deliver(UnitResult(task.key, error=_error(state.job, task, "score", exc)))
 
 
@@ -291,8 +329,14 @@ def _explain_and_score(state: CellState, tasks: list[UnitTask]) -> None:
     cost = Cost(device)
 
     def explainer(model: TrainedModel, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return run_method(mspec, model, x, targets, method.params,
+        """The method again, for a metric that re-explains other inputs: checked like any call."""
+        maps = run_method(mspec, model, x, targets, method.params,
                           generator=_generator(x.device, method.key, "re-explain") if mspec.stochastic else None)
+        changed = state.changes(Pristine({}))
+        if changed:
+            raise PluginMisbehaved(f"Method {method.label!r} changed {', '.join(changed)} while re-explaining inputs "
+                                   f"for a metric. {_METHOD_RULE} Everything was restored; this unit fails.")
+        return maps
 
     for start in range(0, n, batch):
         stop = min(start + batch, n)
@@ -306,7 +350,7 @@ def _explain_and_score(state: CellState, tasks: list[UnitTask]) -> None:
             raw = _explain_batch(state, mspec, method, x, t, start, stop, cost)
             att = results.prepare_attribution(raw.to(device), size, run.reduction, method.name)
         except BaseException as exc:  # noqa: BLE001
-            _reraise_interrupt(exc)
+            _reraise_run_failure(exc)
             for u in active:
                 u.error = _error(state.job, u.task, "explain", exc)
             break
@@ -316,25 +360,31 @@ def _explain_and_score(state: CellState, tasks: list[UnitTask]) -> None:
                                                method.label, run.reduction, mspec.baseline))
         mask = test.masks[start:stop].to(device) if test.masks is not None else None
         regions = {k: v[start:stop].to(device) for k, v in test.regions.items()}
+        labels, logits = state.labels[start:stop].to(device), state.logits[start:stop].to(device)
+        # what every metric of this batch is handed, copied once and compared after each of them
+        pristine = Pristine({"ctx.inputs": x, "ctx.labels": labels, "ctx.logits": logits, "ctx.targets": t,
+                             "ctx.mask": mask, "ctx.attribution": att.reduced, "ctx.raw_attribution": att.raw,
+                             "ctx.undefined": att.bad, **{f"ctx.regions[{k!r}]": v for k, v in regions.items()}})
         for u in active:
             ctx = results.metric_context(
-                model=state.model, inputs=x, labels=state.labels[start:stop].to(device),
-                logits=state.logits[start:stop].to(device), targets=t, target_mode=run.target,
-                params=u.task.metric.params, generator=_generator(device, u.task.key, start), predict=state.predict,
-                device=device, attribution=att, explainer=explainer, mask=mask, regions=regions,
-                dataset=state.dataset, method=method.name, reduction=run.reduction,
+                model=handed_model(state.model), inputs=x, labels=labels, logits=logits, targets=t,
+                target_mode=run.target, params=u.task.metric.params, generator=_generator(device, u.task.key, start),
+                predict=state.predict, device=device, attribution=att, explainer=explainer, mask=mask,
+                regions=regions, dataset=handed_dataset(state.dataset), method=method.name, reduction=run.reduction,
                 shared=state.shared.of((start, stop)))
-            guard = _Guard(state, ctx)
             try:
-                # the same global draws for this unit and batch wherever and whenever it runs
-                torch.manual_seed(seed_of(u.task.key, start))
-                with _timed(state.timings, "score"), _timed(state.report.metric_seconds, u.task.metric.label):
-                    values = results.score(u.spec, ctx)
-                guard.check(f"metric {u.spec.name!r}")
+                try:
+                    # the same global draws for this unit and batch wherever and whenever it runs
+                    torch.manual_seed(seed_of(u.task.key, start))
+                    with _timed(state.timings, "score"), _timed(state.report.metric_seconds, u.task.metric.label):
+                        values = results.score(u.spec, ctx)
+                finally:
+                    changed = state.changes(pristine)
+                if changed:
+                    raise _misbehaved_metric(u.spec.name, changed)
                 u.add(values, results.notes_per_sample(ctx, stop - start))
             except BaseException as exc:  # noqa: BLE001
-                _reraise_interrupt(exc)
-                guard.restore()
+                _reraise_run_failure(exc)
                 u.error = _error(state.job, u.task, "score", exc)
     state.report.costs[method.key] = {"method": method.label, **cost.as_dict()}
     for u in units:
@@ -360,14 +410,16 @@ def _explain_batch(state: CellState, mspec, method, x, t, start: int, stop: int,
     torch.manual_seed(seed_of(key))
     generator = _generator(x.device, key) if mspec.stochastic else None
     before = Cost(state.device)
-    with _timed(state.timings, "explain"), before.measure(stop - start):
-        raw = run_method(mspec, state.model, x, t, method.params, generator=generator)
-    if not torch.equal(fingerprint(state.model.module), state.weights):
-        state.restore_model()
+    pristine = Pristine({"the images it was handed": x, "the targets it was handed": t})
+    try:
+        with _timed(state.timings, "explain"), before.measure(stop - start):
+            raw = run_method(mspec, handed_model(state.model), x, t, method.params, generator=generator)
+    finally:
+        changed = state.changes(pristine)
+    if changed:
         raise PluginMisbehaved(
-            f"Method {method.label!r} changed the model's weights while explaining (a plugin must leave the model "
-            "as it found it: work on a copy, or undo its changes). Its maps were discarded and not cached, the "
-            "model was restored for the other methods, and this method's units fail.")
+            f"Method {method.label!r} changed {', '.join(changed)} while explaining. {_METHOD_RULE} Its maps were "
+            "discarded and not cached, everything was restored for the other methods, and this method's units fail.")
     cost.add(before.seconds, before.samples, before.added_bytes, before.memory)
     state.cache.save_attribution(key, raw, {"seconds": before.seconds, "added_bytes": before.added_bytes,
                                             "memory": before.memory})
@@ -376,81 +428,38 @@ def _explain_batch(state: CellState, mspec, method, x, t, start: int, stop: int,
 
 def _warm_up(state: CellState, mspec, method, x: torch.Tensor, t: torch.Tensor) -> None:
     """A method's first call in a process imports its library and sets itself up (Captum took 1.4 s,
-    Zennit several, on a loaded 2-core machine): that call is made once per process, on one sample,
-    unmeasured and discarded, so that the time per sample is the method's and not its imports'."""
+    Zennit several, on a loaded 2-core machine): that call is made once per process, on a copy of one
+    sample, unmeasured and discarded, so that the time per sample is the method's and not its
+    imports'. What it might change of the model, the measured call's guard finds."""
     if method.name in state.worker.warmed:
         return
     state.worker.warmed.add(method.name)
     try:
-        run_method(mspec, state.model, x[:1], t[:1], method.params,
+        run_method(mspec, handed_model(state.model), x[:1].clone(), t[:1].clone(), method.params,
                    generator=_generator(x.device, "warm-up") if mspec.stochastic else None)
     except Exception:  # noqa: BLE001 - the measured call meets (and reports) the same failure
         pass
 
 
-class _Guard:
-    """Keeps pristine copies of what a metric is handed (attribution, raw maps, inputs, labels,
-    logits, targets, masks, regions) and the model's fingerprint; ``check`` fails the metric that
-    changed any of them, ``restore`` puts them back for the next one."""
-
-    FIELDS = ("attribution", "raw_attribution", "inputs", "labels", "logits", "targets", "mask")
-
-    def __init__(self, state: CellState, ctx, images=None):
-        self.state, self.ctx = state, ctx
-        # a model-level metric is handed the whole test split: checked by checksum, not copied
-        fields = [f for f in self.FIELDS if not (images is not None and f == "inputs")]
-        self.copies = {f: getattr(ctx, f).clone() for f in fields if isinstance(getattr(ctx, f), torch.Tensor)}
-        self.regions = {k: v.clone() for k, v in ctx.regions.items()}
-        self.images = images if isinstance(images, torch.Tensor) else None
-        self.images_sum = _checksum(self.images) if self.images is not None else None
-
-    def changed(self) -> list[str]:
-        out = [f"ctx.{f}" for f, copy in self.copies.items() if not torch.equal(getattr(self.ctx, f), copy)]
-        out += [f"ctx.regions[{k!r}]" for k, copy in self.regions.items() if not torch.equal(self.ctx.regions[k], copy)]
-        if self.images is not None and not torch.equal(_checksum(self.images), self.images_sum):
-            out.append("the test images (ctx.inputs)")
-        if not torch.equal(fingerprint(self.state.model.module), self.state.weights):
-            out.append("the model's weights")
-        return out
-
-    def check(self, who: str) -> None:
-        changed = self.changed()
-        if changed:
-            self.restore()
-            raise PluginMisbehaved(
-                f"The {who} changed {', '.join(changed)} in place. Metrics share what they are handed, so this "
-                "would change other metrics' numbers: work on a copy (e.g. ctx.attribution.clamp(min=0) instead of "
-                ".clamp_(min=0)). This unit fails; the others were given the original values.")
-
-    def restore(self) -> None:
-        self.state.shared.clear()
-        for f, copy in self.copies.items():
-            current = getattr(self.ctx, f)
-            if not torch.equal(current, copy):
-                current.copy_(copy)
-        for k, copy in self.regions.items():
-            if not torch.equal(self.ctx.regions[k], copy):
-                self.ctx.regions[k].copy_(copy)
-        if not torch.equal(fingerprint(self.state.model.module), self.state.weights):
-            self.state.restore_model()
-        if self.images is not None and not torch.equal(_checksum(self.images), self.images_sum):
-            # the split was changed in place: load it again for this cell and every later one
-            self.state.worker.forget(self.state.cell)
-            self.state.dataset = self.state.worker.dataset(self.state.cell)
+_METHOD_RULE = ("A method must leave the model and what it is handed as it found them: work on a copy, remove "
+                "every hook it registers, undo every change.")
 
 
-def _checksum(x: torch.Tensor) -> torch.Tensor:
-    d = x.detach().double()
-    return torch.stack([d.sum(), d.square().sum()])
+def _misbehaved_metric(name: str, changed: list[str]) -> PluginMisbehaved:
+    return PluginMisbehaved(
+        f"The metric {name!r} changed {', '.join(changed)} in place. Metrics share what they are handed, so this "
+        "would change other metrics' numbers: work on a copy (e.g. ctx.attribution.clamp(min=0) instead of "
+        ".clamp_(min=0)) and remove every hook you register. This unit fails; the others were given the original "
+        "values.")
 
 
 # ----------------------------------------------------------------------------- helpers
 
-def _reraise_interrupt(exc: BaseException) -> None:
-    """A real interruption (Ctrl-C, SIGTERM: the driver raises :class:`RunInterrupted`) stops the
-    run; anything else a plugin raises, ``SystemExit`` and a plugin's own ``KeyboardInterrupt``
-    included, fails only its units."""
-    if isinstance(exc, (RunInterrupted, GeneratorExit)):
+def _reraise_run_failure(exc: BaseException) -> None:
+    """A real interruption (Ctrl-C, SIGTERM: the driver raises :class:`RunInterrupted`) or a file
+    the run cannot write (a full disk: :class:`CannotWrite`) stops the run; anything else a plugin
+    raises, ``SystemExit`` and a plugin's own ``KeyboardInterrupt`` included, fails only its units."""
+    if isinstance(exc, (RunInterrupted, GeneratorExit, CannotWrite)):
         raise exc
 
 

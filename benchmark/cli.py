@@ -18,7 +18,7 @@ from .specs import SPEC_TYPES
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
-KIND_CHOICES = tuple(SPEC_TYPES)
+KIND_CHOICES = tuple(k for k in SPEC_TYPES if k != "data_sources")  # data sources: `xbench data list`
 
 
 class _Group(click.Group):
@@ -89,7 +89,8 @@ def _config(config, registry, *, seeds=None, filters=None, **overrides):
 
 PRESET_HELP = ("Presets: quick (the default: every method and metric on generated cardiac data, two studies' "
                "claims at miniature scale, minutes on a laptop CPU); callanan, oliveira, riotorto, treyer (each "
-               "source study end to end with its published claims, ≤ 15 min on 2 CPU cores); paper (the four "
+               "source study end to end with its published claims, ≤ 15 min on 2 CPU cores); literature (recent papers' "
+               "findings checked on xbench's ground-truth data, ≤ 15 min on 2 CPU cores); paper (the four "
                "studies at the sources' scale, for a GPU machine).")
 
 
@@ -347,19 +348,19 @@ def show(dataset, pairs, seed, split, out_path, per_class, card):
 
     registry = _registry()
     spec = registry.get("datasets", dataset).spec
+    table = plugin_params("datasets", spec)
+    params = _parse_params("datasets", dataset, pairs, table)  # a bad --param is an error, with --card too
+    merged = {**defaults(table), **params}
+    if spec.validate is not None:
+        try:
+            spec.validate(merged)
+        except (ValueError, XbenchError) as exc:
+            raise UsageError(f"--param: {exc}") from None
     if card:
         from rich.markdown import Markdown
 
         out.print(Markdown(spec.card or f"{spec.name}: {spec.description or 'no card'}"))
         return
-    table = plugin_params("datasets", spec)
-    params = _parse_params("datasets", dataset, pairs, table)
-    merged = {**defaults(table), **params}
-    if spec.validate is not None:
-        try:
-            spec.validate(merged)
-        except ValueError as exc:
-            raise UsageError(f"--param: {exc}") from None
     data = spec.load(merged, seed)
     check_split(data.split(split), dataset, split, len(data.class_names))
     path = show_dataset(data, out_path or Path(f"{dataset}-{split}.png"), split=split, per_class=per_class,
@@ -483,6 +484,202 @@ def verify(patterns, as_json, out_dir):
         for path in paths:
             out.print(f"  {path}")
     sys.exit(0 if record.ok else 1)
+
+
+# ----------------------------------------------------------------------------- xbench data
+
+@main.group()
+def data() -> None:
+    """Real datasets and weights: list, fetch, verify, locate (under $XBENCH_DATA).
+
+    \b
+    xbench data list                        every source the installed plugins know, with its state
+    xbench data fetch medmnist:breastmnist  download (resumable, retried) and verify by checksum
+    xbench data verify                      re-check every file that is here by its checksum
+    xbench data path hcp                    where xbench reads a source from
+    """
+
+
+def _sources(registry) -> dict:
+    return {name: registry.get("data_sources", name).spec for name in registry.names("data_sources")}
+
+
+def _natural(name: str):
+    return [int(p) if p.isdigit() else p for p in name.split(":")]
+
+
+def _size(source) -> str:
+    from .leaderboard.formatting import fmt_bytes
+
+    size = source.size
+    if size is None:
+        return source.size_note or "?"
+    return ("≤ " if source.size_note.startswith("at most") else "≈ " if source.size_note else "") + fmt_bytes(size)
+
+
+STATE_STYLE = {"verified": "green", "present": "cyan", "partial": "yellow", "missing": "dim", "corrupt": "bold red",
+               "not installed": "dim"}
+
+
+@data.command(name="list")
+@click.argument("patterns", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def data_list(patterns, as_json):
+    """Every data source (or those PATTERNS name: a name, a prefix such as medmnist:breastmnist, a glob):
+    what it is, where xbench looks, its state, licence, size and how to get it. Nothing is hashed:
+    `verified` comes from the last fetch or verify of the unchanged file."""
+    from . import sources as S
+
+    registry = _registry()
+    _report_broken(registry)
+    known = _sources(registry)
+    chosen = S.select(known, patterns) if patterns else list(known.values())
+    states = [S.inspect(src) for src in sorted(chosen, key=lambda s: _natural(s.name))]
+    if as_json:
+        click.echo(json.dumps([{"name": st.source.name, "description": st.source.description, "kind": st.source.kind,
+                                "state": st.state, "where": str(S.where(st.source) or ""), "licence": st.source.licence,
+                                "size": st.source.size, "size_note": st.source.size_note,
+                                "homepage": st.source.homepage, "version": st.source.version,
+                                "get": S.how_to_get(st.source), "problems": st.problems, "note": st.note}
+                               for st in states], indent=2))
+        return
+    root = S.data_root()
+    table = Table(title=f"Data sources (data root {escape(str(root))}; set $XBENCH_DATA to move it)",
+                  title_justify="left")
+    table.add_column("source", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("size", justify="right", max_width=14)
+    table.add_column("licence")
+    table.add_column("what · where · how to get it", overflow="fold")
+    for st in states:
+        src = st.source
+        place = S.where(src)
+        shown = "—" if place is None else str(place).replace(str(root), "$XBENCH_DATA", 1)
+        lines = [escape(src.description), f"[dim]{escape(shown)}[/]"]
+        if not src.fetchable:
+            lines.append(escape(S.how_to_get(src)))
+        lines += [f"[red]{escape(p)}[/]" for p in st.problems]
+        table.add_row(escape(src.name), f"[{STATE_STYLE[st.state]}]{escape(st.state)}[/]", escape(_size(src)),
+                      escape(src.licence), "\n".join(lines))
+    out.print(table)
+    counts = {k: sum(st.state == k for st in states) for k in STATE_STYLE}
+    out.print(" · ".join(f"{v} {k}" for k, v in counts.items() if v) + ". `xbench data fetch SOURCE` downloads one "
+              "(a prefix takes a group); `xbench data verify` re-checks the checksums.")
+
+
+@data.command(name="fetch")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Download again even when a verified file is here.")
+@click.option("--retries", type=click.IntRange(0, 100), default=5, show_default=True,
+              help="Retries after a failed attempt (with exponential back-off).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds without data before an attempt counts as stalled.")
+def data_fetch(names, force, retries, timeout):
+    """Download NAMES (a source, a prefix such as medmnist:breastmnist for every size, or a glob),
+    verify each file by its published checksum and place it atomically. Sources behind terms of
+    access (HCP, ImageNet) or installed by a package manager print the exact steps instead."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from . import sources as S
+    from .download import DownloadError, Policy, fetch
+
+    registry = _registry()
+    _report_broken(registry)
+    chosen = S.select(_sources(registry), names)
+    policy = Policy(retries=retries, timeout=timeout)
+    failed = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), console=err, transient=True) as bars:
+
+        def progress(name):
+            task = bars.add_task(escape(name), total=None)
+            return lambda done, total: bars.update(task, completed=done, total=total)
+
+        for src in chosen:
+            if not S.effective(src)[0].fetchable:
+                state = S.inspect(src, hash_files=True)
+                if state.state == "verified":
+                    out.print(f"[green]{escape(src.name)}[/]: already in place at {escape(str(S.where(src)))}")
+                    continue
+                failed.append(src.name)
+                problems = "".join(f"; {p}" for p in state.problems)
+                out.print(f"[yellow]{escape(src.name)}[/] cannot be downloaded by xbench ({escape(src.licence)}). "
+                          f"Its state here: {escape(state.state + problems)}.")
+                out.print(escape(src.steps or f"See {src.homepage}."))
+                continue
+            try:
+                state = fetch(src, force=force, policy=policy, progress=progress,
+                              report=lambda line: err.print(escape(line)))
+            except DownloadError as exc:
+                failed.append(src.name)
+                err.print(f"[bold red]{escape(src.name)}:[/] {escape(str(exc))}")
+                continue
+            style = STATE_STYLE[state.state]
+            out.print(f"[{style}]{escape(src.name)}: {escape(state.state)}[/] at {escape(str(S.where(src)))}"
+                      + (f" ({escape('; '.join(state.problems))})" if state.problems else ""))
+            if state.state != "verified":
+                failed.append(src.name)
+    if failed:
+        err.print(f"[red]{len(failed)} of {len(chosen)} source(s) are not in place:[/] {escape(', '.join(failed))}.")
+    sys.exit(1 if failed else 0)
+
+
+@data.command(name="verify")
+@click.argument("names", nargs=-1)
+def data_verify(names):
+    """Re-check by checksum (and layout) every source that is here, or NAMES. Exit 1 when a file is
+    damaged, another version, or missing from a source that was named."""
+    from . import sources as S
+
+    registry = _registry()
+    _report_broken(registry)
+    known = _sources(registry)
+    chosen = S.select(known, names) if names else list(known.values())
+    bad = 0
+    checked = 0
+    for src in sorted(chosen, key=lambda s: _natural(s.name)):
+        state = S.inspect(src)
+        if state.state in ("missing", "not installed") and not names:
+            continue
+        state = S.inspect(src, hash_files=True, recompute=True)
+        checked += 1
+        where = escape(str(S.where(src) or "—"))
+        if state.state == "verified":
+            out.print(f"[green]ok[/]       {escape(src.name)} ({where})")
+            continue
+        bad += 1
+        out.print(f"[bold red]{escape(state.state):<8}[/] {escape(src.name)} ({where})")
+        for problem in state.problems or [f"not in place: {S.how_to_get(src)}"]:
+            out.print(f"         {escape(problem)}")
+        fix = (f"`xbench data fetch {src.name}` downloads it again (the bad file is replaced once the new one "
+               "verifies)" if state.source.fetchable else S.how_to_get(src))
+        out.print(f"         fix: {escape(fix)}")
+    if not checked:
+        out.print("No data source is here yet; `xbench data list` shows them all.")
+    else:
+        out.print(f"{checked - bad} of {checked} source(s) verified.")
+    sys.exit(1 if bad else 0)
+
+
+@data.command(name="path")
+@click.argument("name")
+def data_path(name):
+    """Print where xbench reads source NAME from (its file, or its folder). Exit 1 when it is not there."""
+    from . import sources as S
+
+    registry = _registry()
+    known = _sources(registry)
+    if name not in known:
+        S.select(known, [name])  # a usage error with the closest names, or a group
+        raise UsageError(f"{name!r} names a group of sources; `xbench data path` takes one: "
+                         + ", ".join(s.name for s in S.select(known, [name])[:6]) + ".")
+    src = known[name]
+    path = S.where(src)
+    if path is None:
+        err.print(f"{escape(name)} is not installed: {escape(src.steps)}")
+        sys.exit(1)
+    click.echo(str(path))
+    sys.exit(0 if path.exists() else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

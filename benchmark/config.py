@@ -76,6 +76,39 @@ class RunOptions(BaseModel):
                                "architecture start from the same weights and see the same batches")
 
 
+# Every [run] option either identifies results (it is in the keys of what it changes, so re-running a
+# folder with another value recomputes) or does not change them (and says why). tests/test_core_keys.py
+# holds every option to one of the two and checks both claims.
+KEYED_OPTIONS = {
+    "seeds": "each seed is a cell of its own (the seed is in its model's key and every unit's)",
+    "seeding": "how a model's initial weights and batches are seeded (in its model's key, so in its cache entry, "
+               "its attributions' keys and every unit's key)",
+    "target": "the explained class (in every unit's key and the attributions' keys; recorded in every row)",
+    "reduction": "how maps become (N, H, W) (in every unit's key; recorded in every row)",
+    "batch_size": "batch boundaries seed stochastic methods and metrics batch by batch (in every unit's key and "
+                  "the attributions' keys)",
+    "samples": "how many test samples are explained (in every sample-level unit's key)",
+}
+UNKEYED_OPTIONS = {
+    "name": "a title", "about": "a description", "out": "where results go", "cache": "where the caches live",
+    "leaderboard": "whether the site is built", "gallery": "how many samples the figures keep",
+    "executor": "where cells run: executors give identical rows", "scheduler": "the dask scheduler's address",
+    "workers": "how many local dask workers",
+    "device": "changes floating-point rounding only; recorded with each cell (manifest cells.<key>.device)",
+    "threads": "changes floating-point rounding only; recorded with each cell (manifest cells.<key>.threads)",
+}
+
+
+def keyed_options(run: RunOptions, scope: str) -> dict[str, Any]:
+    """The result-changing [run] options of a unit's key that differ from their defaults (seeds and
+    seeding enter through the cell's model key; target, reduction and samples of a sample-level unit
+    have always been in its key). An option at its default adds nothing, so keys, and the random
+    draws seeded from them, stay those of the versions before it was keyed."""
+    keys = ("batch_size",) if scope == "sample" else ("target", "reduction", "batch_size")
+    return {k: getattr(run, k) for k in keys if getattr(run, k) != RunOptions.model_fields[k].get_default(
+        call_default_factory=True)}
+
+
 class RawConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,6 +136,8 @@ class Variant:
     only: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Upstream kinds this variant is restricted to: ``(("datasets", ("hcp-lesions",)),)``. Not part
     of the key: a restriction chooses combinations, it never changes a result."""
+    stand_in_for: str = ""
+    """The label of the variant this one stands in for (a config's ``fallback``), recorded as the data's provenance."""
 
     def admits(self, other: Variant) -> bool:
         """Whether this variant joins a combination with ``other`` (a variant of an upstream kind)."""
@@ -136,7 +171,8 @@ class Config:
             "run": self.run.model_dump(),
             "executor": self.executors,
             **{kind: [{"name": v.name, "version": v.version, "label": v.label, "params": dict(v.params),
-                       **({"only": {k: list(p) for k, p in v.only}} if v.only else {})}
+                       **({"only": {k: list(p) for k, p in v.only}} if v.only else {}),
+                       **({"stand_in_for": v.stand_in_for} if v.stand_in_for else {})}
                       for v in self.variants[kind]] for kind in PLUGIN_KINDS},
             "claims": [c.to_dict() for c in self.claims],
         }
@@ -146,7 +182,7 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-PRESETS = ("quick", "callanan", "oliveira", "riotorto", "treyer", "paper")
+PRESETS = ("quick", "callanan", "oliveira", "riotorto", "treyer", "literature", "paper")
 
 
 def read_config(name_or_path: str | None) -> tuple[dict[str, Any], str]:
@@ -431,7 +467,7 @@ def _standing_in(kind: str, name: str, pattern: str, entry: Mapping[str, Any], r
             continue
         for stand_in in _expand(kind, other, other, params, registry, source):
             label = stand_in_label(stand_in.label, v.label)
-            out.append(Variant(kind, stand_in.name, stand_in.version, stand_in.params, label, v.only))
+            out.append(Variant(kind, stand_in.name, stand_in.version, stand_in.params, label, v.only, v.label))
             if notes is not None:
                 notes.append(f"{v.label} is not available here ({reasons[v.label]}); {stand_in.label} stands in "
                              f"for it, labelled {label!r}.")
@@ -563,6 +599,8 @@ def _typed(where: str, kind: str, name: str, key: str, value: Any, default: Any)
         ok = isinstance(value, str)
     elif isinstance(default, (list, tuple)):
         ok = isinstance(value, list)
+        if ok:
+            value = _typed_items(where, kind, name, key, value, default)
     elif isinstance(default, Mapping):
         ok = isinstance(value, Mapping)
     if not ok:
@@ -571,6 +609,27 @@ def _typed(where: str, kind: str, name: str, key: str, value: Any, default: Any)
             f"(default {default!r}), got {value!r} ({type(value).__name__})."
         )
     return value
+
+
+def _typed_items(where: str, kind: str, name: str, key: str, value: list, default: Sequence[Any]) -> list:
+    """Every item of a list param has a type of the default's items (an int where floats are
+    expected becomes a float, as for a scalar); a default without items leaves them unchecked."""
+    kinds = {type(d) for d in default if d is not None}
+    if not kinds:
+        return value
+    out = []
+    for item in value:
+        if type(item) in kinds:
+            out.append(item)
+        elif float in kinds and type(item) is int:
+            out.append(float(item))
+        else:
+            allowed = " or ".join(sorted(t.__name__ for t in kinds))
+            raise UsageError(
+                f"{where}: param {key!r} of {kind[:-1]} {name!r} must be a list of {allowed} (default {list(default)!r}), "
+                f"but the item {item!r} in {value!r} is a {type(item).__name__}. Write every item as a {allowed}, "
+                f"e.g. {key} = {_fmt(list(default)[:3])}.")
+    return out
 
 
 def param_problem(param: Param, value: Any) -> str | None:
@@ -593,7 +652,10 @@ def param_problem(param: Param, value: Any) -> str | None:
                     what = f"{item!r} in {value!r}" if isinstance(value, list) else repr(item)
                     return f"must be {text} {bound:g}; got {what}"
     if param.check is not None:
-        message = param.check(value)
+        try:
+            message = param.check(value)
+        except Exception as exc:  # noqa: BLE001 - a plugin's own check must not end in a traceback
+            message = f"could not be checked ({type(exc).__name__}: {exc})"
         if message:
             return f"{message} (got {value!r})"
     return None

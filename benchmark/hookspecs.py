@@ -15,7 +15,8 @@ from collections.abc import Iterable
 
 import pluggy
 
-from .specs import SPEC_TYPES, DatasetSpec, ExecutorSpec, MethodSpec, MetricSpec, ModelSpec, VerificationSpec
+from .specs import SPEC_TYPES, DataSource, DatasetSpec, ExecutorSpec, MethodSpec, MetricSpec, ModelSpec, \
+    VerificationSpec
 
 PROJECT = "xbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -161,6 +162,28 @@ def xbench_verifications() -> Iterable[VerificationSpec]:
                                    reference="the share of the map inside the mask, in numpy", library="numpy",
                                    check=against_numpy, tolerance=1e-6,
                                    inputs="16 random 16×16 maps on planted masks")
+    """
+    yield from ()
+
+
+@hookspec
+def xbench_data_sources() -> Iterable[DataSource]:
+    """Yield the real data and weight files this plugin reads: what each is, its licence, where
+    to download it and its published checksum (or, behind terms of access, the steps). The core
+    downloads, verifies and locates them (``xbench data``; :mod:`xbench.sources`).
+
+    Example::
+
+        from xbench import hookimpl, DataSource, RemoteFile
+
+        @hookimpl
+        def xbench_data_sources():
+            yield DataSource(
+                name="acme:scans", description="ACME scans, 2-D, 64 px", licence="CC BY 4.0",
+                folder="acme", env="ACME_DIR",
+                files=(RemoteFile("scans.npz", "https://example.org/scans.npz", "md5:" + "0" * 32, 1234),))
+
+    The plugin then reads ``xbench.sources.file_path(source)``.
     """
     yield from ()
 

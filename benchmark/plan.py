@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import Config, Variant
+from .config import Config, Variant, keyed_options
 from .hashing import content_hash
 from .registry import Registry
 from .specs import MODEL_FIT, defaults, resolve_tags
@@ -24,6 +24,7 @@ class Cell:
     dataset: Variant
     model: Variant
     seed: int
+    seeding: str = "variant"  # [run] seeding: how the model's weights and batches are seeded
 
     @property
     def dataset_key(self) -> str:
@@ -31,7 +32,9 @@ class Cell:
 
     @property
     def model_key(self) -> str:
-        return content_hash({"data": self.dataset_key, "model": self.model.key, "seed": self.seed})
+        """What the trained model is: data, model variant, seed and (when not the default) seeding."""
+        paired = {"seeding": self.seeding} if self.seeding != "variant" else {}
+        return content_hash({"data": self.dataset_key, "model": self.model.key, "seed": self.seed, **paired})
 
     @property
     def key(self) -> str:
@@ -80,6 +83,7 @@ def unit_key(cell: Cell, method: Variant | None, metric: Variant, config: Config
     identity = {"model": cell.model_key, "metric": metric.key}
     if scope == "sample":
         identity.update(method=method.key, target=run.target, reduction=run.reduction, samples=run.samples)
+    identity.update(keyed_options(run, scope))
     return content_hash(identity)
 
 
@@ -175,7 +179,7 @@ def make_plan(config: Config, registry: Registry) -> Plan:
             if not pairs:
                 continue
             for seed in config.run.seeds:
-                cell = Cell(ds, model, seed)
+                cell = Cell(ds, model, seed, config.run.seeding)
                 plan.cells.append(cell)
                 plan.units[cell.key] = [
                     Unit(cell, method, metric, unit_key(cell, method, metric, config, scope))

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .messages import CellReport, Status, UnitResult
@@ -28,7 +27,9 @@ class RunProgress:
         self.live = console.is_terminal and verbosity > 0
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("[dim]{task.fields[status]}"), console=console, transient=False, disable=not self.live,
+            # plugin- and config-provided text (labels) is shown as it is, never read as markup
+            TextColumn("{task.fields[status]}", markup=False, style="dim"), console=console, transient=False,
+            disable=not self.live,
         )
         self.task = None
         self.failed = 0
@@ -67,8 +68,10 @@ class RunProgress:
             phase = payload.phase if isinstance(payload, Status) else ""
             if phase == "warning":
                 self._line(text)
+                if not self.live:
+                    return
             if self.live:
-                self.progress.update(self.task, status=escape(text)[-80:])
+                self.progress.update(self.task, status=text[-80:])
                 return
             now = time.monotonic()
             if self.verbosity >= 2 or (self.verbosity and now - self.last_line >= self.interval):

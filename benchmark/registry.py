@@ -264,7 +264,7 @@ def _collect(pm: pluggy.PluginManager, records: list[PluginRecord]) -> dict[str,
 def _invalid(spec: object, spec_type: type) -> str | None:
     if not isinstance(spec, spec_type):
         return f"a {type(spec).__name__}, expected a {spec_type.__name__}"
-    if not NAME_PATTERN.match(spec.name):
+    if not getattr(spec_type, "NAME_PATTERN", NAME_PATTERN).match(spec.name):
         return (f"the invalid name {spec.name!r}: names are lowercase letters, digits, '-', '_' and '.' "
                 "(third parties prefix theirs, e.g. 'acme.gradcam')")
     return None

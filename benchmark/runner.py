@@ -4,7 +4,11 @@ Only the driver writes to the run directory, so every executor (in process or a 
 same resume guarantees: a unit's part exists whole or not at all, and exists at most once. The
 manifest's ``status`` says truthfully how the run ended: ``complete`` (every planned unit has its
 part), ``failed units`` (the run went through, some units failed), ``interrupted`` (Ctrl-C or
-SIGTERM) or ``crashed`` (xbench itself failed), with the counts of what is done and missing.
+SIGTERM) or ``crashed`` (xbench itself failed, or a file could not be written: a full disk), with
+the counts of what is done and missing. A run that dies without a word (SIGKILL, a segfault in a
+plugin) cannot write its end; its manifest still says ``running`` while no process holds the run's
+lock, and every reader (:meth:`RunStore.read_manifest`) reports it as ``stopped``; the next run
+says so, with the Python stack of a crash from ``crash.log`` (``faulthandler`` writes it there).
 """
 
 from __future__ import annotations
@@ -28,11 +32,19 @@ from typing import Any
 from .cell import work
 from .config import Config
 from .devices import describe_device, resolve_device
-from .errors import RunInterrupted
+from .errors import RunInterrupted, XbenchError
 from .messages import CellJob, CellReport, GalleryItem, Status, UnitResult, UnitTask
 from .plan import Plan, make_plan
 from .registry import Registry
-from .store import RunStore
+from .atomic import CannotWrite
+from .store import DamagedManifest, RunStore
+
+CRASH_LOG = "crash.log"
+
+
+class RunStopped(XbenchError):
+    """The run could not go on (a file it must write could not be written): the message says what
+    is kept and what to do."""
 
 
 @dataclass
@@ -110,7 +122,7 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
     cache_dir = Path(config.run.cache) if config.run.cache else out / "cache"
     planned_keys = [u.key for u in plan.all_units]
     done = store.done(planned_keys)
-    previous = store.read_manifest()
+    previous = _previous_manifest(store, on_event)
     manifest = _manifest(config, registry, plan, device, previous)
     options = config.run.model_copy(update={"threads": config.run.threads or _default_threads(config)})
     manifest["threads"] = options.threads
@@ -130,6 +142,7 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
                        "skipped": len(plan.skipped)})
 
     cells: dict[str, Any] = dict(previous.get("cells", {}))
+    datasets = {c.key: c.dataset for c in plan.cells}  # for each cell's data provenance
     timings: dict[str, float] = defaultdict(float)
 
     def deliver(message: Any) -> None:
@@ -145,11 +158,12 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
         elif isinstance(message, CellReport):
             cells[message.key] = {"title": message.title, "dataset_info": message.dataset_info, "fit": message.fit,
                                   "model_cached": message.model_cached, "timings": message.timings,
-                                  "device": message.device, "costs": message.costs,
+                                  "device": message.device, "threads": options.threads, "costs": message.costs,
                                   "metric_seconds": message.metric_seconds}
             summary.warnings += [f"{message.title}: {w}" for w in message.fit.get("warnings", [])]
             for name, seconds in message.timings.items():
                 timings[name] += seconds
+            cells[message.key]["data"] = _cell_data(datasets.get(message.key), message.dataset_info)
             on_event("cell", message)
         elif isinstance(message, GalleryItem):
             store.write_gallery(message.cell_key, message.name, message.arrays, message.meta)
@@ -158,8 +172,10 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
 
     status = "crashed"
     executor = None
+    stopped: CannotWrite | None = None
+    ending: CannotWrite | None = None
     try:
-        with interruptible():
+        with interruptible(), _crash_log(out):
             executor = registry.get("executors", executor_name).spec.create(
                 {"scheduler": config.run.scheduler, "workers": config.run.workers, "device": str(device),
                  "registry": registry, "out": str(out), "settings": config.executors.get(executor_name, {})})
@@ -168,6 +184,8 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
     except KeyboardInterrupt:  # RunInterrupted (Ctrl-C, SIGTERM) or one the signal handler could not see
         status = "interrupted"
         raise
+    except CannotWrite as exc:  # a full disk: not a plugin's failure, and no traceback
+        stopped = exc
     finally:
         if executor is not None:
             executor.close()
@@ -192,9 +210,95 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
             counts={"planned": summary.planned, "already_done": summary.skipped_done,
                     "computed": summary.computed, "failed": len(summary.failed), "missing": summary.missing,
                     "skipped_combinations": len(plan.skipped)},
+            error=str(stopped) if stopped is not None else None,
         )
-        store.write_manifest(manifest)
+        try:
+            store.write_manifest(manifest)
+        except CannotWrite as exc:
+            ending = exc
+    if stopped is not None or ending is not None:
+        raise RunStopped(_stopped_message(summary, stopped, ending)) from None
     return summary
+
+
+def _stopped_message(summary: RunSummary, stopped: CannotWrite | None, ending: CannotWrite | None) -> str:
+    first = stopped or ending
+    cause = "The disk is full: " if first.full else ""
+    kept = summary.planned - summary.missing
+    text = (f"{cause}{first} The run stopped: {kept} of {summary.planned} planned units have whole results "
+            f"(never a half-written one), {summary.missing} are missing. ")
+    if ending is not None:
+        text += (f"Its manifest could not be updated either ({ending.reason}): it says 'running' until the next run, "
+                 "and readers report the run as stopped. ")
+    else:
+        text += "Its manifest says 'crashed', with this error. "
+    fix = "Free some space" if first.full else "Make it writable"
+    return text + f"{fix} (or choose another --out or run.cache), then run the same command again to compute the rest."
+
+
+def _previous_manifest(store: RunStore, on_event: Callable[[str, Any], None]) -> dict[str, Any]:
+    """The last run's manifest, for what this run keeps of it; a damaged one is set aside (the run
+    rebuilds it from the config and the parts on disk), and a run that died without recording how
+    it ended is reported, with the stack of a crash when ``crash.log`` holds one."""
+    try:
+        previous = store.read_manifest()
+    except DamagedManifest:
+        kept = store.set_aside_manifest()
+        on_event("status", Status(
+            f"warning: {store.manifest_path} was damaged; it is kept as {kept} and rebuilt from the config and the "
+            "results on disk (earlier cells' training reports and timings are not in the new one).", "warning"))
+        return {}
+    if previous.get("status") == "running":  # we hold the lock, so the run that wrote this is gone
+        log = store.root / CRASH_LOG
+        frames = _crash_frames(log.read_text(errors="replace")) if log.exists() else []
+        crash = (f" It crashed; the Python stack at the crash, innermost first (all of it in {log}):\n  "
+                 + "\n  ".join(frames)) if frames else ""
+        on_event("status", Status(
+            "warning: the last run into this folder stopped without recording how it ended (killed, a crash such as "
+            f"a segfault in a plugin, or a full disk); its whole results are kept and the rest is computed now.{crash}",
+            "warning"))
+    return previous
+
+
+def _crash_frames(log: str, count: int = 6) -> list[str]:
+    """The innermost frames of the crashing thread in a faulthandler log (its first block)."""
+    lines = log.splitlines()
+    start = next((i for i, line in enumerate(lines) if "(most recent call first)" in line), None)
+    if start is None:
+        return []
+    frames = []
+    for line in lines[start + 1:]:
+        if not line.strip().startswith("File "):
+            break
+        frames.append(line.strip())
+    return frames[:count]
+
+
+@contextmanager
+def _crash_log(out: Path) -> Iterator[None]:
+    """Within the block, a fatal signal (a segfault in a plugin's C code) writes the Python stack of
+    every thread to ``out/crash.log`` (:mod:`faulthandler`: the one thing that still runs then); an
+    empty log is removed at the end. Where faulthandler is already on (pytest, ``-X faulthandler``)
+    it stays as it is."""
+    import faulthandler
+
+    if faulthandler.is_enabled():
+        yield
+        return
+    path = out / CRASH_LOG
+    try:
+        handle = open(path, "w")
+    except OSError:  # e.g. a full disk: the run itself will say so
+        yield
+        return
+    with handle:
+        faulthandler.enable(handle, all_threads=True)
+        try:
+            yield
+        finally:
+            faulthandler.disable()
+    if path.stat().st_size == 0:
+        path.unlink(missing_ok=True)
 
 
 def _job_device(executor: str, configured: str, device) -> str:
@@ -277,3 +381,10 @@ def _manifest(config: Config, registry: Registry, plan: Plan, device, previous: 
         "claims": [c.to_dict() for c in config.claims],
         "cells": previous.get("cells", {}),
     }
+
+
+def _cell_data(dataset, info: dict[str, Any]) -> dict[str, Any]:
+    """The data a cell used (source, checksum, real / sample / generated / stand-in): see xbench.sources."""
+    from .sources import cell_data
+
+    return cell_data(dataset.label if dataset else "?", info, dataset.stand_in_for if dataset else "")

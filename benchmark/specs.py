@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
+from .sources import DataSource
+
 if TYPE_CHECKING:  # torch is imported lazily so that `xbench list` stays fast
     import torch
     from torch import Tensor, nn
@@ -554,6 +556,6 @@ reads it."""
 PLUGIN_KINDS = ("datasets", "models", "methods", "metrics")
 """The four kinds of benchmark plugin, in the order a combination joins them."""
 
-SPEC_TYPES = dict(zip((*PLUGIN_KINDS, "executors", "verifications"),
-                      (DatasetSpec, ModelSpec, MethodSpec, MetricSpec, ExecutorSpec, VerificationSpec)))
-"""Every kind a plugin can provide (the four above, executors, and cross-checks), with its spec type."""
+SPEC_TYPES = dict(zip((*PLUGIN_KINDS, "executors", "verifications", "data_sources"),
+                      (DatasetSpec, ModelSpec, MethodSpec, MetricSpec, ExecutorSpec, VerificationSpec, DataSource)))
+"""Every kind a plugin can provide (the four above, executors, cross-checks and data sources), with its spec type."""

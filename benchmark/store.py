@@ -32,35 +32,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import UsageError
+from .atomic import CannotWrite, atomic_write_bytes, atomic_write_json
+from .errors import UsageError, XbenchError
 from .results import RESULTS_SCHEMA, ROWS_KEY, SCHEMA, schema_version, stamp, upgrade
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never part.
-    The file gets mode 0666 less the umask, as an ordinary ``open`` would give it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
+class DamagedManifest(UsageError):
+    """``manifest.json`` cannot be read as a run's manifest (cut short, edited, overwritten)."""
 
 
 def check_writable(root: Path) -> None:
@@ -113,6 +91,28 @@ class RunStore:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
 
+    def held(self) -> bool:
+        """Whether a run holds this directory's lock right now (in this process or another). The
+        kernel drops a dead process's lock, so a manifest that says ``running`` while nobody holds
+        the lock belongs to a run that was killed, crashed (a segfault) or could not write its end."""
+        import fcntl
+
+        try:
+            fd = os.open(self.root / ".lock", os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: believe the manifest
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
     def prepare(self) -> None:
         for folder in (self.results, self.errors):
             folder.mkdir(parents=True, exist_ok=True)
@@ -161,9 +161,37 @@ class RunStore:
         atomic_write_json(self.manifest_path, manifest)
 
     def read_manifest(self) -> dict[str, Any]:
+        """The manifest (``{}`` when there is none). A ``running`` status whose run no longer holds
+        the lock reads as ``stopped``: the run ended without recording how (see :meth:`held`).
+        A manifest that is not a JSON object is a :class:`DamagedManifest` error saying what to do."""
         if not self.manifest_path.exists():
             return {}
-        return json.loads(self.manifest_path.read_text())
+        try:
+            manifest = json.loads(self.manifest_path.read_bytes().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            raise self._damaged(f"it is not valid JSON ({exc})") from None
+        except OSError as exc:
+            raise UsageError(f"Cannot read {str(self.manifest_path)!r}: {exc.strerror or exc}.") from None
+        if not isinstance(manifest, dict):
+            raise self._damaged(f"it holds a JSON {type(manifest).__name__}, not an object")
+        if manifest.get("status") == "running" and not self.held():
+            manifest["status"] = "stopped"
+        return manifest
+
+    def _damaged(self, reason: str) -> DamagedManifest:
+        path = str(self.manifest_path)
+        return DamagedManifest(
+            f"The manifest of run {str(self.root)!r} is damaged: {reason}. The results in {str(self.results)!r} are "
+            f"intact. To rebuild it, run the run's config into the same folder again (xbench run CONFIG --out "
+            f"{str(self.root)!r}): it computes nothing that is already done and writes a new manifest (the damaged "
+            f"one is kept as manifest.json.damaged). To read the results without it (no claims, no run status), "
+            f"delete {path!r}.")
+
+    def set_aside_manifest(self) -> Path:
+        """Move a damaged manifest out of the way (``manifest.json.damaged``), for a run that rebuilds it."""
+        target = self.manifest_path.with_name("manifest.json.damaged")
+        os.replace(self.manifest_path, target)
+        return target
 
 
 def part_is_valid(path: Path) -> bool:

@@ -4,9 +4,11 @@ MRI, where the class-relevant region, the lesions, is known exactly.
 Follows seed-algorithms.md §2.1–2.3 and §5.1 D3. A lesion bank of 70-px blobs (compactness
 > 0.8 round, < 0.4 not-round) is grown from smoothed noise; each image gets 3–5 lesions of one
 type, placed inside the brain without overlap and blended in as a screen (I' = 1 − (1 − I)(1 − L)).
-Backgrounds are axial T1 slices (:mod:`xbench.datasets._brain_slices`): a folder of skull-stripped
-volumes (HCP ``T1w_restore_brain``) or, by default, the MNI152 template nilearn ships, with
-per-image variation. Composition runs at ``canvas`` px, then the image is resized to ``size``.
+Backgrounds are axial T1 slices (:mod:`xbench.datasets._brain_slices`), chosen by ``background``:
+HCP's skull-stripped volumes (``hcp``), IXI's (``ixi``), one real individual that a Debian package
+ships (``sample-t1``) or the MNI152 template nilearn ships (``mni152``); ``auto`` is the HCP folder
+when one is set, else the template. Composition runs at ``canvas`` px, then the image is resized
+to ``size``. ``Dataset.info["provenance"]`` names the volumes read, with their checksums.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xbench import Dataset, DatasetSpec, LazyArray, Split, hookimpl
+from xbench import Dataset, DatasetSpec, LazyArray, Param, Split, hookimpl
 from xbench.errors import XbenchError
 
 from . import _brain_slices as brain_slices
@@ -31,25 +33,51 @@ ENV = "XBENCH_HCP_DIR"
 CHUNK = 256  # images composed at once (bounds memory; fixed so data never depends on it)
 RETRIES = 5  # lesions tried per slot before the slot stays empty
 
+BACKGROUNDS = ("auto", *brain_slices.BACKGROUNDS)
+
 PARAMS = {
-    "root": "",
-    "size": 224,
-    "canvas": 256,
-    "channels": 3,
-    "n_train": 2500,
-    "n_val": 2500,
-    "n_test": 2500,
-    "min_lesions": 3,
-    "max_lesions": 5,
-    "bank_size": 30,
-    "blob_size": 70,
-    "lesion_upscale": 2,
-    "max_brain": 0.7,
-    "max_lesion": 0.5,
-    "augment": "auto",
-    "legacy_fixed_round": False,
-    "legacy_box_artefact": False,
+    "background": Param("auto", "the MRI slices the lesions are planted in: 'hcp' (a folder of skull-stripped T1 "
+                                "volumes: root, $XBENCH_HCP_DIR or $XBENCH_DATA/hcp), 'ixi' (`xbench data fetch "
+                                "ixi:t1`), 'sample-t1' (one real individual, Debian's insighttoolkit5-examples), "
+                                "'mni152' (nilearn's template); 'auto' = the HCP folder when root or $XBENCH_HCP_DIR "
+                                "is set, else mni152", choices=BACKGROUNDS, label=True),
+    "root": Param("", f"background 'hcp' or 'auto': folder of skull-stripped T1 NIfTI volumes; '' = ${ENV}"),
+    "size": Param(224, "output image side in pixels (lesions are composed at canvas, then resized)", ge=8),
+    "canvas": Param(256, "side in pixels of the slice the lesions are planted in (the source's 256)", ge=32),
+    "channels": Param(3, "image channels (the gray slice repeated, as the source fed VGG16)", choices=(1, 3)),
+    "n_train": Param(2500, "training images (the two classes exactly balanced)", ge=1),
+    "n_val": Param(2500, "validation images", ge=1),
+    "n_test": Param(2500, "test images", ge=1),
+    "min_lesions": Param(3, "fewest lesions planted per image", ge=1),
+    "max_lesions": Param(5, "most lesions planted per image (at most bank_size)", ge=1),
+    "bank_size": Param(30, "lesions of each type grown from noise for the bank (the source's 30)", ge=1),
+    "blob_size": Param(70, "pixels of each grown lesion before blurring (the source's 70)", ge=8),
+    "lesion_upscale": Param(2, "lesion patches are upscaled by this factor (bilinear) before planting (the source's 2)",
+                            ge=1),
+    "max_brain": Param(0.7, "brain intensities are scaled to [0, max_brain] before the lesions are blended in",
+                       gt=0, le=1),
+    "max_lesion": Param(0.5, "peak lesion intensity in the screen blend", gt=0, le=1),
+    "augment": Param("auto", "per-image variation of the slices (rotation, scale, flip, gamma, bias field): 'on', "
+                             "'off', or 'auto' = on for mni152 and sample-t1 (one volume), off for hcp and ixi",
+                     choices=("auto", "on", "off")),
+    "legacy_fixed_round": Param(False, "the source's bug: images of class round always take the bank's first lesions"),
+    "legacy_box_artefact": Param(False, "the source's bug: a 0.1 intensity floor over each lesion's whole rectangle"),
 }
+
+
+def validate(params: Mapping[str, Any]) -> None:
+    """Rules between params: each image's lesions are distinct lesions of the bank; a folder is read
+    only by the backgrounds that read one."""
+    lo, hi, bank = int(params["min_lesions"]), int(params["max_lesions"]), int(params["bank_size"])
+    if lo > hi:
+        raise ValueError(f"min_lesions ({lo}) must be at most max_lesions ({hi})")
+    if hi > bank:
+        raise ValueError(f"max_lesions ({hi}) must be at most bank_size ({bank}): an image takes distinct lesions "
+                         "from the bank; raise bank_size or lower max_lesions")
+    if str(params["root"]).strip() and params["background"] not in ("auto", "hcp"):
+        raise ValueError(f"root names an HCP folder, which background = {params['background']!r} does not read; "
+                         "set background = \"hcp\" or leave root empty")
+
 
 CARD = """\
 **HCP lesions** (Oliveira, Wilming, Clark, Budding, Eitel, Ritter, Haufe, Front. AI 2024;
@@ -58,11 +86,19 @@ planted hyperintense lesions of one type: class `round` (compactness > 0.8) or `
 (compactness < 0.4). Ground truth (`mask`): the lesions' support. 3 channels (the gray slice
 repeated), values in [0, 1], no mean/std normalisation (as the source).
 
-Backgrounds: the source used HCP 2-D slices that are not public. Set `root` (or `XBENCH_HCP_DIR`)
-to a folder of skull-stripped T1 volumes (HCP `T1w_restore_brain.nii.gz`, from
-https://db.humanconnectome.org under the WU-Minn HCP Data Use Terms). Without one, backgrounds are
-slices of the MNI152 ICBM 2009a template shipped with nilearn (a real MRI, offline) with per-image
-variation (rotation, scale, flip, gamma, bias field); `Dataset.info["background"]` records which.
+Backgrounds (`background`): the source used HCP 2-D slices that are not public.
+- `hcp`: a folder of skull-stripped T1 volumes (HCP `T1w_restore_brain.nii.gz`, from
+  https://db.humanconnectome.org under the WU-Minn HCP Data Use Terms; `xbench data fetch hcp`
+  prints the steps): `root`, else `XBENCH_HCP_DIR`, else `$XBENCH_DATA/hcp`.
+- `ixi`: IXI's ~580 real T1 volumes (CC BY-SA 3.0), downloaded and skull-stripped by
+  `xbench data fetch ixi:t1` (about 4.5 GB).
+- `sample-t1`: one real individual T1 head with its skull-strip mask (ITK's example data, Apache-2.0),
+  installed by `apt-get install insighttoolkit5-examples`: real MRI offline, for tests and CI.
+- `mni152`: the MNI152 ICBM 2009a template nilearn ships (a real MRI, but an average of 152).
+- `auto` (default): the HCP folder when `root` or `XBENCH_HCP_DIR` is set, else `mni152`.
+One volume gives few distinct slices, so `mni152` and `sample-t1` slices vary per image (rotation,
+scale, flip, gamma, bias field). `Dataset.info["provenance"]` names the source, the checksums of
+the files read (or the fingerprint of a folder) and whether the data is real or a package's sample.
 
 Deviations, on purpose: both lesion types are shuffled (the source always used the first round
 lesions: `legacy_fixed_round = true`); lesion intensity starts at 0 (the source's 0.1 floor made
@@ -70,7 +106,7 @@ whole-rectangle artefacts: `legacy_box_artefact = true`); classes are exactly ba
 output resolution keeps pixels at least half covered by a lesion; the lesion bank is regrown from
 the §2.1 recipe (the source's 30-lesion pickles are not reproduced bit for bit).
 Generated lesions: no licence restriction; the MNI152 template is © McConnell Brain Imaging Centre
-(free use with attribution).
+(free use with attribution); IXI is CC BY-SA 3.0; ITK's sample is Apache-2.0.
 """
 
 
@@ -296,33 +332,26 @@ def _generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1))
 
 
-def _background_mode(params: Mapping[str, Any]):
+def _background(params: Mapping[str, Any]) -> tuple[brain_slices.Bank, bool]:
+    """The bank of background volumes and whether slices vary per image."""
     root = resolve_root(params["root"], ENV)
-    augment = {"auto": root is None, "on": True, "off": False}.get(str(params["augment"]))
-    if augment is None:
-        raise XbenchError(f"hcp-lesions: augment must be 'auto', 'on' or 'off', got {params['augment']!r}.")
-    return root, augment
-
-
-def _check(params: Mapping[str, Any]) -> None:
-    lo, hi = int(params["min_lesions"]), int(params["max_lesions"])
-    if not 1 <= lo <= hi:
-        raise XbenchError(f"hcp-lesions: need 1 <= min_lesions <= max_lesions, got {lo} and {hi}.")
-    if int(params["channels"]) not in (1, 3):
-        raise XbenchError(f"hcp-lesions: channels must be 1 or 3, got {params['channels']}.")
-    if int(params["size"]) < 8 or int(params["canvas"]) < 32:
-        raise XbenchError("hcp-lesions: size must be >= 8 and canvas >= 32 pixels.")
+    name = str(params["background"])
+    if name == "auto":
+        name = "hcp" if root is not None else "mni152"
+    b = brain_slices.bank(name, root=root)
+    augment = {"auto": b.augment, "on": True, "off": False}[str(params["augment"])]
+    return b, augment
 
 
 def _split(params: Mapping[str, Any], seed: int, index: int, n: int) -> Split:
-    root, augment = _background_mode(params)
+    bank_of_volumes, augment = _background(params)
     canvas, size, channels = int(params["canvas"]), int(params["size"]), int(params["channels"])
     bank = lesion_bank(int(params["bank_size"]), int(params["blob_size"]), int(params["lesion_upscale"]))
     rng = np.random.default_rng([seed, index, 0x1E5])
     labels = torch.from_numpy(rng.permutation(np.arange(n) % 2)).long()
     counts = torch.from_numpy(rng.integers(int(params["min_lesions"]), int(params["max_lesions"]) + 1, n))
-    slices, binfo = brain_slices.axial_slices(root, count=n, size=canvas, seed=int(rng.integers(2**62)),
-                                              augment=augment)
+    slices, binfo = brain_slices.axial_slices(bank_of_volumes, count=n, size=canvas,
+                                              seed=int(rng.integers(2**62)), augment=augment)
     images = torch.zeros(n, 1, size, size)
     masks = torch.zeros(n, size, size, dtype=torch.bool)
     most = int(params["max_lesions"])
@@ -349,16 +378,15 @@ def _split(params: Mapping[str, Any], seed: int, index: int, n: int) -> Split:
 
 
 def load(params: Mapping[str, Any], seed: int) -> Dataset:
-    _check(params)
-    root, augment = _background_mode(params)
-    if root is not None:
-        brain_slices.nifti_files(root)  # fail now, with the layout, rather than on first use
+    validate(params)
+    background, augment = _background(params)  # fails now, naming what is missing, rather than on first use
     splits = {name: functools.partial(_split, params, seed, i, int(params[f"n_{name}"]))
               for i, name in enumerate(("train", "val", "test"))}
     bank = lesion_bank(int(params["bank_size"]), int(params["blob_size"]), int(params["lesion_upscale"]))
     info = {
-        "background": brain_slices.TEMPLATE_NAME if root is None else f"folder:{root}",
+        "background": background.label,
         "background_varied": augment,
+        "provenance": brain_slices.provenance(background),
         "canvas": int(params["canvas"]),
         "lesion_bank_seeds": int(bank["seeds_used"]),
         "compactness_round": [round(float(bank["compactness"][0].min()), 3), round(float(bank["compactness"][0].max()), 3)],
@@ -378,4 +406,10 @@ def xbench_datasets():
         params=PARAMS,
         provides=frozenset({"mask", "regions", "grayscale"}),
         card=CARD,
+        validate=validate,
     )
+
+
+@hookimpl
+def xbench_data_sources():
+    yield from brain_slices.DATA_SOURCES

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xbench import Dataset, DatasetSpec, LazyArray, Param, Split, hookimpl
+from xbench import Dataset, DatasetSpec, DataSource, LazyArray, Param, Split, hookimpl, sources
+from xbench.errors import DataError
 
 from ._realdata import data_error, resolve_root
 
@@ -34,7 +35,7 @@ MASK_SUFFIXES = (".png", ".PNG", ".JPEG", ".jpeg", ".jpg", ".JPG")
 
 PARAMS = {
     "root": Param("", "folder in the source layout (data.csv, images/, masks/) or ImageNet synset folders with "
-                      "box XML; '' = $XBENCH_IMAGENET_HVZ_DIR"),
+                      "box XML; '' = $XBENCH_IMAGENET_HVZ_DIR, else $XBENCH_DATA/imagenet-hvz"),
     "size": Param(224, "image side after resizing, in pixels", ge=8),
     "test_size": Param(0.149, "share of images in the stratified test split (the source's 0.149: 100 images)",
                        gt=0, le=0.9),
@@ -48,8 +49,9 @@ LAYOUT = ("either the source layout <root>/data.csv (columns imageID,label with 
           "bounding-box XML in <root>/Annotation/<synset>/<image stem>.xml or beside each image")
 SOURCE = ("Get the images and boxes from ImageNet (https://image-net.org, ILSVRC terms of access: "
           "non-commercial research), synsets n02389026 and n02391049 with the bounding-box annotations; or the "
-          "imagenetHVZ archive linked from https://github.com/icrto/xML. Set the dataset param root or "
-          "XBENCH_IMAGENET_HVZ_DIR to the folder.")
+          "imagenetHVZ archive linked from https://github.com/icrto/xML; `xbench data fetch imagenet-hvz` prints the "
+          "steps. Put the folder at $XBENCH_DATA/imagenet-hvz, or set the dataset param root or "
+          "XBENCH_IMAGENET_HVZ_DIR to it.")
 
 CARD = """\
 **ImageNetHVZ** (Rio-Torto, Fernandes, Teixeira, Pattern Recognition Letters 2020): ImageNet images
@@ -58,9 +60,10 @@ source: 324 horses, 345 zebras). Ground truth (`mask`): the filled union of the 
 Images resized to `size`×`size` (bilinear, as cv2 does) and scaled to [0, 1]. Splits as the source:
 stratified `test_size` 0.149, then `val_size` 0.2 of the rest, `random_state` 6 (scikit-learn).
 
-Data: ImageNet, under its terms of access (non-commercial research); nothing is downloaded. Set
-`root` or `XBENCH_IMAGENET_HVZ_DIR` to the source layout (data.csv, images/, masks/) or to the two
-synset folders with their box XML (masks are then drawn from the boxes, exactly: the pixel is in the
+Data: ImageNet, under its terms of access (non-commercial research); xbench cannot download it
+(`xbench data fetch imagenet-hvz` prints the steps, `xbench data verify imagenet-hvz` checks the
+placed folder). xbench reads `root`, else `XBENCH_IMAGENET_HVZ_DIR`, else `$XBENCH_DATA/imagenet-hvz`:
+the source layout (data.csv, images/, masks/) or the two synset folders with their box XML (masks are then drawn from the boxes, exactly: the pixel is in the
 mask when its centre is inside a box, box corners read as 0-based inclusive pixel indices).
 """
 
@@ -234,39 +237,66 @@ def _subset(images: _Images, masks: _Masks, labels: torch.Tensor, chosen: np.nda
     )
 
 
+def folder(params: Mapping[str, Any]) -> Path:
+    """Where the images are read: ``root``, else ``$XBENCH_IMAGENET_HVZ_DIR``, else ``$XBENCH_DATA/imagenet-hvz``."""
+    return resolve_root(params["root"], ENV) or sources.source_dir(DATA_SOURCE)
+
+
 def available(params: Mapping[str, Any]) -> str | None:
-    """Why no ImageNetHVZ folder can be read here (cheap: the folder only), or None when one is set."""
-    root = resolve_root(params["root"], ENV)
-    if root is None:
-        return f"no ImageNetHVZ folder: param root and ${ENV} are empty"
-    return None if root.is_dir() else f"{root} does not exist"
+    """Why no ImageNetHVZ folder can be read here (cheap: the folder only), or None when one is there."""
+    root = folder(params)
+    return None if root.is_dir() else f"{root} does not exist; `xbench data fetch imagenet-hvz` prints the steps"
+
+
+def _read_layout(root: Path) -> tuple[list[Path], list[int], list[Any], str]:
+    """The images, labels and mask sources of a placed folder, and which layout it is; a DataError
+    naming what is missing otherwise."""
+    if not root.is_dir():
+        raise _fail(root, "the folder does not exist")
+    if (root / "data.csv").is_file():
+        return (*_source_layout(root), "source (data.csv, images/, masks/)")
+    if any((root / s).is_dir() for s in SYNSETS.values()):
+        return (*_synset_layout(root), "imagenet synsets with box XML")
+    raise _fail(root, "found neither data.csv nor the synset folders n02389026 and n02391049")
+
+
+def _layout_problem(root: Path) -> str | None:
+    try:
+        _read_layout(root)
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
+DATA_SOURCE = DataSource(
+    name="imagenet-hvz", kind="terms", folder="imagenet-hvz", env=ENV, layout=_layout_problem,
+    description="ImageNet horses (n02389026) and zebras (n02391049) with bounding boxes (669 images in the source)",
+    licence="ImageNet terms of access (non-commercial research)", homepage="https://image-net.org",
+    size_note="≈ 80 MB",
+    steps="ImageNet cannot be downloaded without accepting its terms.\n1. Sign in at https://image-net.org and accept "
+          "the terms of access.\n2. Download the ILSVRC images of synsets n02389026 (horse) and n02391049 (zebra) "
+          "and their bounding-box annotations (Annotation/<synset>/*.xml), or the source study's imagenetHVZ "
+          "archive (data.csv, images/, masks/) linked from https://github.com/icrto/xML.\n3. Put them in "
+          "$XBENCH_DATA/imagenet-hvz (or set XBENCH_IMAGENET_HVZ_DIR): n02389026/*.JPEG, n02391049/*.JPEG and "
+          "Annotation/, or data.csv, images/ and masks/.\n4. `xbench data verify imagenet-hvz` checks the layout.")
 
 
 def load(params: Mapping[str, Any], seed: int) -> Dataset:
-    root = resolve_root(params["root"], ENV)
-    if root is None:
-        raise _fail("(no folder: param root and $XBENCH_IMAGENET_HVZ_DIR are empty)", "no ImageNetHVZ folder is set")
-    if not root.is_dir():
-        raise _fail(root, "the folder does not exist")
+    root = folder(params)
     size = int(params["size"])
-    if (root / "data.csv").is_file():
-        paths, labels, sources = _source_layout(root)
-        layout = "source (data.csv, images/, masks/)"
-    elif any((root / s).is_dir() for s in SYNSETS.values()):
-        paths, labels, sources = _synset_layout(root)
-        layout = "imagenet synsets with box XML"
-    else:
-        raise _fail(root, "found neither data.csv nor the synset folders n02389026 and n02391049")
+    paths, labels, mask_sources, layout = _read_layout(root)
     if len(set(labels)) < 2 or min(np.bincount(labels)) < 3:
         raise _fail(root, f"need at least 3 images of each class, found {np.bincount(labels, minlength=2).tolist()}")
     images = _Images(paths, size)
-    masks = _Masks(sources, paths, size, from_boxes=layout.startswith("imagenet"))
+    masks = _Masks(mask_sources, paths, size, from_boxes=layout.startswith("imagenet"))
     y = torch.tensor(labels, dtype=torch.int64)
     parts = split_indices(labels, float(params["test_size"]), float(params["val_size"]), int(params["split_seed"]))
     splits = {name: functools.partial(_subset, images, masks, y, parts[name], size) for name in parts}
     info = {"layout": layout, "root": str(root), "images": len(labels),
             "per_class": np.bincount(labels, minlength=2).tolist(),
-            "split_sizes": {k: len(v) for k, v in parts.items()}}
+            "split_sizes": {k: len(v) for k, v in parts.items()},
+            "provenance": sources.provenance(source=DATA_SOURCE, folder=str(root),
+                                             fingerprint=sources.folder_fingerprint(paths))}
     return Dataset("imagenet-hvz", CLASSES, splits, info=info)
 
 
@@ -282,3 +312,8 @@ def xbench_datasets():
         card=CARD,
         available=available,
     )
+
+
+@hookimpl
+def xbench_data_sources():
+    yield DATA_SOURCE

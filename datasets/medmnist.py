@@ -5,11 +5,17 @@ dataset is for classification under graded corruption and saliency stability.
 Why our own reader: medmnist's Dataset class downloads and asserts the official sample counts; a
 ``.npz`` is a zip of ``.npy`` arrays, so we read it with numpy and, when a member is stored
 uncompressed (``np.savez``), memory-map it, so that 224-px sets never have to fit in memory.
+
+The data sources (``medmnist:<flag>:<size>``, fetched by ``xbench data fetch``) come from the
+medmnist package's own record of URLs and MD5s (``medmnist.INFO``), read from its source without
+importing the package (its import creates ``~/.medmnist``).
 """
 
 from __future__ import annotations
 
+import ast
 import functools
+import importlib.util
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from xbench import Dataset, DatasetSpec, LazyArray, Param, Split, hookimpl
-from xbench.errors import XbenchError, did_you_mean
+from xbench import Dataset, DatasetSpec, DataSource, LazyArray, Param, RemoteFile, Split, hookimpl, sources
+from xbench.errors import DataError, XbenchError, did_you_mean
 
 from ._realdata import data_error, resolve_root
 
@@ -61,7 +67,7 @@ def _flag_problem(flag: str) -> str | None:
 
 
 PARAMS = {
-    "root": Param("", f"folder of <flag>_<size>.npz files; '' = ${ENV}"),
+    "root": Param("", f"folder of <flag>_<size>.npz files; '' = ${ENV}, else $XBENCH_DATA/medmnist"),
     "flag": Param("breastmnist", "which MedMNIST set", check=_flag_problem, label=True),
     "size": Param(64, "image side in pixels (MedMNIST+ sizes)", choices=SIZES, label=True),
     "n_train": Param(0, "use at most this many training images (a stratified subset); 0 = all", ge=0),
@@ -70,10 +76,11 @@ PARAMS = {
     "legacy_normalisation": Param(False, "the source's [-1, 1] clean images (and min-max corruptions), Treyer's bug"),
 }
 
-SOURCE = ("Get the files with the medmnist package on a machine with internet access (e.g. "
-          "`medmnist.BreastMNIST(split='test', download=True, size=64)`; they land in ~/.medmnist) or from "
-          "https://zenodo.org/records/10519652, then set the dataset param root or XBENCH_MEDMNIST_DIR to "
-          "that folder.")
+def how_to_get(flag: str, size: int) -> str:
+    return (f"`xbench data fetch {source_name(flag, size)}` downloads it and checks its MD5 (the medmnist package's "
+            "record of https://zenodo.org/records/10519652); or place a file you have and set the dataset param root "
+            "or XBENCH_MEDMNIST_DIR to its folder.")
+
 
 CARD = """\
 **MedMNIST** (Yang et al., Scientific Data 2023; MedMNIST v2 and MedMNIST+ sizes 28/64/128/224), as
@@ -85,8 +92,12 @@ with the corruptions (`xbench.datasets._corruptions`) for per-severity classific
 RMSE.
 
 Files: `<root>/<flag>.npz` (28 px) or `<root>/<flag>_<size>.npz`, as the medmnist package writes
-them (keys `train_images`, `train_labels`, `val_*`, `test_*`). Set `root` or `XBENCH_MEDMNIST_DIR`;
-nothing is downloaded. Licence per subset: CC BY 4.0, except DermaMNIST (CC BY-NC 4.0).
+them (keys `train_images`, `train_labels`, `val_*`, `test_*`). Get one with
+`xbench data fetch medmnist:<flag>:<size>` (e.g. `medmnist:breastmnist:64`; `medmnist:breastmnist`
+takes every size): it downloads from Zenodo with resume and retries and checks the MD5 of the
+medmnist package's record. xbench reads `root`, else `XBENCH_MEDMNIST_DIR`, else
+`$XBENCH_DATA/medmnist`; a run records the file's MD5 and whether it is the published one.
+Licence per subset: CC BY 4.0, except DermaMNIST (CC BY-NC 4.0).
 
 Images are in [0, 1] (`legacy_normalisation = true` gives the source's [−1, 1], and tells the
 corruptions to min-max stretch their inputs as the source did). `n_train/n_val/n_test` > 0 keep a
@@ -149,9 +160,10 @@ def read_member(path: Path, key: str, *, header_only: bool = False):
 
 def _unreadable(path: Path, flag: str, size: int, exc: Exception):
     if isinstance(exc, KeyError):
-        return data_error("medmnist", path, f"the file has no array {exc.args[0]!r}", layout(flag, size), SOURCE)
+        return data_error("medmnist", path, f"the file has no array {exc.args[0]!r}", layout(flag, size),
+                          how_to_get(flag, size))
     return data_error("medmnist", path, f"the file is not a readable .npz ({type(exc).__name__}: {exc}); it may "
-                      "be truncated or not a MedMNIST file", layout(flag, size), SOURCE)
+                      "be truncated or not a MedMNIST file", layout(flag, size), how_to_get(flag, size))
 
 
 READ_ERRORS = (KeyError, zipfile.BadZipFile, ValueError, OSError, EOFError)
@@ -170,12 +182,13 @@ def check_file(path: Path, flag: str, size: int) -> dict[str, int]:
             raise _unreadable(path, flag, size, exc) from None
         if dtype != np.uint8 or tuple(shape[1:]) != want:
             raise data_error("medmnist", path, f"{split}_images is {dtype} {tuple(shape)}, expected uint8 "
-                             f"(N, {', '.join(map(str, want))}) for {flag} at {size} px", layout(flag, size), SOURCE)
+                             f"(N, {', '.join(map(str, want))}) for {flag} at {size} px", layout(flag, size),
+                             how_to_get(flag, size))
         if (len(lshape) not in (1, 2) or lshape[0] != shape[0] or (len(lshape) == 2 and lshape[1] != 1)
                 or not np.issubdtype(ldtype, np.integer)):
             hint = " (multi-label files are not supported)" if len(lshape) == 2 and lshape[1] > 1 else ""
             raise data_error("medmnist", path, f"{split}_labels is {ldtype} {tuple(lshape)}, expected integers "
-                             f"(N, 1) with N = {shape[0]}{hint}", layout(flag, size), SOURCE)
+                             f"(N, 1) with N = {shape[0]}{hint}", layout(flag, size), how_to_get(flag, size))
         counts[split] = int(shape[0])
     return counts
 
@@ -189,7 +202,7 @@ def _read_split(path: Path, flag: str, size: int, split: str) -> tuple[np.ndarra
         raise _unreadable(path, flag, size, exc) from None
     if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
         raise data_error("medmnist", path, f"{split}_labels hold values outside 0..{len(names) - 1} "
-                         f"({flag} has {len(names)} classes)", layout(flag, size), SOURCE)
+                         f"({flag} has {len(names)} classes)", layout(flag, size), how_to_get(flag, size))
     return images, labels.astype(np.int64)
 
 
@@ -224,34 +237,37 @@ def _check(params: Mapping[str, Any]) -> tuple[str, int]:
     return flag, size
 
 
+def folder(params: Mapping[str, Any]) -> Path:
+    """Where the npz files are read: ``root``, else ``$XBENCH_MEDMNIST_DIR``, else the data root's ``medmnist``."""
+    return resolve_root(params["root"], ENV) or sources.data_root() / "medmnist"
+
+
 def available(params: Mapping[str, Any]) -> str | None:
-    """Why the MedMNIST file for these params cannot be read here, or None when it can."""
+    """Why the MedMNIST file for these params cannot be read here (with the command that gets it), or None."""
     flag, size = str(params["flag"]).lower(), int(params["size"])
-    root = resolve_root(params["root"], ENV)
-    if root is None:
-        return f"no MedMNIST folder: param root and ${ENV} are empty"
-    path = npz_path(root, flag, size)
-    return None if path.is_file() else f"{path} does not exist"
+    path = npz_path(folder(params), flag, size)
+    if path.is_file():
+        return None
+    return f"{path} does not exist; `xbench data fetch {source_name(flag, size)}` downloads it"
 
 
 def load(params: Mapping[str, Any], seed: int) -> Dataset:
     flag, size = _check(params)
-    root = resolve_root(params["root"], ENV)
-    if root is None:
-        raise data_error("medmnist", "(no folder: param root and $XBENCH_MEDMNIST_DIR are empty)",
-                         "no MedMNIST folder is set", layout(flag, size), SOURCE)
+    root = folder(params)
     path = npz_path(root, flag, size)
     if not path.is_file():
         present = sorted(p.name for p in root.glob("*.npz")) if root.is_dir() else []
         problem = "the file does not exist" + (f" (the folder holds {', '.join(present[:6])})" if present else
                                                "" if root.is_dir() else "; neither does the folder")
-        raise data_error("medmnist", path, problem, layout(flag, size), SOURCE)
+        raise data_error("medmnist", path, problem, layout(flag, size),
+                         how_to_get(flag, size))
     legacy = bool(params["legacy_normalisation"])
     counts = check_file(path, flag, size)  # fail now, with the layout, rather than inside a run
     splits = {name: functools.partial(_split, path, flag, size, name, int(params[f"n_{name}"]), seed, legacy)
               for name in SPLITS}
     info: dict[str, Any] = {"flag": flag, "size": size, "file": str(path), "licence": FLAGS[flag][2],
-                            "file_counts": counts, "value_range": [-1, 1] if legacy else [0, 1]}
+                            "file_counts": counts, "value_range": [-1, 1] if legacy else [0, 1],
+                            "provenance": sources.provenance(source=source(flag, size), files=[path])}
     if legacy:
         info["corruption_options"] = {"legacy_minmax": True}
     return Dataset("medmnist", FLAGS[flag][1], splits, info=info)
@@ -260,6 +276,66 @@ def load(params: Mapping[str, Any], seed: int) -> Dataset:
 def _tags(params: Mapping[str, Any]) -> set[str]:
     flag = str(params.get("flag", "")).lower()
     return {"rgb"} if FLAGS.get(flag, (1,))[0] == 3 else {"grayscale"}
+
+
+# --- the data sources: medmnist's own record of URLs and MD5s ---
+
+
+def source_name(flag: str, size: int) -> str:
+    return f"medmnist:{flag}:{size}"
+
+
+@functools.lru_cache(maxsize=1)
+def record() -> tuple[dict[str, Any], str]:
+    """``(medmnist.INFO, medmnist.__version__)``, read from the installed package's ``info.py`` as
+    literals (importing medmnist would create ``~/.medmnist`` and import its training stack)."""
+    spec = importlib.util.find_spec("medmnist")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("medmnist: the medmnist package is not installed, so its record of URLs and MD5s is "
+                        "missing; `pip install medmnist`.")
+    path = Path(list(spec.submodule_search_locations)[0]) / "info.py"
+    values: dict[str, Any] = {}
+    try:
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                    and node.targets[0].id in ("INFO", "__version__"):
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"medmnist: cannot read the package's record {str(path)!r} ({type(exc).__name__}: {exc}); "
+                        "reinstall medmnist.") from None
+    if "INFO" not in values:
+        raise DataError(f"medmnist: {str(path)!r} holds no literal INFO table; this medmnist version is not "
+                        "supported (install medmnist 3).")
+    return values["INFO"], str(values.get("__version__", "?"))
+
+
+def source(flag: str, size: int) -> DataSource:
+    """The data source of ``<flag>_<size>.npz``: its Zenodo URL and MD5 from medmnist's record."""
+    info, version = record()
+    entry = info[flag]
+    suffix = "" if size == 28 else f"_{size}"
+    url = entry[f"url{suffix}"]
+    counts = entry["n_samples"]
+    images = sum(counts.values())
+    upper = images * (size * size * entry["n_channels"] + 8)
+    zenodo = url.split("/files/")[0].rsplit("/", 1)[-1] if "/records/" in url else "?"
+    return DataSource(
+        name=source_name(flag, size),
+        description=f"{entry['python_class']} {size} px, {images} images, {len(entry['label'])} classes",
+        licence=entry["license"], kind="download", folder="medmnist", env=ENV,
+        files=(RemoteFile(npz_path(Path(), flag, size).name, url, f"md5:{entry[f'MD5{suffix}']}", upper),),
+        homepage="https://medmnist.com", size_note="at most (the arrays uncompressed; the file is smaller)",
+        version=f"MedMNIST+ Zenodo record {zenodo} (medmnist {version}'s record)",
+    )
+
+
+@hookimpl
+def xbench_data_sources():
+    info, _ = record()
+    for flag in FLAGS:
+        if flag in info:
+            for size in SIZES:
+                yield source(flag, size)
 
 
 @hookimpl

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xbench import Dataset, DatasetSpec, Param, Split, hookimpl
+from xbench import Dataset, DatasetSpec, Param, Split, hookimpl, sources
 
 CLASSES = ("neg", "pos")
 CHUNK = 64
@@ -179,7 +179,9 @@ def load(params: Mapping[str, Any], seed: int) -> Dataset:
     # black outlines on a white background: a white patch (the background) or a blurred one removes
     # what it covers; a black patch draws a filled square, i.e. adds shape instead of removing it
     return Dataset("polygons", CLASSES, splits, info={"target": target, "mask": params["mask"],
-                                                      "removal_fills": ["white", "blur"]})
+                                                      "removal_fills": ["white", "blur"],
+                                                      "provenance": sources.provenance(
+                                                          "generated", detail="polygons drawn by xbench")})
 
 
 @hookimpl

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xbench import Dataset, DatasetSpec, Param, Split, hookimpl
+from xbench import Dataset, DatasetSpec, Param, Split, hookimpl, sources
 
 H, W = 105, 135
 CLASSES = ("NOR", "HCM", "DCM", "RV")
@@ -232,7 +232,9 @@ def load(params: Mapping[str, Any], seed: int) -> Dataset:
               for i, name in enumerate(("train", "val", "test"))}
     return Dataset("synthetic-cardiac", CLASSES, splits, info={"mode": params["mode"], "canvas": [H, W],
                                                                 "scale": scale, "removal_fills": ["black", "blur"],
-                                                                "legacy_variability": params["legacy_variability"]})
+                                                                "legacy_variability": params["legacy_variability"],
+                                                                "provenance": sources.provenance(
+                                                                    "generated", detail="drawn by xbench")})
 
 
 @hookimpl

@@ -172,7 +172,8 @@ STATUS_TEXT = {
     "failed units": "incomplete: some units failed",
     "interrupted": "interrupted before it finished",
     "crashed": "crashed before it finished",
-    "running": "still running, or stopped without recording how it ended",
+    "running": "still running",
+    "stopped": "stopped without recording how it ended (killed, crashed or out of disk space)",
 }
 
 

@@ -51,6 +51,19 @@ def _score_table(t: ScoreTable, verified: Verification | None = None) -> list[st
     return md + [""]
 
 
+def _data_table(rows: list[dict[str, Any]]) -> list[str]:
+    """What each dataset's cells read (``tables.DataRow`` as dicts): the Data table of the site."""
+    if not rows:
+        return []
+    md = ["## Data", "", "| dataset | data | source | version | files read (checksum) | checksum is | licence |",
+          "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append("| " + " | ".join(md_escape(x) for x in (r["dataset"], r["kind_text"], r["source"], r["version"],
+                                                             "; ".join(r["checksums"]) or "—", r["verified"] or "—",
+                                                             r["licence"])) + " |")
+    return md + [""]
+
+
 def findings_markdown(findings: Findings) -> str:
     """The run's findings as a Markdown section: a count line and one table row per claim ("" when
     the run states none)."""
@@ -109,6 +122,7 @@ def summary_markdown(pages: list[DatasetPage], prov: dict[str, Any], rows: int, 
            "between metrics and figures.", ""]
     md += [md_escape(prov["costs"]), ""] if prov.get("costs") and any(
         t.costs for page in pages for section in page.views["all"] for t in section.ranked) else []
+    md += _data_table(prov.get("data") or [])
     for page in pages:
         md += [f"## {md_escape(page.name)}", ""]
         md += _glance(glances.get(page.name, [])) if len(pages) > 1 else []

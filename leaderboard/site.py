@@ -71,6 +71,7 @@ def provenance(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "failed": manifest.get("failed") or [],
         "skipped": manifest.get("skipped") or [],
         "costs": tables.cost_note(manifest),
+        "data": [vars(r) for r in tables.data_rows(manifest)],
     }
 
 

@@ -367,6 +367,60 @@ def short_numbers(numbers: Mapping[str, Any], published: Mapping[str, Any]) -> s
     return ", ".join(parts) or "—"
 
 
+# ----------------------------------------------------------------------------- data provenance
+
+DATA_KINDS = {"real": "real data", "sample": "real sample (package data)", "generated": "generated",
+              "stand-in": "stand-in", "unknown": "not stated by its plugin"}
+
+
+@dataclass(frozen=True)
+class DataRow:
+    """Which data the cells of one dataset read, from the manifest's ``cells[*].data``
+    (:func:`xbench.sources.cell_data`): what kind of data, its source and version, the checksums of
+    the files read (or a folder's fingerprint) and whether they are the published ones."""
+
+    dataset: str
+    kind: str
+    kind_text: str
+    source: str
+    version: str
+    licence: str
+    checksums: tuple[str, ...]
+    verified: str
+    detail: str
+    cells: int
+
+
+def data_rows(manifest: dict[str, Any]) -> list[DataRow]:
+    """One row per dataset label and distinct data record, in dataset order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for cell in (manifest.get("cells") or {}).values():
+        record = cell.get("data") if isinstance(cell, dict) else None
+        if not isinstance(record, dict):
+            continue
+        files = record.get("files") or []
+        checks = tuple(f"{f.get('file', '?')}: {f.get('checksum', '?')}" for f in files if isinstance(f, dict))
+        if not checks and record.get("fingerprint"):
+            checks = (f"{record.get('folder', '')} ({record['fingerprint']})".strip(),)
+        key = (str(record.get("dataset", "?")), str(record.get("kind", "unknown")), str(record.get("source", "")),
+               checks, str(record.get("stand_in_for", "")))
+        groups.setdefault(key, []).append(record)
+    rows = []
+    for (dataset, kind, source, checks, stand_in_for), records in sorted(groups.items(),
+                                                                         key=lambda kv: natural_key(kv[0][0])):
+        r = records[0]
+        verified = {None: "no published checksum", True: "the published checksum", False: "differs from the published"}
+        state = verified.get(r.get("verified"), "") if checks and "verified" in r else ""
+        text = DATA_KINDS.get(kind, kind)
+        if stand_in_for:
+            inner = DATA_KINDS.get(str(r.get("data_kind", "unknown")), r.get("data_kind"))
+            text = f"stand-in for {stand_in_for} ({inner})"
+        detail = "; ".join(str(x) for x in (r.get("description"), r.get("detail"), r.get("note")) if x)
+        rows.append(DataRow(dataset, kind, text, source or "—", str(r.get("version") or "—"),
+                            str(r.get("licence") or "—"), checks, state, detail, len(records)))
+    return rows
+
+
 # ----------------------------------------------------------------------------- names
 
 class Names:

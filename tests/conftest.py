@@ -10,6 +10,15 @@ import pytest
 from helpers import SITES, TINY, write_config
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_data_root(tmp_path_factory):
+    """Tests never read or write the user's data root (``$XBENCH_DATA``, ~/.cache/xbench/data) or its
+    mirrors: every session gets an empty one of its own."""
+    os.environ["XBENCH_DATA"] = str(tmp_path_factory.mktemp("xbench-data"))
+    for name in ("XBENCH_DATA_MIRROR", "XBENCH_DATA_SOURCES"):
+        os.environ.pop(name, None)
+
+
 @pytest.fixture
 def use_sites(monkeypatch):
     """Put sample plugin packages on the path, for this process, subprocesses and Dask workers."""

@@ -48,6 +48,14 @@ def plan(*args):
          "only.datasets = 'synthetic-cardiak' matches none of the datasets this config selects or that are "
          "installed (did you mean \"synthetic-cardiac\"?)"),
         (GOOD + "only = { datasets = \"synthetic-cardiac\" }\n", "only.datasets must be a non-empty list"),
+        # list items are typed like the default's items (a string among numbers once crashed the check)
+        (GOOD + "[metrics.road]\npercentages = [\"ten\"]\n",
+         "param 'percentages' of metric 'road' must be a list of int (default [10, 20, 30, 40, 50, 60, 70, 80, 90]), "
+         "but the item 'ten' in ['ten'] is a str"),
+        (GOOD + "[metrics.road]\npercentages = [10, true]\n", "but the item True in [10, True] is a bool"),
+        (GOOD + "[metrics.road]\nsweep = { percentages = [[10], [\"x\"]] }\n", "but the item 'x' in ['x'] is a str"),
+        (GOOD + "[metrics.corruption-classification]\nseverities = [1.5]\n",
+         "must be a list of int (default [1, 2, 3, 4, 5]), but the item 1.5 in [1.5] is a float"),
     ],
 )
 def test_bad_configs_exit_2_with_a_clear_message(tmp_path, body, expected):
@@ -232,3 +240,29 @@ sweep = { width = [4, 8] }
     assert len(cells) == 8 and len(set(order)) == 4
     assert all(order[i] == order[i + 1] for i in range(0, 8, 2))  # both models of a (dataset, seed) together
     assert [seed for _, seed in order[::2]] == [3, 1, 3, 1]  # the configured seed order, per dataset
+
+
+def test_a_plugins_own_check_that_raises_is_a_usage_error():
+    from xbench.config import check_param
+    from xbench.specs import Param
+
+    def check(value):
+        return None if value < 3 else "too big"  # raises TypeError on a str
+
+    with pytest.raises(UsageError, match=r"could not be checked \(TypeError: .*\) \(got 'x'\)"):
+        check_param("here", "metrics", "m", "k", "x", {"k": Param(None, check=check)})
+
+
+def test_list_items_are_converted_like_scalars(tmp_path):
+    registry = load_registry()
+    config = load_config(str(write_config(tmp_path / "ok.toml", GOOD + "[metrics.road]\npercentages = [10, 45]\n")),
+                         registry)
+    assert [v.params["percentages"] for v in config.variants["metrics"]] == [[10, 45]]
+
+
+def test_show_checks_its_params_with_card_too():
+    result = CliRunner().invoke(main, ["show", "synthetic-cardiac", "--card", "-p", "mode=bogus"])
+    assert result.exit_code == 2, result.output
+    assert "param 'mode' of dataset 'synthetic-cardiac'" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert CliRunner().invoke(main, ["show", "synthetic-cardiac", "--card"]).exit_code == 0

@@ -29,12 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"xbench.datasets": ROOT / "datasets", **{f"xbench.plugins.{kind}": ROOT / "plugins" / kind
                                                     for kind in ("models", "methods", "metrics", "verifications")}}
 REGISTRY = load_registry(entry_points=False)
-UNDOCUMENTED = {
-    ("datasets", "hcp-lesions"): "hcp_lesions declares bare defaults with a hand-written check; converting it to "
-                                 "documented Params with its cross-param rules in `validate` is the realdata work "
-                                 "in progress (remove this entry when it lands: the strict xfail then fails)",
-}
-"""The one known exception to the params contract, with its reason."""
+UNDOCUMENTED: dict[tuple[str, str], str] = {}
+"""Known exceptions to the params contract, with their reasons (none left)."""
 
 
 def specs(*kinds: str, exceptions: dict | None = None) -> list:

@@ -4,18 +4,23 @@ parts are recomputed; files respect the umask; one run per directory at a time."
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from helpers import TINY, run_cli, write_config
 from xbench import load_results
+from xbench.cli import main
 from xbench.config import load_config
 from xbench.errors import UsageError
 from xbench.plan import make_plan
@@ -30,8 +35,17 @@ BASE = (TINY.replace('name = "tiny"\n', "").replace("gallery = 2", "gallery = 0"
 
 HOSTILE = BASE + """
 [datasets."hostile.empty-test"]
+[datasets."hostile.nan-test"]
+[datasets."hostile.nan-lazy-test"]
+[datasets."hostile.coarse"]
 [models."hostile.one-logit"]
+[models."hostile.diverges"]
+[models."hostile.edits-data"]
 [methods."hostile.weights"]
+[methods."hostile.negate"]
+[methods."hostile.permute"]
+[methods."hostile.hook"]
+[metrics."hostile.shuffle"]
 [metrics."hostile.clamp"]
 [metrics."hostile.exit"]
 [metrics."hostile.interrupt"]
@@ -89,9 +103,71 @@ def test_a_method_that_changes_the_weights_fails_alone_and_is_not_cached(runs):
     for metric in ("tpr-tnr", "acme.mass"):
         assert _values(runs["hostile"].out, method="saliency", metric=metric).equals(
             _values(runs["clean"].out, method="saliency", metric=metric))
-    # only saliency's two batches (32 samples in batches of 16) were cached: the corrupted maps never
+    # only saliency's maps were cached (two batches of 16 on acme.planted, one of 8 on hostile.coarse): the
+    # maps of the methods that changed the model never were
     cached = list((runs["hostile"].out / "cache" / "attributions").rglob("*.pt"))
-    assert len(cached) == 2
+    assert len(cached) == 3
+
+
+@pytest.mark.parametrize("method, changed", [
+    ("hostile.negate", "the model's weights ('"),          # every norm kept: a checksum of norms passed it
+    ("hostile.permute", "the model's weights ('"),         # the first layer's filters reversed
+    ("hostile.hook", "a forward hook on the model (left registered: xbench_hostile.swap_logits)"),
+])
+def test_norm_keeping_edits_and_left_hooks_are_caught_named_and_not_cached(runs, method, changed):
+    errors = _errors(runs["hostile"])
+    for metric in ("tpr-tnr", "acme.mass"):
+        e = errors[("acme.planted", "small-cnn", method, metric)]
+        assert e["phase"] == "explain" and e["error"].startswith(f"PluginMisbehaved: Method '{method}' changed ")
+        assert changed in e["error"] and "discarded and not cached" in e["error"]
+    # saliency runs after all of them on the same model: its numbers are the clean run's (a logit-swapping
+    # hook left behind changed them), and only its own maps are cached (see the weights test above)
+    for metric in ("tpr-tnr", "acme.mass"):
+        assert _values(runs["hostile"].out, method="saliency", metric=metric).equals(
+            _values(runs["clean"].out, method="saliency", metric=metric))
+
+
+def test_a_metric_that_reorders_the_test_images_is_caught_and_later_units_see_the_split(runs):
+    errors = _errors(runs["hostile"])
+    for dataset in ("hostile.coarse", "acme.planted"):  # 8-bit images: every sum is exact, whatever the order
+        e = errors[(dataset, "small-cnn", None, "hostile.shuffle")]
+        assert e["phase"] == "score" and "The metric 'hostile.shuffle' changed ctx.inputs in place" in e["error"]
+    # the sample units after it pair each image with its own label again: their rows are the clean run's
+    for metric in ("tpr-tnr", "acme.mass"):
+        assert _values(runs["hostile"].out, method="saliency", metric=metric).equals(
+            _values(runs["clean"].out, method="saliency", metric=metric))
+
+
+def test_a_fit_that_changes_the_dataset_fails_its_cell_and_the_next_model_trains_on_the_real_data(runs):
+    errors = _errors(runs["hostile"])
+    e = errors[("acme.planted", "hostile.edits-data", None, "model-fit")]
+    assert e["phase"] == "fit" and e["error"].startswith(
+        "PluginMisbehaved: Model 'hostile.edits-data': its fit changed the dataset in place (train.images)")
+    # small-cnn trains after it on the same dataset: its model and rows are the clean run's
+    df, clean = load_results(runs["hostile"].out), load_results(runs["clean"].out)
+    fit = lambda d: d[(d["metric"] == "model-fit") & (d["dataset"] == "acme.planted") & (d["model"] == "small-cnn")]  # noqa: E731
+    assert fit(df).set_index("value_name")["value"].equals(fit(clean).set_index("value_name")["value"])
+
+
+def test_nan_in_data_or_weights_is_named_and_blamed_on_no_other_plugin(runs):
+    errors = _errors(runs["hostile"])
+    where = "its test split's images hold 8 NaN values in 2 of 6 samples (1, 3)"
+    data = [e for k, e in errors.items() if k[0] == "hostile.nan-test"]
+    assert data and all(e["phase"] == "load" and e["error"].startswith(
+        f"NotFinite: Dataset 'hostile.nan-test' (seed 0): {where}") for e in data)
+    # a lazy test split is read batch by batch: its NaN is found when the cell predicts it
+    lazy = [e for k, e in errors.items() if k[0] == "hostile.nan-lazy-test" and k[1] == "small-cnn"]
+    assert lazy and all(e["phase"] == "predict" and e["error"].startswith(
+        f"NotFinite: Dataset 'hostile.nan-lazy-test' (seed 0): {where}") for e in lazy)
+    weights = [e for k, e in errors.items() if k[:2] == ("acme.planted", "hostile.diverges")]
+    assert weights and all(e["phase"] == "fit" and e["error"].startswith(
+        "NotFinite: Model 'hostile.diverges' after training holds NaN or Inf in its weights: "
+        "'head.bias' (2 NaN of 2 values)") for e in weights)
+    nan_cells = [e for k, e in errors.items() if ("nan" in k[0] or k[1] == "hostile.diverges")
+                 and k[1] != "hostile.edits-data"]  # (that one's fit does change the data it is handed)
+    assert not any("PluginMisbehaved" in e["error"] for e in nan_cells)  # never blamed on model-fit or a metric
+    cached = [json.loads(p.read_text())["model"] for p in (runs["hostile"].out / "cache" / "models").glob("*.json")]
+    assert "small-cnn" in cached and "hostile.diverges" not in cached  # NaN weights are never cached
 
 
 def test_bad_metric_outputs_and_exits_are_unit_errors(runs):
@@ -102,7 +178,7 @@ def test_bad_metric_outputs_and_exits_are_unit_errors(runs):
     assert errors[(*cell, "hostile.exit")]["error"].startswith("SystemExit")
     assert errors[(*cell, "hostile.interrupt")]["error"].startswith("KeyboardInterrupt")
     df = load_results(runs["hostile"].out)
-    nan = df[(df["metric"] == "hostile.nan") & (df["method"] == "saliency")]
+    nan = df[(df["metric"] == "hostile.nan") & (df["method"] == "saliency") & (df["dataset"] == "acme.planted")]
     assert len(nan) == 32 and nan["value"].isna().all()
     assert nan["note"].str.contains("returned NaN or Inf without a reason").all()
     assert runs["hostile"].status == "failed units"  # the run went on after the plugin's SystemExit
@@ -162,7 +238,7 @@ def test_a_damaged_part_is_computed_again(runs, tmp_path):
 
 
 def test_files_respect_the_umask(tmp_path):
-    from xbench.store import atomic_write_bytes
+    from xbench.atomic import atomic_write_bytes
 
     old = os.umask(0o022)
     try:
@@ -244,3 +320,78 @@ def test_config_mistakes_are_usage_errors(tmp_path, use_sites):
         load_config(str(write_config(tmp_path / "f.toml", BASE + '[metrics.aopc]\nfill = "grey"\n')), registry)
     with pytest.raises(UsageError, match=r"param 'ties' of metric 'tpr-tnr'.*did you mean \"random\""):
         load_config(str(write_config(tmp_path / "t.toml", BASE.replace("[metrics.tpr-tnr]", '[metrics.tpr-tnr]\nties = "randm"'))), registry)
+
+
+def test_a_damaged_manifest_is_rebuilt_by_run_and_explained_by_findings_and_leaderboard(runs, use_sites):
+    use_sites("acme")
+    config, out = runs["root"] / "clean.toml", runs["root"] / "clean"  # (the last test to use the clean run)
+    manifest = out / "manifest.json"
+    for damage, reason in ((manifest.read_bytes()[: manifest.stat().st_size // 2], "is not valid JSON"),
+                           (b"[]", "holds a JSON list, not an object")):
+        manifest.write_bytes(damage)
+        for command in (["findings", str(out)], ["leaderboard", str(out)]):
+            result = CliRunner().invoke(main, command)
+            text = " ".join(result.output.split())
+            assert result.exit_code == 2 and isinstance(result.exception, SystemExit), (command, result.output)
+            assert f"The manifest of run '{out}' is damaged: it {reason}" in text
+            assert f"delete '{manifest}'" in text and "xbench run CONFIG --out" in text
+        with pytest.raises(UsageError, match="is damaged"):
+            load_results(out)
+    again = CliRunner().invoke(main, ["run", str(config), "--out", str(out), "--no-leaderboard"])
+    text = " ".join(again.output.split())
+    assert again.exit_code == 0, again.output
+    assert f"0 units computed, {runs['clean'].planned} already done" in text and "was damaged; it is kept as" in text
+    assert RunStore(out).read_manifest()["status"] == "complete"
+    assert (out / "manifest.json.damaged").read_bytes() == b"[]"
+
+
+def test_a_full_disk_stops_the_run_with_a_clear_message_and_an_honest_status(tmp_path, use_sites, monkeypatch):
+    use_sites("acme")
+    config = write_config(tmp_path / "c.toml", BASE.replace("seeds = [0]", "seeds = [0, 1]"))
+    out = tmp_path / "run"
+    real, parts = tempfile.mkstemp, []
+
+    def mkstemp(*args, dir=None, **kwargs):  # the disk fills up after two result parts
+        if dir is not None and str(dir).startswith(str(out)):
+            if len(parts) >= 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            if str(dir).endswith("results"):
+                parts.append(dir)
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    result = CliRunner().invoke(main, ["run", str(config), "--out", str(out), "--no-leaderboard"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    assert "The disk is full: Could not write" in text and "No space left on device" in text
+    assert "2 of 6 planned units have whole results" in text and "run the same command again" in text
+    assert "manifest could not be updated either" in text
+    assert not list((out / "errors").glob("*.json"))  # no plugin was blamed for the disk
+    assert RunStore(out).read_manifest()["status"] == "stopped"  # it said "running", and nobody runs it
+    monkeypatch.setattr(tempfile, "mkstemp", real)  # space freed: the same command finishes the run
+    again = CliRunner().invoke(main, ["run", str(config), "--out", str(out), "--no-leaderboard"])
+    assert again.exit_code == 0 and "4 units computed, 2 already done" in " ".join(again.output.split())
+    assert "stopped without recording how it ended" in " ".join(again.output.split())
+
+
+def test_a_segfaulting_method_leaves_a_run_that_reads_as_stopped(tmp_path, use_sites):
+    use_sites("acme", "hostile")
+    config = write_config(tmp_path / "c.toml", BASE + '[methods."hostile.segfault"]\n')
+    out = tmp_path / "run"
+    crashed = subprocess.run(
+        [sys.executable, "-m", "xbench.cli", "run", str(config), "--out", str(out), "--no-leaderboard"],
+        capture_output=True, text=True, timeout=600,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))  # no core file
+    assert crashed.returncode == -signal.SIGSEGV, crashed.stderr
+    assert json.loads((out / "manifest.json").read_text())["status"] == "running"  # it could not say more
+    assert RunStore(out).read_manifest()["status"] == "stopped"
+    assert "in segfaults" in (out / "crash.log").read_text()  # faulthandler's stack names the plugin's function
+    findings = run_cli("findings", str(out))
+    assert "Run stopped without recording how it ended" in " ".join(findings.stderr.split())
+    again = run_cli("run", str(config), "--out", str(out), "-a", "saliency", "--no-leaderboard")
+    text = " ".join(again.stderr.split())
+    assert again.returncode == 0, again.stderr
+    assert "the last run into this folder stopped without recording how it ended" in text
+    assert "It crashed; the Python stack at the crash" in text and "segfaults" in text
+    assert RunStore(out).read_manifest()["status"] == "complete"

@@ -135,3 +135,29 @@ def test_cli_list_kinds(use_sites):
     executors = json.loads(CliRunner().invoke(main, ["list", "executors", "--json"]).output)
     assert {e["name"] for e in executors} >= {"local", "dask"}
     assert CliRunner().invoke(main, ["list", "widgets"]).exit_code == 2
+
+
+def test_the_readme_example_plugin_loads_beside_the_test_suites_sample_plugin(use_sites, tmp_path, monkeypatch):
+    """A user who installs the README's example must not break this suite: its entry-point name and
+    its spec names differ from the sample plugin's (``acme``), and both load together."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    module = re.search(r"```python\n# (xbench_\w+)/__init__\.py\n(.*?)```", readme, re.S)
+    entry = re.search(r"\[project\.entry-points\.xbench\]\n(\w+) = \"(xbench_\w+)\"", readme)
+    assert module and entry and entry.group(2) == module.group(1)
+    (tmp_path / module.group(1)).mkdir()
+    (tmp_path / module.group(1) / "__init__.py").write_text(module.group(2))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    use_sites("acme")
+    import importlib
+
+    example = importlib.import_module(module.group(1))
+    registry = load_registry(extra=[(entry.group(1), example)])
+    assert not registry.problems, [p.errors for p in registry.problems]
+    names = {p.name for p in registry.plugins}
+    assert {"acme", entry.group(1)} <= names
+    mine = [n for kind in ("methods", "metrics") for n in registry.names(kind)
+            if registry.get(kind, n).plugin.name == entry.group(1)]
+    assert len(mine) == 2 and not any(n.startswith("acme.") for n in mine)

@@ -206,7 +206,7 @@ def test_every_column_but_the_per_row_ones_is_constant_within_a_unit():
     s = spec({"hit": True, "morf": Family(False, level="step")})
     values = validated(s, {"hit": torch.tensor([1.0, 0.0, 0.5]), "morf": {4: torch.zeros(3), 8: torch.ones(3)}}, 3)
     table = RowBuilder(np.array([0, 1, 1]), np.array([1, 1, 0]), np.array([0, 1, 1])).sample_table(
-        identity(), s, values, 3, ["a", None, "b"], {"seconds_per_sample": 0.5, "peak_bytes": 1})
+        identity(), s, values, 3, ["a", None, "b"], {"seconds_per_sample": 0.5, "added_bytes": 1})
     varying = {name for name in SCHEMA.names if len({json.dumps(v) for v in table.column(name).to_pylist()}) > 1}
     assert varying <= set(results.ROW_COLUMNS) and set(results.ROW_COLUMNS) <= set(SCHEMA.names)
     assert {"value_name", "value", "sample", "label", "prediction", "correct", "note"} <= varying

@@ -205,3 +205,25 @@ def test_a_run_on_the_gpu_scores_like_the_cpu(tiny_config, tmp_path):
     assert abs(tpr["cpu"] - tpr["cuda"]) < 0.1, tpr
     manifest = json.loads((tmp_path / "cuda" / "manifest.json").read_text())
     assert manifest["device"]["device"].startswith("cuda") and manifest["device"]["gpu"]
+
+
+def test_progress_shows_labels_with_markup_as_they_are():
+    """A label such as ``x[/x]`` once crashed the terminal display (the run exited 1 without its
+    summary): escaping and then cutting to 80 characters could cut off the escape's backslash."""
+    import io
+
+    from rich.console import Console
+
+    from xbench.messages import Status
+    from xbench.progress import RunProgress
+
+    sink = io.StringIO()
+    console = Console(file=sink, force_terminal=True, width=200)
+    text = "cell × m" + "a" * 30 + "[/x]" + "b" * 76  # the last 80 characters start with the bare tag
+    with RunProgress(console) as progress:
+        progress.event("start", {"units": 2, "cells": 1, "done": 0, "skipped": 0})
+        progress.event("status", Status("[bold]not markup[/bold] \\", "explain"))
+        progress.progress.refresh()
+        progress.event("status", Status(f"{text} warning", "warning"))
+        progress.event("status", Status(text, "explain"))  # still shown when the display stops
+    assert "[/x]" + "b" * 76 in sink.getvalue() and "[bold]not markup[/bold]" in sink.getvalue()

@@ -149,3 +149,51 @@ def test_backgrounds_from_a_folder_or_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("XBENCH_HCP_DIR", str(tmp_path / "missing"))
     with pytest.raises(DataError, match=r"does not exist.*missing.*Expected layout.*T1w_restore_brain"):
         H.load(params, 0)
+
+
+def test_every_param_is_documented_and_rules_between_them_are_checked_first():
+    from click.testing import CliRunner
+
+    from xbench import Param
+    from xbench.cli import main
+
+    assert all(isinstance(p, Param) and p.doc for p in H.PARAMS.values())
+    spec = next(H.xbench_datasets())
+    with pytest.raises(ValueError, match=r"max_lesions \(5\) must be at most bank_size \(3\)"):
+        spec.validate({**defaults(H.PARAMS), "bank_size": 3})  # was an IndexError inside compose
+    with pytest.raises(ValueError, match=r"min_lesions \(4\) must be at most max_lesions \(2\)"):
+        spec.validate({**defaults(H.PARAMS), "min_lesions": 4, "max_lesions": 2})
+    with pytest.raises(ValueError, match=r"root names an HCP folder, which background = 'mni152' does not read"):
+        spec.validate({**defaults(H.PARAMS), "root": "/data/hcp", "background": "mni152"})
+    for bad in (["-p", "bank_size=3"], ["-p", "background=ixii"], ["-p", "augment=sometimes"], ["-p", "max_brain=2.0"]):
+        result = CliRunner().invoke(main, ["show", "hcp-lesions", *bad])
+        assert result.exit_code == 2, (bad, result.output)
+    assert "did you mean" in CliRunner().invoke(main, ["show", "hcp-lesions", "-p", "background=ixii"]).output
+    # the boundary is allowed: five distinct lesions from a bank of five
+    data = H.load({**SMALL, "bank_size": 5, "min_lesions": 5, "max_lesions": 5, "n_train": 2, "n_val": 2,
+                   "n_test": 4}, 0)
+    ids = data.test.meta["lesion_ids"]
+    for row in ids:
+        placed = row[row >= 0].tolist()
+        assert len(placed) == len(set(placed))
+
+
+def test_each_background_names_the_command_that_gets_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("XBENCH_DATA", str(tmp_path / "data"))
+    for name in ("XBENCH_HCP_DIR", "XBENCH_IXI_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    params = {**SMALL, "n_train": 4, "n_val": 4, "n_test": 6}
+    with pytest.raises(DataError, match=r"HCP folder does not exist.*data/hcp.*xbench data fetch hcp"):
+        H.load({**params, "background": "hcp"}, 0)
+    with pytest.raises(DataError, match=r"xbench data fetch ixi:t1"):
+        H.load({**params, "background": "ixi"}, 0)
+    monkeypatch.setenv("XBENCH_SAMPLE_T1_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match=r"sample-t1.*apt-get install insighttoolkit5-examples"):
+        H.load({**params, "background": "sample-t1"}, 0)
+    (tmp_path / "data").mkdir()
+    _nifti_folder(tmp_path / "data" / "hcp")  # placed where `xbench data fetch hcp` says
+    hcp = H.load({**params, "background": "hcp"}, 0)
+    prov = hcp.info["provenance"]
+    assert (prov["kind"], prov["source"]) == ("real", "hcp") and prov["fingerprint"].startswith("files:1:")
+    template = H.load(params, 0).info["provenance"]  # auto, nothing set: the template
+    assert (template["kind"], template["source"], template["verified"]) == ("sample", "mni152", True)

@@ -121,7 +121,9 @@ def test_source_split_sizes_for_669_images():
 
 def test_missing_and_broken_data_is_explained(tmp_path, monkeypatch):
     monkeypatch.delenv("XBENCH_IMAGENET_HVZ_DIR", raising=False)
-    with pytest.raises(DataError, match=r"no ImageNetHVZ folder is set.*data\.csv.*image-net\.org"):
+    monkeypatch.setenv("XBENCH_DATA", str(tmp_path / "data"))
+    with pytest.raises(DataError, match=r"folder does not exist.*data/imagenet-hvz.*data\.csv.*image-net\.org.*"
+                                        r"xbench data fetch imagenet-hvz"):
         I.load(defaults(I.PARAMS), 0)
     monkeypatch.setenv("XBENCH_IMAGENET_HVZ_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DataError, match="the folder does not exist.*nowhere"):

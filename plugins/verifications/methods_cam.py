@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 from torch import nn
 
@@ -133,3 +136,35 @@ def xbench_verifications():
         differences="with legacy_torchcam = true, which reproduces torchcam's α = g² (its division lands on a "
                     "copy) and (max − min + 1e-8); the default follows the formula torchcam's source writes, and "
                     "differs from torchcam by design")
+
+
+def _added_cam_against_pytorch_grad_cam(spec) -> float:
+    """LayerCAM, XGrad-CAM and Score-CAM at the first (input-resolution) layer of the pooled net."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    reference = {"layer-cam": "LayerCAM", "xgrad-cam": "XGradCAM", "score-cam": "ScoreCAM"}[spec.name]
+    net, x, t = _inputs(Pooled)
+    extra = {"variant": "pytorch-grad-cam"} if spec.name == "score-cam" else {}
+    with contextlib.redirect_stderr(io.StringIO()):  # Score-CAM's per-image progress bars
+        with getattr(pytorch_grad_cam, reference)(model=net, target_layers=[net.c1]) as cam:
+            theirs = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
+    ours = explain(spec, net, x, t, {"c1": net.c1, "c2": net.c2, "c3": net.c3}, layer="c1", normalise="minmax",
+                   **extra)
+    return max_abs_difference(ours, theirs)
+
+
+@hookimpl(specname="xbench_verifications")
+def added_cams():
+    for name, differences in (
+            ("layer-cam", ""),
+            ("xgrad-cam", "; it adds 1e-7 to each channel's activation sum, xbench gives a zero-sum channel weight 0"),
+            ("score-cam", "; compared with variant = \"pytorch-grad-cam\" (softmax over the channels of the target "
+                          "logits, align-corners upsampling, +1e-8 in the mask's min-max); the default follows the "
+                          "authors' code (each masked input's target probability)")):
+        yield VerificationSpec(
+            name=f"{name}.pytorch-grad-cam", plugin=name, kind="methods", library="grad-cam",
+            reference=f"pytorch_grad_cam.{ {'layer-cam': 'LayerCAM', 'xgrad-cam': 'XGradCAM', 'score-cam': 'ScoreCAM'}[name]}",
+            check=_added_cam_against_pytorch_grad_cam, tolerance=1e-5,
+            inputs="a random 3-conv net with max pooling, 6 random 1×16×16 images, layer c1 (input resolution)",
+            differences=GRAD_CAM_DIFFERENCES + differences)

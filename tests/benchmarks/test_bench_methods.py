@@ -61,6 +61,8 @@ def test_throughput_report(benchmark, registry, fixed, name):
 def _direct_captum(name, module, x, t, params):
     from captum import attr
 
+    from xbench.plugins.methods._chunking import rows_within
+
     if name == "saliency":
         return attr.Saliency(module).attribute(x, target=t, abs=True)
     if name == "input-x-gradient":
@@ -68,7 +70,7 @@ def _direct_captum(name, module, x, t, params):
     if name == "integrated-gradients":
         return attr.IntegratedGradients(module).attribute(
             x, baselines=torch.zeros_like(x), target=t, n_steps=params["steps"], method=params["method"],
-            internal_batch_size=params["internal_batch_size"])
+            internal_batch_size=max(len(x), rows_within(module, x, params["memory_mb"])))
     if name == "deeplift":
         return attr.DeepLift(module).attribute(x, baselines=torch.zeros_like(x), target=t)
     if name == "guided-backprop":
