@@ -45,20 +45,25 @@ def test_centre_adds_next_to_nothing_and_integrated_gradients_far_more_than_sali
     maps = N * SIZE * SIZE * 4  # one float32 map per image
     assert centre.added_bytes <= 4 * maps  # its maps and little else
     assert saliency.added_bytes > 4 * centre.added_bytes
-    # 256 path points at once (its internal batch) against saliency's 32 images
-    assert ig64.added_bytes > 4 * saliency.added_bytes
-    assert ig64.seconds > 10 * saliency.seconds  # 64 forward and backward passes against one
+    # its 2048 path points in chunks of at most 128 MiB of inputs on a CPU (measured 2× saliency's
+    # memory, whose 32 images run at once; 16× its time)
+    assert ig64.added_bytes > 1.5 * saliency.added_bytes
+    assert ig64.seconds > 8 * saliency.seconds  # 64 forward and backward passes against one
     assert centre.as_dict()["seconds_per_sample"] == pytest.approx(centre.seconds / N)
 
 
 def test_the_methods_come_out_in_the_order_of_their_cost(batch):
     costs = {label: _cost(batch, method, **params) for label, method, params in
              (("centre", "centre", {}), ("saliency", "saliency", {}),
-              ("ig[8 steps, 64 at once]", "integrated-gradients", {"steps": 8, "internal_batch_size": 64}),
-              ("ig[64 steps, 256 at once]", "integrated-gradients", {"steps": 64, "internal_batch_size": 256}))}
-    order = list(costs)
-    assert sorted(costs, key=lambda m: costs[m].added_bytes) == order
-    assert sorted(costs, key=lambda m: costs[m].seconds) == order
+              ("ig[8 steps]", "integrated-gradients", {"steps": 8}),
+              ("ig[64 steps]", "integrated-gradients", {"steps": 64}))}
+    # time: one pass, eight, sixty-four
+    assert sorted(costs, key=lambda m: costs[m].seconds) == list(costs)
+    # memory: 256 path points at once (8 steps × 32 images) need more than saliency's 32 images;
+    # 64 steps run in chunks within the same budget, so they need no more than 8 (measured 78
+    # against 42 MiB)
+    by_memory = sorted(costs, key=lambda m: costs[m].added_bytes)
+    assert by_memory[:2] == ["centre", "saliency"] and by_memory[-1] == "ig[8 steps]"
 
 
 def test_memory_held_before_the_method_is_not_its_cost_and_a_freed_peak_still_counts():
