@@ -417,9 +417,7 @@ def _explain_batch(state: CellState, mspec, method, x, t, start: int, stop: int,
     finally:
         changed = state.changes(pristine)
     if changed:
-        raise PluginMisbehaved(
-            f"Method {method.label!r} changed {', '.join(changed)} while explaining. {_METHOD_RULE} Its maps were "
-            "discarded and not cached, everything was restored for the other methods, and this method's units fail.")
+        raise _misbehaved_method(method.label, changed)
     cost.add(before.seconds, before.samples, before.added_bytes, before.memory)
     state.cache.save_attribution(key, raw, {"seconds": before.seconds, "added_bytes": before.added_bytes,
                                             "memory": before.memory})
@@ -430,7 +428,8 @@ def _warm_up(state: CellState, mspec, method, x: torch.Tensor, t: torch.Tensor) 
     """A method's first call in a process imports its library and sets itself up (Captum took 1.4 s,
     Zennit several, on a loaded 2-core machine): that call is made once per process, on a copy of one
     sample, unmeasured and discarded, so that the time per sample is the method's and not its
-    imports'. What it might change of the model, the measured call's guard finds."""
+    imports'. It is guarded as every call is (a change it makes, even one the next call undoes,
+    fails the method)."""
     if method.name in state.worker.warmed:
         return
     state.worker.warmed.add(method.name)
@@ -439,10 +438,20 @@ def _warm_up(state: CellState, mspec, method, x: torch.Tensor, t: torch.Tensor) 
                    generator=_generator(x.device, "warm-up") if mspec.stochastic else None)
     except Exception:  # noqa: BLE001 - the measured call meets (and reports) the same failure
         pass
+    finally:
+        changed = state.changes(Pristine({}))
+    if changed:
+        raise _misbehaved_method(method.label, changed)
 
 
 _METHOD_RULE = ("A method must leave the model and what it is handed as it found them: work on a copy, remove "
                 "every hook it registers, undo every change.")
+
+
+def _misbehaved_method(label: str, changed: list[str]) -> PluginMisbehaved:
+    return PluginMisbehaved(
+        f"Method {label!r} changed {', '.join(changed)} while explaining. {_METHOD_RULE} Its maps were discarded "
+        "and not cached, everything was restored for the other methods, and this method's units fail.")
 
 
 def _misbehaved_metric(name: str, changed: list[str]) -> PluginMisbehaved:
