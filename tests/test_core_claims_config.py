@@ -18,7 +18,7 @@ from xbench.registry import load_registry
 
 STUDIES = {"callanan": ClaimsFrom(preset="callanan", where={"model": "heatmap-loss*"},
                                   replace={"hires-cam": "hires-cam[layer=#-1]"}),
-           "oliveira": ClaimsFrom(preset="oliveira", replace={"synthetic-ood": "imagenet"}),
+           "oliveira": ClaimsFrom(preset="oliveira", replace={"hed-bsds500-standin": "imagenet"}),
            "riotorto": ClaimsFrom(preset="riotorto", replace={"aopc[fill=white]": "aopc[patch=16,fill=white]",
                                                               "aopc[fill=blur]": "aopc[patch=16,fill=blur]"}),
            "treyer": ClaimsFrom(preset="treyer", where={"model": "cifar-resnet18*"})}

@@ -1,5 +1,6 @@
 """Deletion and insertion: hand-computed curves and areas on a model whose logit is a pixel sum,
-the fills and start images, patches, one forward pass per step, batch invariance, dtypes, params."""
+the fills and start images, patches, the forward passes (one per step, one image for a black end),
+batch invariance, dtypes, params."""
 
 from __future__ import annotations
 
@@ -74,13 +75,31 @@ def test_deletion_fills(fill):
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     a = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(2))
     testing.score(DELETION, ctx_for(model, x, a), steps=2, fill=fill, blur_sigma=1.5)
-    last = model.seen[-1]  # every pixel deleted
     want = {"black": torch.zeros_like(x), "mean": x.mean((2, 3), keepdim=True).expand_as(x),
             "blur": fm.gaussian_blur(x, 1.5)}[fill]
-    torch.testing.assert_close(last, want)
-    half = model.seen[0]
+    if fill == "black":  # every pixel deleted: one black image stands for the batch, forwarded first
+        bare, half = model.seen
+        torch.testing.assert_close(bare, want[:1])
+    else:
+        half, bare = model.seen
+        torch.testing.assert_close(bare, want)
     taken = fm.morf_ranks(a.flatten(1), None).view(2, 1, 8, 8) < 32  # the 32 most relevant pixels
     torch.testing.assert_close(half, torch.where(taken, want, x))
+
+
+def test_one_black_image_gives_the_batchs_bare_end():
+    """Deleting every pixel to black (or inserting none into black) gives each sample the same
+    image: its one forward pass gives the value a forward pass of the whole batch would."""
+    weight = torch.randn(1, 2, 10, 10, generator=torch.Generator().manual_seed(4)) * 0.2
+    x = torch.rand(3, 2, 10, 10, generator=torch.Generator().manual_seed(5))
+    a = torch.rand(3, 10, 10, generator=torch.Generator().manual_seed(6))
+    for spec, params, bare in ((DELETION, {"fill": "black"}, "deletion/4"),
+                               (INSERTION, {"start": "black"}, "insertion/0")):
+        model = Recording(weight)
+        out = testing.score(spec, ctx_for(model, x, a), steps=4, **params)
+        assert [len(b) for b in model.seen] == [1, 3, 3, 3]
+        whole = torch.softmax(model(torch.zeros_like(x)), 1)[:, 1].double()
+        torch.testing.assert_close(out[bare], whole)
 
 
 def test_insertion_from_blurred_and_patches():
@@ -96,14 +115,14 @@ def test_insertion_from_blurred_and_patches():
     torch.testing.assert_close(one[..., 4:, :], fm.gaussian_blur(x, 2.0)[..., 4:, :])
 
 
-def test_batch_invariance_and_one_forward_per_step():
+def test_batch_invariance_and_the_forward_passes():
     weight = torch.randn(1, 2, 10, 10, generator=torch.Generator().manual_seed(4)) * 0.2
     x = torch.rand(3, 2, 10, 10, generator=torch.Generator().manual_seed(5))
     a = torch.rand(3, 10, 10, generator=torch.Generator().manual_seed(6))
-    for spec in (DELETION, INSERTION):
+    for spec, sizes in ((DELETION, [1, 3, 3, 3, 3]), (INSERTION, [3] * 5)):  # black fill; blurred start
         model = Recording(weight)
         whole = testing.score(spec, ctx_for(model, x, a), steps=5)
-        assert len(model.seen) == 5 and {len(b) for b in model.seen} == {3}
+        assert [len(b) for b in model.seen] == sizes
         for i in range(3):
             one = testing.score(spec, ctx_for(Recording(weight), x[i:i + 1], a[i:i + 1]), steps=5)
             for key in whole:

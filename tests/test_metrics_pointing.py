@@ -43,7 +43,7 @@ def peak_at(row, col, size=20):
 
 def test_hit_inside_and_miss_far_away():
     mask = square_mask()
-    assert testing.score(POINTING, ctx(peak_at(7, 7), mask), reference_side=0)["pointing_game"].item() == 1
+    assert testing.score(POINTING, ctx(peak_at(7, 7), mask), tolerance_rule="torchray")["pointing_game"].item() == 1
     assert testing.score(POINTING, ctx(peak_at(18, 18), mask), tolerance=0.0)["pointing_game"].item() == 0
 
 
@@ -51,7 +51,8 @@ def test_tolerance_is_strict():
     mask = square_mask()  # rows/cols 5..9
     # (row 12, col 7) is 3 px below the mask: a hit with τ = 3.5 and 4, not with τ = 3 (strict <)
     for tau, want in ((3.0, 0), (3.5, 1), (4.0, 1)):
-        got = testing.score(POINTING, ctx(peak_at(12, 7), mask), tolerance=tau, reference_side=0)["pointing_game"]
+        got = testing.score(POINTING, ctx(peak_at(12, 7), mask), tolerance=tau,
+                            tolerance_rule="torchray")["pointing_game"]
         assert got.item() == want
 
 
@@ -60,8 +61,54 @@ def test_tolerance_scales_with_the_image():
     mask = square_mask()
     assert testing.score(POINTING, ctx(peak_at(10, 7), mask))["pointing_game"].item() == 1
     assert testing.score(POINTING, ctx(peak_at(11, 7), mask))["pointing_game"].item() == 0
-    assert testing.score(POINTING, ctx(peak_at(11, 7), mask), reference_side=0)["pointing_game"].item() == 1
-    assert pg.effective_tolerance(15, 224, 112, 448) == pytest.approx(7.5)
+    assert testing.score(POINTING, ctx(peak_at(11, 7), mask), tolerance_rule="torchray")["pointing_game"].item() == 1
+    assert pg.effective_tolerance(15, "scaled", 224, 112, 448) == pytest.approx(7.5)
+
+
+def test_torchray_rule_on_a_voc_sized_image():
+    """TorchRay applies 15 px at the original resolution: on a 375×500 image (VOC's typical size)
+    'torchray' is TorchRay's test at 15 px, 'scaled' (the default) at 15·375/224 = 25.1 px."""
+    from xbench.plugins.verifications.metrics_localisation import torchray_hit
+
+    mask = torch.zeros(24, 375, 500, dtype=torch.bool)
+    mask[:, 150:220, 200:320] = True
+    distance = torch.arange(0, 48, 2)  # below the box, 0..46 px from its last row, and beside it
+    beside = distance % 4 == 2  # to the right of the box instead
+    rows, cols = torch.where(beside, 180, 219 + distance), torch.where(beside, 319 + distance, 260)
+    a = torch.zeros(24, 375, 500)
+    a[torch.arange(24), rows, cols] = 1.0
+    c = ctx(a, mask)
+    for rule, radius in (("torchray", 15.0), ("scaled", 15 * 375 / 224)):
+        ours = testing.score(POINTING, c, tolerance_rule=rule)["pointing_game"]
+        theirs = [float(torchray_hit(mask[i], (cols[i].item(), rows[i].item()), radius)) for i in range(24)]
+        assert ours.tolist() == theirs
+    strict = testing.score(POINTING, c, tolerance_rule="torchray")["pointing_game"]
+    lenient = testing.score(POINTING, c, tolerance_rule="scaled")["pointing_game"]
+    assert strict.tolist() == [float(d < 15) for d in distance.tolist()]
+    assert lenient.tolist() == [float(d < 25.11) for d in distance.tolist()]
+    assert pg.effective_tolerance(15, "torchray", 224, 375, 500) == 15
+    assert pg.effective_tolerance(15, "scaled", 224, 375, 500) == pytest.approx(25.11, abs=0.01)
+
+
+@pytest.mark.parametrize("ties", pg.TIES)
+def test_maxima_alone_give_the_dilated_masks_hits(monkeypatch, ties):
+    """The test at the maxima (a gather of each maximum's disc, in chunks) equals the dilated mask
+    read at the maxima, for single and tied maxima and constant maps, at several tolerances."""
+    g = torch.Generator().manual_seed(5)
+    a = torch.rand(12, 30, 23, generator=g)
+    a[::3] = (a[::3] * 2).floor()  # about half the pixels tie for the maximum
+    a[1] = 0.0
+    masks = torch.rand(12, 30, 23, generator=g) < 0.02
+    masks[2] = False
+    for tau in (0.0, 1.5, 4.0, 9.0, 40.0):
+        got = {}
+        for way, below, chunk in (("dilation", 0.0, 1 << 22), ("maxima", math.inf, 1 << 22), ("chunked", math.inf, 50)):
+            monkeypatch.setattr(pg, "DILATE_BELOW", below)
+            monkeypatch.setattr(pg, "GATHER_ELEMENTS", chunk)
+            got[way] = testing.score(POINTING, ctx(a, masks), tolerance=tau, tolerance_rule="torchray",
+                                     ties=ties)["pointing_game"]
+        torch.testing.assert_close(got["maxima"], got["dilation"], equal_nan=True, rtol=0, atol=1e-12)
+        torch.testing.assert_close(got["chunked"], got["dilation"], equal_nan=True, rtol=0, atol=1e-12)
 
 
 def test_ties():
@@ -101,7 +148,7 @@ def test_batch_invariance():
     g = torch.Generator().manual_seed(3)
     a = torch.rand(4, 16, 16, generator=g)
     masks = torch.rand(4, 16, 16, generator=g) < 0.1
-    for spec, params in ((POINTING, {"tolerance": 3.0, "reference_side": 0.0}), (MASS, {})):
+    for spec, params in ((POINTING, {"tolerance": 3.0, "tolerance_rule": "torchray"}), (MASS, {})):
         whole = testing.score(spec, ctx(a, masks), **params)
         for i in range(4):
             one = testing.score(spec, ctx(a[i:i + 1], masks[i:i + 1]), **params)
@@ -129,7 +176,8 @@ def test_centre_baseline_points_at_centred_objects():
 
 def test_invalid_params_are_rejected():
     c = ctx(peak_at(7, 7), square_mask())
-    for params in ({"tolerance": -1.0}, {"reference_side": -5.0}, {"ties": "random"}):
+    for params in ({"tolerance": -1.0}, {"reference_side": -5.0}, {"reference_side": 0.0}, {"ties": "random"},
+                   {"tolerance_rule": "original"}):
         with pytest.raises(UsageError):
             testing.score(POINTING, c, **params)
     method = next(m for m in baselines.xbench_methods() if m.name == "centre")

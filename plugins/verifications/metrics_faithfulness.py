@@ -35,8 +35,9 @@ def aopc_against_quantus(spec) -> float:
 
 def road_against_pytorch_grad_cam(spec) -> float:
     """morf/<p>, lerf/<p> and road against ROADMostRelevantFirst, ROADLeastRelevantFirst and
-    ROADCombined, on maps of 10 levels of 40 pixels, so that grad-cam's percentile thresholds and
-    xbench's ranks remove the same pixels at every p."""
+    ROADCombined, on maps without ties (distinct values in [0.5, 1), where grad-cam's LeRF map
+    1 − cam is exact) and on maps of 10 levels of 40 pixels, so that grad-cam's percentile
+    thresholds and xbench's ranks remove the same pixels at every p."""
     from pytorch_grad_cam.metrics import road
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
@@ -45,28 +46,33 @@ def road_against_pytorch_grad_cam(spec) -> float:
     torch.manual_seed(0)
     model = SmallCNN(3, 2, 8).eval()
     g = torch.Generator().manual_seed(5)
-    n, size = 4, 20
-    x = torch.rand(n, 3, size, size, generator=g)
-    levels = torch.argsort(torch.rand(n, size * size, generator=g), 1) // (size * size // 10)
-    cam = (levels.float() / 9).view(n, size, size)
+    n = 4
+    distinct = 0.5 + torch.argsort(torch.rand(n, 24 * 24, generator=g), 1).float() / (2 * 24 * 24)
+    levels = (torch.argsort(torch.rand(n, 20 * 20, generator=g), 1) // 40).float() / 9
     labels = torch.ones(n, dtype=torch.long)
     percentages = [10, 20, 30, 40, 50, 60, 70, 80, 90]
-    out = testing.score(spec, module_context(model, x, cam, labels), noise=0.0, percentages=percentages,
-                        **{"class": "label"})
     targets = [ClassifierOutputSoftmaxTarget(1)] * n
     imputer = road.NoisyLinearImputer(noise=0.0)
-    clean = torch.softmax(model(x), 1)[:, 1].detach().double()
     worst = 0.0
-    for pct in percentages:  # grad-cam's percentile q removes 100 − q %
-        for name, remove in (("morf", road.RemoveMostRelevantFirst), ("lerf", road.RemoveLeastRelevantFirst)):
-            metric = road.PerturbationConfidenceMetric(remove(100 - pct, imputer))
-            theirs = torch.from_numpy(metric(x, cam.numpy(), targets, model)).double() + clean
-            worst = max(worst, max_abs_difference(out[f"{name}/{pct}"], theirs))
-    combined = road.ROADCombined(percentiles=percentages)
-    combined.morf_averager.imputer = lambda q: road.PerturbationConfidenceMetric(road.RemoveMostRelevantFirst(q, imputer))
-    combined.lerf_averager.imputer = lambda q: road.PerturbationConfidenceMetric(road.RemoveLeastRelevantFirst(q, imputer))
-    theirs = torch.from_numpy(combined(x, cam.numpy(), targets, model)).double()
-    return max(worst, max_abs_difference(out["road"], 2 * theirs))
+    for size, flat in ((24, distinct), (20, levels)):  # at 24 × 24 the "round" count differs at 20 and 40 %
+        cam = flat.view(n, size, size)
+        x = torch.rand(n, 3, size, size, generator=g)
+        clean = torch.softmax(model(x), 1)[:, 1].detach().double()
+        out = testing.score(spec, module_context(model, x, cam, labels), noise=0.0, percentages=percentages,
+                            **{"class": "label"})
+        for pct in percentages:  # grad-cam's percentile q removes 100 − q %
+            for name, remove in (("morf", road.RemoveMostRelevantFirst), ("lerf", road.RemoveLeastRelevantFirst)):
+                metric = road.PerturbationConfidenceMetric(remove(100 - pct, imputer))
+                theirs = torch.from_numpy(metric(x, cam.numpy(), targets, model)).double() + clean
+                worst = max(worst, max_abs_difference(out[f"{name}/{pct}"], theirs))
+        combined = road.ROADCombined(percentiles=percentages)
+        combined.morf_averager.imputer = lambda q: road.PerturbationConfidenceMetric(
+            road.RemoveMostRelevantFirst(q, imputer))
+        combined.lerf_averager.imputer = lambda q: road.PerturbationConfidenceMetric(
+            road.RemoveLeastRelevantFirst(q, imputer))
+        theirs = torch.from_numpy(combined(x, cam.numpy(), targets, model)).double()
+        worst = max(worst, max_abs_difference(out["road"], 2 * theirs))
+    return worst
 
 
 @hookimpl
@@ -88,10 +94,12 @@ def xbench_verifications():
         name="road.pytorch-grad-cam", plugin="road", kind="metrics", library="grad-cam",
         reference="pytorch_grad_cam.metrics.road (ROADMostRelevantFirst, ROADLeastRelevantFirst, ROADCombined)",
         check=road_against_pytorch_grad_cam, tolerance=1e-5,
-        inputs="a random small CNN, 4 random 3×20×20 images, maps of 10 levels of 40 pixels, p = 10 … 90 %",
+        inputs="a random small CNN; 4 random 3×24×24 images with maps of distinct values, 4 of 3×20×20 with "
+               "maps of 10 levels of 40 pixels; p = 10 … 90 %",
         differences="noise = 0 in both (the imputation's noise is random); grad-cam's percentile q removes "
-                    "100 − q %; its ROADCombined is (LeRF − MoRF)/2, xbench's road LeRF − MoRF; class scores "
-                    "are softmax probabilities in both")
+                    "100 − q % (xbench's default count = \"percentile\" removes the same pixels); its "
+                    "ROADCombined is (LeRF − MoRF)/2, xbench's road LeRF − MoRF; class scores are softmax "
+                    "probabilities in both")
 
 
 def deletion_against_quantus(spec) -> float:

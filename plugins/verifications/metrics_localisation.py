@@ -65,7 +65,9 @@ def torchray_hit(mask: torch.Tensor, point, tolerance) -> bool:
 
 
 def pointing_game_against_torchray(spec) -> float:
-    """One maximum per map, sparse masks, tolerances 1, 2, 5 and 15 px."""
+    """One maximum per map, sparse masks, tolerances 1, 2, 5 and 15 px in the image's pixels
+    (``tolerance_rule = "torchray"``) and 15 px scaled from a 224-px side (the default rule); then
+    maps with many tied maxima (``ties = "split"``: the share of the maxima TorchRay's test hits)."""
     g = torch.Generator().manual_seed(0)
     rows, cols = torch.randint(0, 20, (60,), generator=g), torch.randint(0, 20, (60,), generator=g)
     a = torch.zeros(60, 20, 20)
@@ -73,11 +75,21 @@ def pointing_game_against_torchray(spec) -> float:
     masks = torch.rand(60, 20, 20, generator=g) < 0.01
     masks[:, 0, 0] = True
     worst = 0.0
-    for tau in (1, 2, 5, 15):
-        ours = testing.score(spec, maps_context(a, masks), tolerance=float(tau), reference_side=0)["pointing_game"]
-        theirs = [float(torchray_hit(masks[i], (cols[i].item(), rows[i].item()), tau)) for i in range(60)]
+    for tau, rule in ((1, "torchray"), (2, "torchray"), (5, "torchray"), (15, "torchray"), (15, "scaled")):
+        ours = testing.score(spec, maps_context(a, masks), tolerance=float(tau),
+                             tolerance_rule=rule)["pointing_game"]
+        radius = tau if rule == "torchray" else tau * 20 / 224
+        theirs = [float(torchray_hit(masks[i], (cols[i].item(), rows[i].item()), radius)) for i in range(60)]
         worst = max(worst, max_abs_difference(ours, theirs))
-    return worst
+    tied = (torch.rand(16, 20, 20, generator=g) * 3).floor()  # about a third of the pixels are maxima
+    tied[::4] = 0.0  # constant maps: every pixel
+    ours = testing.score(spec, maps_context(tied, masks[:16]), tolerance=3.0, tolerance_rule="torchray",
+                         ties="split")["pointing_game"]
+    theirs = []
+    for i in range(16):
+        peaks = (tied[i] == tied[i].max()).nonzero().tolist()
+        theirs.append(sum(torchray_hit(masks[i], (c, r), 3.0) for r, c in peaks) / len(peaks))
+    return max(worst, max_abs_difference(ours, theirs))
 
 
 def relevance_mass_against_quantus(spec) -> float:
@@ -131,8 +143,12 @@ def xbench_verifications():
         name="pointing-game.torchray", plugin="pointing-game", kind="metrics",
         reference="TorchRay's PointingGame.evaluate, re-implemented from torchray/benchmark/pointing_game.py",
         check=pointing_game_against_torchray, tolerance=0.0,
-        inputs="60 one-hot 20×20 maps, sparse random masks, tolerances 1, 2, 5, 15 px",
-        differences="reference_side = 0 (the tolerance in pixels of this image, not scaled from 224 px)")
+        inputs="60 one-hot 20×20 maps, sparse random masks, tolerances 1, 2, 5, 15 px; 16 maps with many tied "
+               "maxima (4 constant), tolerance 3 px",
+        differences="TorchRay tests one point: with tied maxima, xbench's ties = \"split\" is compared with "
+                    "the share of the maxima that TorchRay's test hits; tolerance_rule \"torchray\" (τ in this "
+                    "image's pixels, TorchRay's rule) and \"scaled\" (15 px at a 224-px side, compared with "
+                    "TorchRay's test at 15·20/224 px)")
     yield VerificationSpec(
         name="relevance-mass-accuracy.quantus", plugin="relevance-mass-accuracy", kind="metrics", library="quantus",
         reference="quantus.RelevanceMassAccuracy", check=relevance_mass_against_quantus, tolerance=1e-6,
