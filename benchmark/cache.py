@@ -53,8 +53,10 @@ class Cache:
         return self.root / "attributions" / key[:2] / f"{key}.pt"
 
     def load_attribution(self, key: str) -> dict[str, Any] | None:
-        """``{"maps": tensor, "seconds": float, "peak_bytes": int | None}`` (what computing them cost),
-        or None. Entries from before costs were recorded read as costing nothing known."""
+        """``{"maps": tensor, "seconds": float, "added_bytes": int | None, "memory": str | None}`` (what
+        computing them cost, :mod:`xbench.costs`), or None. Entries from before costs were recorded
+        read as costing nothing known, and those from before the memory was the method's own as
+        adding nothing known."""
         import torch
 
         path = self._attribution_path(key)
@@ -65,7 +67,7 @@ class Cache:
         except Exception:
             return None
         if isinstance(entry, torch.Tensor):
-            return {"maps": entry, "seconds": None, "peak_bytes": None}
+            return {"maps": entry, "seconds": None, "added_bytes": None}
         if not isinstance(entry, dict) or not isinstance(entry.get("maps"), torch.Tensor):
             return None
         return entry

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +39,43 @@ from .atomic import CannotWrite
 __all__ = ["CellState", "PluginMisbehaved", "work"]
 
 
+class SharedInputs:
+    """Tensors derived from a batch's inputs alone (:meth:`MetricContext.reuse`: corrupted copies of
+    the batch), computed once per cell and shared by every method's metrics instead of once per
+    method; the least recently used go first beyond ``budget`` bytes."""
+
+    def __init__(self, budget: int = 256 * 2**20):
+        self.budget = budget
+        self.items: OrderedDict[Any, torch.Tensor] = OrderedDict()
+        self.size = 0
+
+    def get(self, batch: Any, key: Any, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        entry = (batch, key)
+        if entry in self.items:
+            self.items.move_to_end(entry)
+            return self.items[entry].clone()
+        value = compute()
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"ctx.reuse({key!r}, compute): compute() returned {type(value).__name__}; it shares "
+                            "tensors only.")
+        nbytes = value.element_size() * value.nelement()
+        if nbytes <= self.budget:
+            self.items[entry] = value.detach().clone()
+            self.size += nbytes
+            while self.size > self.budget:
+                _, old = self.items.popitem(last=False)
+                self.size -= old.element_size() * old.nelement()
+        return value
+
+    def of(self, batch: Any) -> Callable[[Any, Callable[[], torch.Tensor]], torch.Tensor]:
+        return lambda key, compute: self.get(batch, key, compute)
+
+    def clear(self) -> None:
+        """Forget everything (a plugin changed the inputs in place: what was derived may be wrong)."""
+        self.items.clear()
+        self.size = 0
+
+
 @dataclass
 class CellState:
     """Everything the phases of one cell share."""
@@ -58,6 +95,7 @@ class CellState:
     targets: torch.Tensor | None = None
     rows: results.RowBuilder | None = None
     report: CellReport | None = None
+    shared: SharedInputs = field(default_factory=lambda: SharedInputs())
 
     @property
     def run(self):
@@ -87,6 +125,7 @@ class CellState:
         (a changed test split that cannot be restored is loaded again)."""
         changed = pristine.changed() + self.guard.changes()
         if changed:
+            self.shared.clear()  # derived from what was changed, maybe
             self.guard.restore()
             if pristine.restore():
                 self.worker.forget(self.cell)
@@ -231,12 +270,13 @@ def _score_model_unit(state: CellState, task: UnitTask) -> None:
         model=handed_model(state.model), inputs=handed["ctx.inputs"], labels=handed["ctx.labels"],
         logits=handed["ctx.logits"], targets=handed["ctx.targets"], target_mode=state.run.target,
         params=task.metric.params, generator=_generator(device, task.key), predict=state.predict, device=device,
-        dataset=handed_dataset(state.dataset), reduction=state.run.reduction)
+        dataset=handed_dataset(state.dataset), reduction=state.run.reduction,
+        shared=state.shared.of("test split"))
     # the whole test split is too large to copy for every call: a digest of its bytes instead
     pristine = Pristine(handed, digest_only=["ctx.inputs"])
     try:
         try:
-            with _timed(state.timings, "score"):
+            with _timed(state.timings, "score"), _timed(state.report.metric_seconds, task.metric.label):
                 # a metric that draws from the global RNG draws the same numbers on resume and on any worker
                 torch.manual_seed(seed_of(task.key))
                 values = results.score(spec, ctx)
@@ -330,12 +370,13 @@ def _explain_and_score(state: CellState, tasks: list[UnitTask]) -> None:
                 model=handed_model(state.model), inputs=x, labels=labels, logits=logits, targets=t,
                 target_mode=run.target, params=u.task.metric.params, generator=_generator(device, u.task.key, start),
                 predict=state.predict, device=device, attribution=att, explainer=explainer, mask=mask,
-                regions=regions, dataset=handed_dataset(state.dataset), method=method.name, reduction=run.reduction)
+                regions=regions, dataset=handed_dataset(state.dataset), method=method.name, reduction=run.reduction,
+                shared=state.shared.of((start, stop)))
             try:
                 try:
                     # the same global draws for this unit and batch wherever and whenever it runs
                     torch.manual_seed(seed_of(u.task.key, start))
-                    with _timed(state.timings, "score"):
+                    with _timed(state.timings, "score"), _timed(state.report.metric_seconds, u.task.metric.label):
                         values = results.score(u.spec, ctx)
                 finally:
                     changed = state.changes(pristine)
@@ -362,8 +403,9 @@ def _explain_batch(state: CellState, mspec, method, x, t, start: int, stop: int,
                         "start": start, "stop": stop})
     hit = state.cache.load_attribution(key)
     if hit is not None:
-        cost.add(hit.get("seconds"), stop - start, hit.get("peak_bytes"))
+        cost.add(hit.get("seconds"), stop - start, hit.get("added_bytes"), hit.get("memory"))
         return hit["maps"]
+    _warm_up(state, mspec, method, x, t)
     # a method that draws from the global RNG (not its generator) gives the same maps as when cached
     torch.manual_seed(seed_of(key))
     generator = _generator(x.device, key) if mspec.stochastic else None
@@ -375,16 +417,41 @@ def _explain_batch(state: CellState, mspec, method, x, t, start: int, stop: int,
     finally:
         changed = state.changes(pristine)
     if changed:
-        raise PluginMisbehaved(
-            f"Method {method.label!r} changed {', '.join(changed)} while explaining. {_METHOD_RULE} Its maps were "
-            "discarded and not cached, everything was restored for the other methods, and this method's units fail.")
-    cost.add(before.seconds, before.samples, before.peak_bytes)
-    state.cache.save_attribution(key, raw, {"seconds": before.seconds, "peak_bytes": before.peak_bytes})
+        raise _misbehaved_method(method.label, changed)
+    cost.add(before.seconds, before.samples, before.added_bytes, before.memory)
+    state.cache.save_attribution(key, raw, {"seconds": before.seconds, "added_bytes": before.added_bytes,
+                                            "memory": before.memory})
     return raw
+
+
+def _warm_up(state: CellState, mspec, method, x: torch.Tensor, t: torch.Tensor) -> None:
+    """A method's first call in a process imports its library and sets itself up (Captum took 1.4 s,
+    Zennit several, on a loaded 2-core machine): that call is made once per process, on a copy of one
+    sample, unmeasured and discarded, so that the time per sample is the method's and not its
+    imports'. It is guarded as every call is (a change it makes, even one the next call undoes,
+    fails the method)."""
+    if method.name in state.worker.warmed:
+        return
+    state.worker.warmed.add(method.name)
+    try:
+        run_method(mspec, handed_model(state.model), x[:1].clone(), t[:1].clone(), method.params,
+                   generator=_generator(x.device, "warm-up") if mspec.stochastic else None)
+    except Exception:  # noqa: BLE001 - the measured call meets (and reports) the same failure
+        pass
+    finally:
+        changed = state.changes(Pristine({}))
+    if changed:
+        raise _misbehaved_method(method.label, changed)
 
 
 _METHOD_RULE = ("A method must leave the model and what it is handed as it found them: work on a copy, remove "
                 "every hook it registers, undo every change.")
+
+
+def _misbehaved_method(label: str, changed: list[str]) -> PluginMisbehaved:
+    return PluginMisbehaved(
+        f"Method {label!r} changed {', '.join(changed)} while explaining. {_METHOD_RULE} Its maps were discarded "
+        "and not cached, everything was restored for the other methods, and this method's units fail.")
 
 
 def _misbehaved_metric(name: str, changed: list[str]) -> PluginMisbehaved:
@@ -427,7 +494,7 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        timings[name] += time.perf_counter() - start
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
 @contextmanager

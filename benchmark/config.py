@@ -120,6 +120,8 @@ class RawConfig(BaseModel):
     metrics: dict[str, dict[str, Any] | list[dict[str, Any]]] = Field(default_factory=lambda: {"*": {}})
     claims: list[Any] = Field(default_factory=list, description="the findings this config tests ([[claims]])")
     claims_from: list[ClaimsFrom] = Field(default_factory=list, description="configs whose claims this one takes too")
+    executor: dict[str, dict[str, Any]] = Field(default_factory=dict, description="executors' settings, one table "
+                                                "each ([executor.slurm]: partition, time, gpus …)")
 
 
 @dataclass(frozen=True)
@@ -161,11 +163,13 @@ class Config:
     raw: dict[str, Any] = field(default_factory=dict)
     claims: list[Any] = field(default_factory=list)  # xbench.claims.Claim
     notes: list[str] = field(default_factory=list)   # e.g. a dataset replaced by its stand-in
+    executors: dict[str, dict[str, Any]] = field(default_factory=dict)  # [executor.<name>], checked, with defaults
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "run": self.run.model_dump(),
+            "executor": self.executors,
             **{kind: [{"name": v.name, "version": v.version, "label": v.label, "params": dict(v.params),
                        **({"only": {k: list(p) for k, p in v.only}} if v.only else {}),
                        **({"stand_in_for": v.stand_in_for} if v.stand_in_for else {})}
@@ -257,7 +261,32 @@ def load_config(
             f"{did_you_mean(raw.run.executor, registry.names('executors'))}. "
             f"Installed: {', '.join(registry.names('executors'))}."
         )
-    return Config(run=raw.run, variants=variants, source=source, raw=data, claims=claims, notes=notes)
+    executors = _executor_settings(raw.executor, raw.run.executor, registry, source)
+    return Config(run=raw.run, variants=variants, source=source, raw=data, claims=claims, notes=notes,
+                  executors=executors)
+
+
+def _executor_settings(tables: Mapping[str, Mapping[str, Any]], chosen: str, registry: Registry,
+                       source: str) -> dict[str, dict[str, Any]]:
+    """Every ``[executor.<name>]`` table checked against that executor's params, before anything
+    runs, and the chosen executor's settings completed with their defaults."""
+    out = {}
+    for name in dict.fromkeys([*tables, chosen]):
+        if name not in registry.entries["executors"]:
+            raise UsageError(f"Config {source}: [executor.{name}] names no installed executor"
+                             f"{did_you_mean(name, registry.names('executors'))}. "
+                             f"Installed: {', '.join(registry.names('executors'))}.")
+        spec = registry.get("executors", name).spec
+        params = param_table(spec.params)
+        where = f"Config {source}: [executor.{name}]"
+        fixed = {k: check_param(where, "executors", name, k, v, params) for k, v in (tables.get(name) or {}).items()}
+        out[name] = {**defaults(params), **fixed}
+        if spec.validate is not None:
+            try:
+                spec.validate(out[name])
+            except (ValueError, XbenchError) as exc:
+                raise UsageError(f"{where}: {exc}") from None
+    return out
 
 
 def _claims(raw: RawConfig, source: str) -> list[Claim]:

@@ -3,7 +3,8 @@
 ``local`` runs cells one after another in this process and streams every unit result to the
 driver as soon as it exists. ``dask`` sends each cell to a Dask distributed cluster (an existing
 scheduler address, or a local cluster bound to 127.0.0.1 with one GPU per worker where there are
-GPUs); workers return rows, and the driver writes them, so workers need no shared disk.
+GPUs); workers return rows, and the driver writes them, so workers need no shared disk. ``slurm``
+(:mod:`xbench.slurm`) sends them to a SLURM cluster as one job array.
 
 An executor owns the per-process state of the cells it runs: one :class:`xbench.obtain.Worker`
 (the plugin registry and the dataset cache) per process, passed to ``work(job, deliver, worker)``.
@@ -53,7 +54,7 @@ def _process_worker():
     return state
 
 
-def _local_cache(job: Any, deliver: Callable) -> Any:
+def local_cache(job: Any, deliver: Callable) -> Any:
     """The job with a cache this worker can write: the driver's folder when it is reachable and
     writable here (a shared disk), else a folder in this machine's temporary directory (models trained
     here are then cached on this worker only, and the driver's cache does not grow)."""
@@ -89,7 +90,7 @@ def _stream(work: Callable, job: Any, queue_name: str) -> int:
         queue.put((job.cell.key, message))
         sent += 1
 
-    work(_local_cache(job, deliver), deliver, _process_worker())
+    work(local_cache(job, deliver), deliver, _process_worker())
     return sent
 
 
@@ -159,30 +160,9 @@ class DaskExecutor:
                 future.result()
             except Exception as exc:  # the worker died or the task could not run at all
                 drain(timeout=1.0)
-                self._report_crash(job, exc, delivered[job.cell.key], doing.get(job.cell.key), deliver)
+                report_lost_units(job, exc, delivered[job.cell.key], doing.get(job.cell.key), deliver)
             future.release()
         drain()
-
-    @staticmethod
-    def _report_crash(job, exc: BaseException, done: set[str], doing, deliver: Callable) -> None:
-        """Every unit of a crashed cell that did not reach the driver fails: the units of the method
-        (or the phase) the cell was in when it died with that phase, the rest as not started."""
-        from .cell import _error
-        from .messages import UnitResult
-
-        where = doing.text if doing is not None else "before its first step"
-        phase = doing.phase if doing is not None and doing.phase else "executor"
-        in_progress = {t.key for t in job.units if phase in ("load", "fit")
-                       or (t.method is not None and doing is not None and f": {t.method.label} " in doing.text)}
-        for task in job.units:
-            if task.key in done:
-                continue
-            if task.key in in_progress:
-                error = _error(job, task, phase, RuntimeError(f"the worker died while {where}: {exc}"))
-            else:
-                error = _error(job, task, "executor", RuntimeError(
-                    f"not computed: the worker died in this cell (while {where}) before this unit: {exc}"))
-            deliver(UnitResult(task.key, error=error))
 
     def close(self) -> None:
         self.client.close()
@@ -193,6 +173,28 @@ class DaskExecutor:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def report_lost_units(job, exc: BaseException, done: set[str], doing, deliver: Callable) -> None:
+    """Every unit of a cell whose worker (or array task) died that did not reach the driver fails: the
+    units of the method (or the phase) the cell was in when it died with that phase, the rest as not
+    started."""
+    from .cell import _error
+    from .messages import UnitResult
+
+    where = doing.text if doing is not None else "before its first step"
+    phase = doing.phase if doing is not None and doing.phase else "executor"
+    in_progress = {t.key for t in job.units if phase in ("load", "fit")
+                   or (t.method is not None and doing is not None and f": {t.method.label} " in doing.text)}
+    for task in job.units:
+        if task.key in done:
+            continue
+        if task.key in in_progress:
+            error = _error(job, task, phase, RuntimeError(f"the worker died while {where}: {exc}"))
+        else:
+            error = _error(job, task, "executor", RuntimeError(
+                f"not computed: the worker died in this cell (while {where}) before this unit: {exc}"))
+        deliver(UnitResult(task.key, error=error))
 
 
 def _spawn_environ() -> dict[str, str | None]:

@@ -46,7 +46,8 @@ class UnitResult:
 
 @dataclass
 class CellReport:
-    """Facts about a finished cell for the manifest: data facts, training report, timings, costs."""
+    """Facts about a finished cell for the manifest: data facts, training report, timings, costs, and
+    the seconds each metric took (over every method): which metrics a preset spends its time on."""
 
     key: str
     title: str
@@ -56,6 +57,7 @@ class CellReport:
     timings: dict[str, float] = field(default_factory=dict)
     device: str = ""
     costs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -32,14 +32,16 @@ def seed_of(*parts: Any) -> int:
 
 
 class Worker:
-    """One process's state across the cells it runs: the plugin registry, and the last dataset
-    loaded (cells are ordered dataset-major, so consecutive cells usually share it)."""
+    """One process's state across the cells it runs: the plugin registry, the last dataset loaded
+    (cells are ordered dataset-major, so consecutive cells usually share it), and the methods
+    already called once here (their imports are done: :func:`xbench.cell._warm_up`)."""
 
     def __init__(self, registry: Registry, datasets_kept: int = 1):
         self.registry = registry
         self.datasets_kept = datasets_kept
         self._datasets: OrderedDict[str, Dataset] = OrderedDict()
         self._seals: dict[str, dict[str, str | None]] = {}
+        self.warmed: set[str] = set()
 
     def forget(self, cell: Cell) -> None:
         """Drop the cell's dataset (e.g. after a plugin changed it in place): the next use reloads it."""

@@ -29,8 +29,8 @@ ENTRY_POINT_GROUP = "xbench"
 PLUGIN_PACKAGES = ("xbench.datasets", "xbench.plugins.models", "xbench.plugins.methods", "xbench.plugins.metrics",
                    "xbench.plugins.verifications")
 """The packages of the built-in plugins: every module in them without a leading ``_`` is one."""
-CORE_PLUGINS = ("xbench.executors",)
-"""Core modules that register as plugins too (the ``local`` and ``dask`` executors)."""
+CORE_PLUGINS = ("xbench.executors", "xbench.slurm")
+"""Core modules that register as plugins too (the ``local``, ``dask`` and ``slurm`` executors)."""
 
 
 def builtin_plugins() -> tuple[str, ...]:

@@ -90,8 +90,9 @@ SCHEMA = pa.schema(
 ``model_untrained``: the model is the untrained null baseline; ``method_baseline``: the method is a
 null baseline (random map, edge filter). ``family``/``facet``/``level``: the declared family of the
 value and its named and numeric facets (null for plain values). ``explain_seconds`` and
-``explain_peak_bytes``: what explaining cost, per sample, and the peak memory while explaining
-(device memory on a GPU, resident memory on a CPU); null on model-level rows."""
+``explain_peak_bytes``: what explaining cost, per sample, and the peak of the memory the method
+added while explaining (torch's allocator, on a GPU or a CPU: :mod:`xbench.costs`); null on
+model-level rows."""
 
 COLUMN_DOCS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("unit",), "the unit's content hash (it names the Parquet part)"),
@@ -113,7 +114,8 @@ COLUMN_DOCS: tuple[tuple[tuple[str, ...], str], ...] = (
      "the test sample's index, label, prediction, whether it is correct, and the explained class"),
     (("value",), "the number (NaN where undefined, with the reason in `note`)"),
     (("note",), "why a value is undefined (an empty mask, a NaN attribution, …)"),
-    (("explain_seconds", "explain_peak_bytes"), "what explaining cost per sample, and its peak memory"),
+    (("explain_seconds", "explain_peak_bytes"), "what explaining cost per sample, and the peak memory the method "
+                                                "added (above what was allocated before it)"),
 )
 """What each column means, grouped; the README's column table is :func:`columns_markdown`."""
 
@@ -304,6 +306,7 @@ def metric_context(
     dataset=None,
     method: str | None = None,
     reduction: str = "abs-luminance",
+    shared: Callable | None = None,
 ) -> MetricContext:
     """The context a metric scores, built the same way for runs and for tests.
 
@@ -321,6 +324,7 @@ def metric_context(
         raw_attribution=None if attribution is None else attribution.raw,
         mask=mask, regions=dict(regions or {}), dataset=dataset,
         method=method, reduction=reduction, undefined=None if attribution is None else attribution.bad,
+        shared=shared,
     )
     if attribution is not None and attribution.bad.any():
         ctx.flag(attribution.bad, NONFINITE)
@@ -454,7 +458,7 @@ class RowBuilder:
                      notes: Sequence[str | None], cost: Mapping[str, Any] | None = None) -> pa.Table:
         const = self._constants(unit, spec)
         const.update({"explain_seconds": (cost or {}).get("seconds_per_sample"),
-                      "explain_peak_bytes": (cost or {}).get("peak_bytes")})
+                      "explain_peak_bytes": (cost or {}).get("added_bytes")})
         columns: dict[str, list] = defaultdict(list)
         sample = np.arange(n)
         note_array = np.asarray(list(notes), dtype=object)

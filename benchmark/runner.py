@@ -124,13 +124,13 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
     done = store.done(planned_keys)
     previous = _previous_manifest(store, on_event)
     manifest = _manifest(config, registry, plan, device, previous)
-    options = config.run.model_copy(update={"threads": config.run.threads or _torch_threads()})
+    options = config.run.model_copy(update={"threads": config.run.threads or _default_threads(config)})
     manifest["threads"] = options.threads
     manifest["status"] = "running"
     store.write_manifest(manifest)
 
     executor_name = config.run.executor
-    job_device = "cuda" if executor_name != "local" and device.type == "cuda" else str(device)
+    job_device = _job_device(executor_name, config.run.device, device)
     jobs = []
     for cell in plan.cells:
         todo = tuple(UnitTask(u.key, u.method, u.metric) for u in plan.units[cell.key] if u.key not in done)
@@ -158,7 +158,8 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
         elif isinstance(message, CellReport):
             cells[message.key] = {"title": message.title, "dataset_info": message.dataset_info, "fit": message.fit,
                                   "model_cached": message.model_cached, "timings": message.timings,
-                                  "device": message.device, "threads": options.threads, "costs": message.costs}
+                                  "device": message.device, "threads": options.threads, "costs": message.costs,
+                                  "metric_seconds": message.metric_seconds}
             summary.warnings += [f"{message.title}: {w}" for w in message.fit.get("warnings", [])]
             for name, seconds in message.timings.items():
                 timings[name] += seconds
@@ -177,7 +178,7 @@ def _run_locked(config: Config, registry: Registry, store: RunStore, started: fl
         with interruptible(), _crash_log(out):
             executor = registry.get("executors", executor_name).spec.create(
                 {"scheduler": config.run.scheduler, "workers": config.run.workers, "device": str(device),
-                 "registry": registry})
+                 "registry": registry, "out": str(out), "settings": config.executors.get(executor_name, {})})
             executor.run(jobs, work, deliver)
         status = "running"
     except KeyboardInterrupt:  # RunInterrupted (Ctrl-C, SIGTERM) or one the signal handler could not see
@@ -298,6 +299,25 @@ def _crash_log(out: Path) -> Iterator[None]:
             faulthandler.disable()
     if path.stat().st_size == 0:
         path.unlink(missing_ok=True)
+
+
+def _job_device(executor: str, configured: str, device) -> str:
+    """The device a cell runs on. In process it is the driver's. Elsewhere a worker has its own GPUs:
+    ``cuda`` (whichever the worker sees) when the run asks for or found one, and ``auto`` stays
+    ``auto`` for the worker to resolve (a SLURM login node without a GPU would otherwise send every
+    cell to the CPU)."""
+    if executor == "local":
+        return str(device)
+    if device.type == "cuda" or configured.startswith("cuda"):
+        return "cuda"
+    return "auto" if configured == "auto" else str(device)
+
+
+def _default_threads(config: Config) -> int:
+    """Torch's CPU threads in every cell when ``[run] threads`` is 0: the CPUs each task gets where
+    the executor's settings say so (``cpus``: a SLURM task), else torch's default on the driver."""
+    cpus = int((config.executors.get(config.run.executor) or {}).get("cpus") or 0)
+    return cpus or _torch_threads()
 
 
 def _torch_threads() -> int:

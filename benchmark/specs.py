@@ -389,7 +389,8 @@ class MetricContext:
     map had NaN/Inf there is flagged and marked in ``undefined`` in the same way. ``predict(x)`` returns logits, batched.
     ``params`` holds every param of the metric, resolved (read ``ctx.params[key]``).
     ``flag(where, reason)`` records why some samples' values are undefined (e.g. an empty mask);
-    those rows get the reason in their ``note``.
+    those rows get the reason in their ``note``. ``reuse(key, compute)`` shares a tensor derived
+    from the inputs alone (a corrupted copy) with every method's metrics of the cell.
     """
 
     model: TrainedModel
@@ -412,6 +413,7 @@ class MetricContext:
     reduction: str = "abs-luminance"
     undefined: Tensor | None = None
     notes: list[tuple[Tensor, str]] = field(default_factory=list)
+    shared: Callable[[Any, Callable[[], Tensor]], Tensor] | None = None
 
     @property
     def predictions(self) -> Tensor:
@@ -423,6 +425,14 @@ class MetricContext:
 
     def flag(self, where: Tensor, reason: str) -> None:
         self.notes.append((where.detach().to("cpu").bool().reshape(-1), str(reason)))
+
+    def reuse(self, key: Any, compute: Callable[[], Tensor]) -> Tensor:
+        """``compute()``, a tensor that depends only on these inputs and on ``key`` (which names
+        everything else it depends on, e.g. ``("corrupt", "contrast", 3)``), computed once per cell
+        and batch and shared by the metrics of every method: the inputs are the same for all of
+        them. Each call gets its own copy, so changing it changes nothing for the others. Outside a
+        run (``shared`` None) it is simply computed."""
+        return compute() if self.shared is None else self.shared(key, compute)
 
 
 @dataclass(frozen=True)
@@ -478,17 +488,20 @@ class Executor(Protocol):
 class ExecutorSpec:
     """An executor plugin: ``create(options) -> Executor``.
 
-    ``options`` holds ``scheduler`` (an address or ""), ``workers``, ``device`` and ``registry`` (the
-    driver's, for cells run in this process). An executor calls ``work(job, deliver, worker)`` for
-    every job, in this process or elsewhere, with one :class:`xbench.obtain.Worker` per process (its
-    registry and dataset cache), and makes sure ``deliver`` runs in the driver process for every
-    message.
+    ``options`` holds ``scheduler`` (an address or ""), ``workers``, ``device``, ``registry`` (the
+    driver's, for cells run in this process), ``out`` (the run directory) and ``settings`` (the
+    config's ``[executor.<name>]`` table, checked against ``params`` and ``validate`` and completed
+    with their defaults before anything runs). An executor calls ``work(job, deliver, worker)`` for every job,
+    in this process or elsewhere, with one :class:`xbench.obtain.Worker` per process (its registry and
+    dataset cache), and makes sure ``deliver`` runs in the driver process for every message.
     """
 
     name: str
     create: Callable[[Mapping[str, Any]], Executor]
     description: str = ""
     version: str = "1"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    validate: Callable[[Mapping[str, Any]], None] | None = None
 
 
 # ----------------------------------------------------------------------------- verification

@@ -38,7 +38,7 @@ def _mark(verified: Verification | None, kind: str, label: str) -> str:
 
 def _score_table(t: ScoreTable, verified: Verification | None = None) -> list[str]:
     heads = [md_escape(c.label) + (" *(untrained)*" if c.untrained else "") for c in t.columns]
-    extra = ["time / sample", "peak memory"] if t.costs else []
+    extra = ["time / sample", "memory added"] if t.costs else []
     metric = verified.metric(t.metric) if verified else None
     md = [f"### {md_escape(t.metric)}{_mark(verified, 'metrics', t.metric)} / {md_escape(t.name)} {t.direction}", "",
           *([f"*{md_escape(metric.title)}.*", ""] if metric else []),
@@ -120,6 +120,8 @@ def summary_markdown(pages: list[DatasetPage], prov: dict[str, Any], rows: int, 
     md += ["Mean over seeds [95% bootstrap CI] (rank among non-baseline methods; 1 = best, in bold). "
            "All test samples; the site also shows correctly classified samples only, statistics, the agreement "
            "between metrics and figures.", ""]
+    md += [md_escape(prov["costs"]), ""] if prov.get("costs") and any(
+        t.costs for page in pages for section in page.views["all"] for t in section.ranked) else []
     md += _data_table(prov.get("data") or [])
     for page in pages:
         md += [f"## {md_escape(page.name)}", ""]

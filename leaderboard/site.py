@@ -70,6 +70,7 @@ def provenance(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "timings": manifest.get("timings") or {},
         "failed": manifest.get("failed") or [],
         "skipped": manifest.get("skipped") or [],
+        "costs": tables.cost_note(manifest),
         "data": [vars(r) for r in tables.data_rows(manifest)],
     }
 

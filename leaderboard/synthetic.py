@@ -161,7 +161,7 @@ def table(columns: Mapping[str, Any], length: int | None = None) -> pa.Table:
     labels = per_sample("label", np.zeros(k, np.int64))
     predictions, targets = per_sample("prediction", labels), per_sample("target", labels)
     notes = list(_array(columns.get("note"), n)[first])
-    cost = {"seconds_per_sample": columns.get("explain_seconds"), "peak_bytes": columns.get("explain_peak_bytes")}
+    cost = {"seconds_per_sample": columns.get("explain_seconds"), "added_bytes": columns.get("explain_peak_bytes")}
     return RowBuilder(labels, predictions, targets).sample_table(identity, spec, values, k, notes, cost)
 
 
@@ -293,7 +293,7 @@ def random_run(
                 seed_effect = rng.normal(0, 0.02)
                 for method, v_base, strength, seconds in variants:
                     quality = 0.0 if (v_base or m_params["untrained"]) else strength + model_effect
-                    cost = {"seconds_per_sample": seconds * (1 + 0.1 * s), "peak_bytes": int(2**20 * (1 + 10 * seconds))}
+                    cost = {"seconds_per_sample": seconds * (1 + 0.1 * s), "added_bytes": int(2**20 * (1 + 10 * seconds))}
 
                     def unit_rows(name: str, pairs) -> pa.Table:
                         identity = UnitIdentity(content_hash([cell.key, method.key, name]), cell, method, metric[name],

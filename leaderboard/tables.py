@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..claims import VERDICTS
+from ..costs import MEASURES
 from ..naming import stand_in_of
 from ..specs import CATEGORIES
 from .aggregate import Aggregates, facet_counts, family_kind
@@ -633,6 +634,21 @@ def reliability(frame: pd.DataFrame, display: Callable[[str, str], str]) -> Reli
                                  Agreement(r["tau"], r["tau_low"], r["tau_high"], int(r["methods"]), int(r["models"])))
                 for r in pooled[pooled["kind"] == "variants"].to_dict("records")]
     return Reliability([f"{m} / {display(m, v)}" for m, v in keys], matrix, variants, int(pooled["seeds"].min()))
+
+
+def cost_note(manifest: Mapping[str, Any]) -> str:
+    """How the run's costs were measured, in a sentence for the pages: the time, and each way the
+    memory was counted on the devices its cells ran on (from the manifest's per-cell costs)."""
+    measures = {c.get("memory") for cell in (manifest.get("cells") or {}).values()
+                for c in (cell.get("costs") or {}).values()}
+    described = [MEASURES[m] for m in sorted(m for m in measures if m in MEASURES)]
+    if any("peak_scope" in c for cell in (manifest.get("cells") or {}).values()
+           for c in (cell.get("costs") or {}).values()):
+        described.append("in cells recorded by an older xbench: the process's peak memory, not the method's own")
+    memory = "; ".join(described) if described else "not recorded in this run"
+    return ("Time per sample: wall time of the method's calls over the samples it explained. Memory added: the peak "
+            f"of the memory the method allocated while explaining, above what was allocated before it ({memory}). "
+            "Both are medians over the dataset's cells (model × seed).")
 
 
 def costs_of(frame: pd.DataFrame) -> dict[str, Cost]:

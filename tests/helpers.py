@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 THIRDPARTY = Path(__file__).parent / "thirdparty"
-SITES = {name: THIRDPARTY / f"{name}_site" for name in ("acme", "faulty", "clash", "hostile")}
+SITES = {name: THIRDPARTY / f"{name}_site" for name in ("acme", "faulty", "clash", "hostile", "crash")}
 
 
 def write_config(path: Path, body: str) -> Path:

@@ -148,7 +148,7 @@ def test_sample_rows_hold_one_row_per_value_and_sample_with_every_schema_column(
     values = validated(s, {"hit": torch.tensor([1.0, 0.0, 0.5]), "morf": {4: torch.zeros(3)}}, 3)
     builder = RowBuilder(np.array([0, 1, 1]), np.array([0, 0, 1]), np.array([0, 1, 1]))
     table = builder.sample_table(identity(baseline=True), s, values, 3, [None, "empty mask", None],
-                                 {"seconds_per_sample": 0.01, "peak_bytes": 2048})
+                                 {"seconds_per_sample": 0.01, "added_bytes": 2048})
     assert table.schema.equals(SCHEMA) and table.num_rows == 6
     rows = table.to_pylist()
     first = rows[0]
@@ -206,7 +206,7 @@ def test_every_column_but_the_per_row_ones_is_constant_within_a_unit():
     s = spec({"hit": True, "morf": Family(False, level="step")})
     values = validated(s, {"hit": torch.tensor([1.0, 0.0, 0.5]), "morf": {4: torch.zeros(3), 8: torch.ones(3)}}, 3)
     table = RowBuilder(np.array([0, 1, 1]), np.array([1, 1, 0]), np.array([0, 1, 1])).sample_table(
-        identity(), s, values, 3, ["a", None, "b"], {"seconds_per_sample": 0.5, "peak_bytes": 1})
+        identity(), s, values, 3, ["a", None, "b"], {"seconds_per_sample": 0.5, "added_bytes": 1})
     varying = {name for name in SCHEMA.names if len({json.dumps(v) for v in table.column(name).to_pylist()}) > 1}
     assert varying <= set(results.ROW_COLUMNS) and set(results.ROW_COLUMNS) <= set(SCHEMA.names)
     assert {"value_name", "value", "sample", "label", "prediction", "correct", "note"} <= varying

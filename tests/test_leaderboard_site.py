@@ -218,6 +218,10 @@ def test_a_realistic_run_gets_every_figure(tmp_path):
     kinds = {re.match(r"[a-z]+", Path(src).name).group(0) for src in parse(page(site)).imgs}
     assert {"tile", "box", "morf", "severity", "layers", "delta", "explvscls"} <= kinds
     assert "Scores across fine-tune degree and pre-training" in text and "by degree and pretrain" in text
+    # the cost columns, and how they were measured
+    assert "memory added</th>" in text and "Memory added: the peak of the memory the method allocated" in text
+    md = (site / "leaderboard.md").read_text()
+    assert "| time / sample | memory added |" in md and "Memory added: the peak" in md
     assert "pretrain: imagenet vs mri" in text  # a model-group comparison along one sweep axis
     assert "rmse (mean over 4 facets)" in text and "rmse/contrast (mean over 2 facets)" in text
     assert "delta_auc on vgg16[degree=1,pretrain=mri]" in text  # Treyer's corruption × severity table

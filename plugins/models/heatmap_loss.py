@@ -133,14 +133,7 @@ def objective(module: HeatmapVGG, batch: Mapping[str, Any], params: Mapping[str,
     return mse + float(params["heatmap_weight"]) * term, logits
 
 
-def check(params: Mapping[str, Any]) -> None:
-    if params["loss"] not in LOSSES:
-        raise XbenchError(f"heatmap-loss: loss {params['loss']!r} is unknown; use \"heatmap\" (the HiResCAM "
-                          "term) or \"cce\" (its cross-entropy baseline).")
-
-
 def build(info: DatasetInfo, params: Mapping[str, Any]) -> nn.Module:
-    check(params)
     return HeatmapVGG(info.channels, info.num_classes, info.height, info.width, float(params["width"]),
                       int(params["hidden"]))
 
@@ -150,7 +143,6 @@ def layers(module: nn.Module) -> dict[str, nn.Module]:
 
 
 def fit(module: nn.Module, data: Dataset, params: Mapping[str, Any], ctx: FitContext) -> FitReport:
-    check(params)
     info = data.describe()
     facts = pretraining.initialise(
         module, info, params, ctx, head="head", keep="features.",

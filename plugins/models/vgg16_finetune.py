@@ -117,20 +117,17 @@ class VGG16(nn.Module):
     def __init__(self, channels: int, classes: int, width: float = 1.0, dropout: float = 0.5,
                  batch_norm: bool = False, head: str = "vgg"):
         super().__init__()
-        if head not in HEADS:
-            raise XbenchError(f"vgg16-finetune: head {head!r} is unknown; use one of {', '.join(HEADS)}.")
         self.features = vgg16_features(channels, width, batch_norm)
         last, hidden = _channels(512, width), _channels(4096, width)
-        if head == "gap":
-            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-            self.classifier = nn.Sequential(nn.Linear(last, classes))
-        else:
-            self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-            self.classifier = nn.Sequential(
+        pool, self.classifier = {
+            "gap": lambda: (1, nn.Sequential(nn.Linear(last, classes))),
+            "vgg": lambda: (7, nn.Sequential(
                 nn.Linear(last * 7 * 7, hidden), nn.ReLU(), nn.Dropout(dropout),
                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
                 nn.Linear(hidden, classes),
-            )
+            )),
+        }[head]()
+        self.avgpool = nn.AdaptiveAvgPool2d((pool, pool))
         init_vgg(self)
         self.classifier[-1].reset_parameters()  # a new task head: nn.Linear's default init, as in the source
 
@@ -197,6 +194,8 @@ def block_last_convs(features: nn.Sequential, prefix: str = "features") -> dict[
 
 
 def check_degree(degree: Any) -> str:
+    """``degree`` as the config spells it ("1" … "4", "all"); for callers outside a run (a run's
+    params are checked against ``DEGREES`` when the config is read)."""
     text = str(degree)
     if text not in DEGREES:
         raise XbenchError(
@@ -222,10 +221,9 @@ def first_trainable(features: nn.Sequential, degree: Any, legacy_offbyone: bool 
 def set_degree(module: VGG16, degree: Any, legacy_offbyone: bool = False) -> int:
     """Freeze everything, then unfreeze the classifier and the last ``degree`` conv blocks; returns
     the index of the first trainable layer of ``features``."""
-    degree = check_degree(degree)
     start = first_trainable(module.features, degree, legacy_offbyone)
     for p in module.parameters():
-        p.requires_grad_(degree == "all")
+        p.requires_grad_(False)
     for p in module.classifier.parameters():
         p.requires_grad_(True)
     for layer in list(module.features)[start:]:
@@ -238,12 +236,8 @@ def learning_rate(params: Mapping[str, Any]) -> float:
     """``lr`` when positive, else the source's rate for this pre-training and degree."""
     if float(params["lr"]) > 0:
         return float(params["lr"])
-    table = LEARNING_RATES.get(str(params["lr_set"]))
-    if table is None:
-        raise XbenchError(f"vgg16-finetune: lr_set {params['lr_set']!r} is unknown; use one of {sorted(LEARNING_RATES)} "
-                          "or set lr to a positive learning rate.")
-    rates = table["mri" if params["pretrain"] == "mri" else "imagenet"]
-    return rates[DEGREES.index(check_degree(params["degree"]))]
+    rates = LEARNING_RATES[str(params["lr_set"])]["mri" if params["pretrain"] == "mri" else "imagenet"]
+    return rates[DEGREES.index(str(params["degree"]))]
 
 
 def keep_if_generalising(acc_dif: float):
@@ -274,8 +268,15 @@ def plateau_stop(stop_value: float, window: int = 3):
     return stop
 
 
+def validate(params: Mapping[str, Any]) -> None:
+    """Rules between params (each param's own range is in its ``Param``), checked when a config is read."""
+    if params["pretrain"] == "imagenet" and float(params["width"]) != 1.0:
+        raise ValueError(f"pretrain = \"imagenet\" loads torchvision's VGG16 weights, which have the real VGG16's "
+                         f"channels: it needs width = 1.0, got {params['width']}; at a smaller width use pretrain = "
+                         f"\"{pretraining.HED}\" (its largest filters), \"mri\", \"synthetic-ood\" or \"none\"")
+
+
 def build(info: DatasetInfo, params: Mapping[str, Any]) -> nn.Module:
-    check_degree(params["degree"])
     return VGG16(info.channels, info.num_classes, float(params["width"]), float(params["dropout"]),
                  head=str(params["head"]))
 
@@ -413,9 +414,11 @@ def xbench_models():
         provides=frozenset({"conv_layer", "gradients", "lrp"}),
         layers=layers,
         architecture=ARCHITECTURE,
+        validate=validate,
     )
 
 
 @hookimpl
 def xbench_data_sources():
     yield pretraining.imagenet_source()
+    yield pretraining.HED_SOURCE
