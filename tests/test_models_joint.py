@@ -87,6 +87,13 @@ def test_losses_follow_their_definitions():
     assert jx.weak(z, mask).item() == pytest.approx(3 / (3 + 1e-6))
     assert jx.explanation_loss(z, 0.9).item() == pytest.approx(0.9 * 0.75 + 0.1 * 1.0)
     assert jx.explanation_loss(z, 0.9, 2.0, mask).item() == pytest.approx(0.9 * 0.75 + 0.1 + 2 * 3 / (3 + 1e-6))
+    # the share of the map's mass outside the mask: 3 of 3; scale-free, unlike the mean outside
+    assert jx.weak(z, mask, "share").item() == pytest.approx(3 / (3 + 1e-6))
+    inside = torch.tensor([[[1.0, 0.5], [0.5, 0.0]]])
+    assert jx.weak(inside, mask, "share").item() == pytest.approx(1 / (2 + 1e-6))
+    assert jx.weak(0.1 * inside, mask, "share").item() == pytest.approx(0.1 / (0.2 + 1e-6))
+    assert jx.weak(0.1 * inside, mask).item() == pytest.approx(0.1 * jx.weak(inside, mask).item(), rel=1e-5)
+    assert jx.explanation_loss(z, 0.9, 2.0, mask, "share").item() == pytest.approx(0.9 * 0.75 + 0.1 + 2 * 3 / (3 + 1e-6))
 
 
 def test_params_are_checked_and_tags_follow_the_loss():
@@ -96,6 +103,9 @@ def test_params_are_checked_and_tags_follow_the_loss():
         jx.phase_values({**defaults(jx.PARAMS), "alpha": [1.0, 0.5, 1.5]})
     with pytest.raises(XbenchError, match="classifier 'vgg19' is unknown"):
         jx.JointModel(3, 2, "vgg19")
+    for key in ("weak", "expl_optimizer"):
+        with pytest.raises(XbenchError, match=f"{key} 'x' is unknown"):
+            jx.check({**defaults(jx.PARAMS), key: "x"})
     assert jx.requires({"loss": "hybrid", "region": "mask"}) == {"mask"}
     assert jx.requires({"loss": "unsupervised", "region": "mask"}) == set()
 
@@ -276,3 +286,90 @@ def test_the_riotorto_recipe_learns_polygons_above_chance():
         accuracy = (model(data.test.images).argmax(1) == data.test.labels).float().mean().item()
     assert accuracy > 0.85, (accuracy, report.history)  # chance 0.5; 200 test images: 0.85 is 10 standard errors
     assert not report.warnings and report.metrics["val_explanation_spread"] > 0.02
+
+
+def test_the_explainer_can_train_with_adam_beside_the_classifiers_sgd():
+    model = jx.JointModel(1, 2, "vgg", width=0.125)
+    groups = jx.configure_phase(model, 2, jx.phase_values(defaults(jx.PARAMS))[2])
+    sgd = jx.make_optimizer(groups, defaults(jx.PARAMS))  # the source: one SGD for both parts
+    assert type(sgd) is torch.optim.SGD and len(sgd.param_groups) == 2
+    both = jx.make_optimizer(groups, {**defaults(jx.PARAMS), "expl_optimizer": "adam"})
+    sgd_part, adam_part = both.parts
+    assert type(sgd_part) is torch.optim.SGD and [g["name"] for g in sgd_part.param_groups] == ["classifier"]
+    assert type(adam_part) is torch.optim.Adam and [g["name"] for g in adam_part.param_groups] == ["explainer"]
+    assert len(both.param_groups) == 2  # one scheduler sees both parts' learning rates
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(both, factor=0.5, patience=0)
+    x = torch.rand(4, 1, 16, 16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    both.zero_grad()
+    model(x).sum().backward()
+    both.step()
+    after = model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("explainer."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("classifier."))
+    scheduler.step(1.0)
+    scheduler.step(2.0)
+    assert [g["lr"] for g in both.param_groups] == [0.005, 0.005]
+    # phase 2 has no classifier group: Adam alone
+    alone = jx.make_optimizer(jx.configure_phase(model, 1, jx.phase_values(defaults(jx.PARAMS))[1]),
+                              {**defaults(jx.PARAMS), "expl_optimizer": "adam"})
+    assert type(alone) is torch.optim.Adam
+
+
+def test_a_part_frozen_in_phase_3_is_in_eval_mode():
+    model = jx.JointModel(1, 2, "resnet18", width=0.125)
+    phase = jx.phase_values(defaults(jx.PARAMS))[2]
+    jx.phase_mode(2, phase=phase)(model)
+    assert model.explainer.training and model.classifier.training
+    jx.phase_mode(2, phase={**phase, "lr_clf": 0.0})(model)
+    assert model.explainer.training and not model.classifier.training
+    jx.phase_mode(2, phase={**phase, "lr_expl": 0.0})(model)
+    assert not model.explainer.training and model.classifier.training
+
+
+class _Maps(torch.nn.Module):
+    """A stand-in explainer whose map is the input's first channel."""
+
+    def explain(self, x):
+        return x[:, 0]
+
+
+def _split(maps, masks):
+    from xbench import Split
+
+    maps = torch.as_tensor(maps, dtype=torch.float32)
+    return Split(maps[:, None], torch.zeros(len(maps), dtype=torch.long), masks=torch.as_tensor(masks, dtype=torch.bool))
+
+
+def test_explanation_statistics_by_hand():
+    """Three 2×2 maps, two with a one-pixel mask (area share 1/4), one with none."""
+    maps = [[[0.6, 0.2], [0.2, 0.0]],   # mass 1.0, 0.6 inside; maximum inside
+            [[0.1, 0.3], [0.0, 0.0]],   # mass 0.4, 0.1 inside; maximum outside
+            [[0.5, 0.5], [0.5, 0.5]]]   # no mask: counts for the spreads only
+    masks = [[[True, False], [False, False]], [[True, False], [False, False]], [[False, False], [False, False]]]
+    stats = jx.explanation_stats(_Maps(), _split(maps, masks), CPU)
+    z = torch.tensor(maps, dtype=torch.float64).flatten(1)
+    assert stats["mean"] == pytest.approx(float(z.mean()))
+    assert stats["spread"] == pytest.approx(float(z.std(1).mean()))
+    assert stats["between"] == pytest.approx(float(z.mean(1).std()))
+    assert stats["pixel_spread"] == pytest.approx(float(z.std(0).mean()))
+    assert stats["mass_inside"] == pytest.approx((0.6 + 0.25) / 2)
+    assert stats["area_share"] == pytest.approx(0.25)
+    assert stats["focus"] == pytest.approx((0.6 + 0.25) / 2 / 0.25)
+    assert stats["pointing"] == pytest.approx(0.5)
+    # a uniform map scores focus 1 and never points; without masks only the first four are defined
+    uniform = jx.explanation_stats(_Maps(), _split([[[0.3, 0.3], [0.3, 0.3]]] * 2, masks[:2]), CPU)
+    assert uniform["focus"] == pytest.approx(1.0) and uniform["pointing"] == 0.0
+    assert uniform["between"] == 0.0 and uniform["pixel_spread"] == pytest.approx(0.0, abs=1e-6)
+    from xbench import Split
+
+    bare = jx.explanation_stats(_Maps(), Split(torch.tensor(maps)[:, None], torch.zeros(3, dtype=torch.long)), CPU)
+    assert set(bare) == set(jx.STATS[:4])
+
+
+def test_one_fixed_pattern_for_every_image_is_reported_as_such():
+    stats = {"mean": 0.5, "spread": 0.3, "between": 0.005, "pixel_spread": 0.004}
+    (warning,) = jx.degenerate_warnings(stats)
+    assert "one fixed pattern" in warning
+    assert jx.degenerate_warnings({**stats, "pixel_spread": 0.2}) == []
+    assert jx.degenerate_warnings({**stats, "between": 0.05}) == []
