@@ -373,3 +373,36 @@ def test_one_fixed_pattern_for_every_image_is_reported_as_such():
     assert "one fixed pattern" in warning
     assert jx.degenerate_warnings({**stats, "pixel_spread": 0.2}) == []
     assert jx.degenerate_warnings({**stats, "between": 0.05}) == []
+
+
+
+def test_the_share_form_raises_the_map_on_the_object_and_ignores_its_level():
+    """Why ``weak = "share"``: the source's mean outside the region has no gradient inside it and
+    falls when the whole map is dimmed; the share of the mass outside rewards mass moved inside and
+    is blind to the map's level."""
+    mask = torch.zeros(1, 4, 4, dtype=torch.bool)
+    mask[0, 1:3, 1:3] = True
+    z = torch.full((1, 4, 4), 0.5, requires_grad=True)
+    jx.weak(z, mask).sum().backward()
+    assert float(z.grad[mask].abs().max()) == 0.0 and float(z.grad[~mask].min()) > 0
+    z.grad = None
+    jx.weak(z, mask, "share").sum().backward()
+    assert float(z.grad[mask].max()) < 0 < float(z.grad[~mask].min())
+    with torch.no_grad():
+        assert jx.weak(0.2 * z, mask, "share").item() == pytest.approx(jx.weak(z, mask, "share").item(), rel=1e-5)
+        assert jx.weak(0.2 * z, mask).item() == pytest.approx(0.2 * jx.weak(z, mask).item(), rel=1e-5)
+
+
+def test_fit_trains_the_explainer_with_adam_and_reports_the_new_statistics():
+    data = testing.planted_dataset(n_train=64, n_val=32, n_test=16, size=16)
+    params = {**defaults(jx.PARAMS), "classifier": "vgg", "width": 0.125, "batch_size": 32, "loss": "hybrid",
+              "epochs": [0, 1, 0], "weak": "share", "expl_optimizer": "adam", "gamma": 20.0}
+    torch.manual_seed(0)
+    model = jx.build(data.describe(), params)
+    before = _states(model)
+    report = jx.fit(model, data, params, FitContext(0, CPU, ""))
+    after = model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("explainer."))
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("classifier."))
+    assert {f"val_explanation_{k}" for k in jx.STATS} <= set(report.metrics)
+    assert report.metrics["val_explanation_area_share"] == pytest.approx(64 / 256)

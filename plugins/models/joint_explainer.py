@@ -32,13 +32,24 @@ into saturation, since the phase-1 classifier was trained unmasked); from a lowe
 all-zero map costs 0.52, more than a white map on a classifier that has learnt; the explanation
 loss still shapes the map (0.25 of the loss).
 
-After training, the explanations of the validation set are summarised (``val_explanation_mean``,
-``_spread``: mean per-map standard deviation, ``_between``: standard deviation of per-map means), and
-the fit report warns when both spreads are below 0.02: an explainer still at its saturated
-all-white start, or collapsed to 0 (the phase-2 trap: with α₂ = 0.25, and more so with the
-hybrid's γ·L_weak, an all-zero explanation has a lower validation loss than a white one whenever
-the phase-1 classifier carries no generalising signal, so best-validation selection keeps it, and
-ReLU(tanh) never revives it).
+Two options that are not the source's, off by default (the riotorto CPU preset sets them; its
+header has the measurements): ``weak = "share"`` makes the hybrid's outside term the share of the
+map's mass outside the region instead of the mean explanation there. The mean falls as much when
+the whole map is lowered as when mass moves into the region, so with the sparsity term it rewards a
+uniformly lowered map; the share is scale-free and falls only when mass moves inside.
+``expl_optimizer = "adam"`` trains the explainer with Adam (the classifier keeps SGD): with SGD at
+CPU-scale learning rates and a few hundred steps, the explainer's convolutions barely move and the
+map leaves its start through the head batch norm's bias alone, i.e. by the same amount at every
+pixel of every image (the old riotorto preset: mean 0.71–0.87, std of per-map means 0.001–0.009).
+
+After training, the explanations of the validation set are summarised (``val_explanation_*``, see
+``explanation_stats``: level, spread within a map, between maps and per pixel across images, and
+against the mask the mass inside it, its area share, their ratio ``focus`` and the pointing game),
+and the fit report warns when the map is near-constant (both spreads below 0.02: an explainer
+still at its saturated all-white start, or collapsed to 0, the phase-2 trap: with α₂ = 0.25, and
+more so with the hybrid's γ·L_weak, an all-zero explanation has a lower validation loss than a
+white one whenever the phase-1 classifier carries no generalising signal, so best-validation
+selection keeps it, and ReLU(tanh) never revives it) or one fixed pattern for every image.
 
 No LRP tag (Zennit): the explanation gates every feature map multiplicatively, ``x · e(x)``, with
 ``e`` itself computed from the input by the U-Net. Zennit has rules for layers only and passes the
