@@ -269,10 +269,12 @@ def test_paired_variants_share_one_phase_1_and_end_as_if_each_had_trained_it(tmp
     assert other["phase1_cached"] == 0.0
 
 
-def test_the_riotorto_recipe_learns_polygons_above_chance():
+def test_the_riotorto_recipe_learns_polygons_and_the_source_explanation_settings_are_flagged():
     """The riotorto preset's polygons (64 px, radii 8–16, 2000 training images) and its phase-1
-    recipe (4 epochs at lr 0.02), then one epoch of phase 2: the classifier learns the triangle-vs-
-    circles task and the explanation is neither saturated nor collapsed (about a minute)."""
+    recipe (4 epochs at lr 0.02): the classifier learns the triangle-vs-circles task. One epoch of
+    phase 2 with the source's explanation settings (SGD, the hybrid's mean outside the mask) leaves
+    one fixed pattern for every image (measured: per-pixel spread 0.0016, between maps 8e-5, focus
+    1.04, pointing 0), which the fit report flags (about a minute)."""
     from xbench.datasets import polygons
 
     data = polygons.load({**defaults(polygons.PARAMS), "size": 64, "rad_min": 8, "rad_max": 16, "n_train": 2000,
@@ -285,7 +287,9 @@ def test_the_riotorto_recipe_learns_polygons_above_chance():
     with torch.no_grad():
         accuracy = (model(data.test.images).argmax(1) == data.test.labels).float().mean().item()
     assert accuracy > 0.85, (accuracy, report.history)  # chance 0.5; 200 test images: 0.85 is 10 standard errors
-    assert not report.warnings and report.metrics["val_explanation_spread"] > 0.02
+    stats = {k: v for k, v in report.metrics.items() if k.startswith("val_explanation")}
+    assert stats["val_explanation_spread"] > 0.02 and stats["val_explanation_pixel_spread"] < 0.01, stats
+    assert any("one fixed pattern" in w for w in report.warnings), report.warnings
 
 
 def test_the_explainer_can_train_with_adam_beside_the_classifiers_sgd():
