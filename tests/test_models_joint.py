@@ -314,6 +314,7 @@ def test_the_explainer_can_train_with_adam_beside_the_classifiers_sgd():
     scheduler.step(1.0)
     scheduler.step(2.0)
     assert [g["lr"] for g in both.param_groups] == [0.005, 0.005]
+    assert sgd_part.param_groups[0]["lr"] == adam_part.param_groups[0]["lr"] == 0.005  # the parts step at it
     # phase 2 has no classifier group: Adam alone
     alone = jx.make_optimizer(jx.configure_phase(model, 1, jx.phase_values(defaults(jx.PARAMS))[1]),
                               {**defaults(jx.PARAMS), "expl_optimizer": "adam"})

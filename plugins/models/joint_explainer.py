@@ -37,10 +37,9 @@ header has the measurements): ``weak = "share"`` makes the hybrid's outside term
 map's mass outside the region instead of the mean explanation there. The mean falls as much when
 the whole map is lowered as when mass moves into the region, so with the sparsity term it rewards a
 uniformly lowered map; the share is scale-free and falls only when mass moves inside.
-``expl_optimizer = "adam"`` trains the explainer with Adam (the classifier keeps SGD): with SGD at
-CPU-scale learning rates and a few hundred steps, the explainer's convolutions barely move and the
-map leaves its start through the head batch norm's bias alone, i.e. by the same amount at every
-pixel of every image (the old riotorto preset: mean 0.71–0.87, std of per-map means 0.001–0.009).
+``expl_optimizer = "adam"`` trains the explainer with Adam (the classifier keeps SGD). With the
+source's settings at CPU scale the map left its start by about the same amount at every pixel of
+every image (the old riotorto preset: mean 0.71–0.87, std of per-map means 0.001–0.009).
 
 After training, the explanations of the validation set are summarised (``val_explanation_*``, see
 ``explanation_stats``: level, spread within a map, between maps and per pixel across images, and
