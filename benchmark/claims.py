@@ -17,6 +17,7 @@ Every claim has these keys::
     value    = "mass/heart"            # required: a value name (``tpr``, ``rmse/contrast/3``), a glob
                                        # (``rmse/contrast/*``) or a value family (``rmse``, ``mass``, ``morf``)
     relation = "greater"               # required: greater | less | largest | smallest | increasing | decreasing | near
+                                       # | above | below
     samples  = "all"                   # all | correct: per-sample rows of correctly classified samples only
                                        # (model-level rows have no sample and are always kept)
     test     = "mann-whitney"          # the statistic; default per relation, see below
@@ -57,6 +58,9 @@ its direction, its statistic's text, how findings decides it), with the keys it 
   ``spearman`` (ρ between position and per-seed means).
 - ``near``: the mean of the rows (narrowed by ``a``) lies within ``tolerance`` of ``target``
   (absolute). ``chance = 0.034`` optionally shows the value relative to chance. Test: ``bootstrap``.
+- ``above`` / ``below``: the mean of the rows (narrowed by ``a``) lies above (below) ``target``: a
+  floor or ceiling a finding states, e.g. "mass inside the object at least twice its area share".
+  ``chance`` as for ``near``. Test: ``bootstrap``.
 
 Sign convention: ``published`` numbers are stated with ``a`` first (d, diff and r are positive
 when ``a`` is larger), so a ``greater`` claim cannot publish d < 0: state Callanan's d = −11.88
@@ -165,6 +169,28 @@ Examples, one per relation
     chance = 0.034
     published = { a = 0.19 }
 
+    [[claims]]                          # above: a floor stated with the finding
+    id = "rio-torto-hybrid-in-object"
+    claim = "The hybrid's in-model map holds at least twice the object's area share of its mass"
+    source = "Rio-Torto et al. 2020, hybrid loss"
+    dataset = "polygons"
+    metric = "model-fit"
+    value = "val_explanation_focus"
+    relation = "above"
+    target = 2.0
+    a = { model_params = { loss = "hybrid" } }
+
+    [[claims]]                          # below: a ceiling
+    id = "oliveira-untrained-tpr-low"
+    claim = "An untrained VGG16 stays below a TPR of 0.25"
+    source = "Oliveira et al. 2024, baselines"
+    dataset = "hcp-lesions"
+    metric = "tpr-tnr"
+    value = "tpr"
+    untrained = true
+    relation = "below"
+    target = 0.25
+
 Accuracy floor: a *trained* model instance (a (dataset, model, seed) of a model whose
 ``untrained`` flag is false) counts only when its accuracy (``model-fit`` rows, value
 ``test_accuracy`` or ``val_accuracy``) is strictly above the floor: ``chance + above_chance``
@@ -222,10 +248,11 @@ class Relation:
     (``sign``: +1 when a, or the trend, is larger; None for ``near``) and its ``opposite``, how its
     statistic reads (``statistic``: ``{test}`` is the test's text), and ``evaluator``, the way
     findings decides it (``compare``: side a against side b; ``extreme``: candidates against every
-    competitor along ``among``; ``trend``: along ``along``; ``near``: against a target)."""
+    competitor along ``among``; ``trend``: along ``along``; ``near``: against a target band;
+    ``bound``: against a one-sided target)."""
 
     name: str
-    evaluator: Literal["compare", "extreme", "trend", "near"]
+    evaluator: Literal["compare", "extreme", "trend", "near", "bound"]
     needs: tuple[str, ...]
     takes: tuple[str, ...] = ()
     tests: tuple[str, ...] = ("mann-whitney", "wilcoxon", "bootstrap")
@@ -260,6 +287,10 @@ RELATIONS = {r.name: r for r in (
              opposite="increasing"),
     Relation("near", "near", needs=("target", "tolerance"), takes=("a", "chance"), tests=("bootstrap",),
              statistic="bootstrap {ci2:g}% CI of the mean within target ± tolerance"),
+    Relation("above", "bound", needs=("target",), takes=("a", "chance"), tests=("bootstrap",), sign=1,
+             opposite="below", statistic="bootstrap {ci2:g}% CI of the mean above target"),
+    Relation("below", "bound", needs=("target",), takes=("a", "chance"), tests=("bootstrap",), sign=-1,
+             opposite="above", statistic="bootstrap {ci2:g}% CI of the mean below target"),
 )}
 """Every relation, by name: a new relation is one record here (and, for a new kind of decision, an
 evaluator in findings)."""

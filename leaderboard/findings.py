@@ -31,7 +31,7 @@ says how it is decided (its ``evaluator``), by which tests, in which direction:
    - ``spearman``: ρ between the position index and the per-seed means (``rho``, ``p``), with the
      per-position means in ``means`` and whether they are strictly ``monotone``.
    - ``near``: the bootstrap (1 − 2·alpha) interval of the mean (the two one-sided tests of an
-     equivalence test at alpha).
+     equivalence test at alpha); ``above``/``below``: the same interval (a one-sided test at alpha).
 
 Verdicts
 --------
@@ -48,6 +48,8 @@ Verdicts
   *contradicted* when it has the other sign with p < alpha.
 - near: *reproduced* when the whole (1 − 2·alpha) interval lies within target ± tolerance;
   *contradicted* when it lies wholly outside; else inconclusive.
+- above/below: *reproduced* when the whole interval lies beyond the target on the published side;
+  *contradicted* when it lies wholly on the other side; else inconclusive.
 
 The typed table of the verdicts, and its HTML and Markdown forms, are
 :func:`xbench.leaderboard.tables.findings` and :mod:`xbench.leaderboard.markdown`; ``exit_status`` is
@@ -430,23 +432,31 @@ def _trend(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> None:
 # ── near ─────────────────────────────────────────────────────────────────────────────────────────
 
 
-def _near(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> None:
+def _mean_interval(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> tuple[float, float, float, str]:
+    """The mean of the ``a`` rows with its bootstrap (1 − 2·alpha) interval, recorded in the verdict,
+    and how it reads (relative to ``chance`` when the claim gives one)."""
     obs = observations(_floor(frame, c, table(frame, side(frame, base, c.a, "a")), verdict))
     enough(obs, c, "the selection")
     x = obs["value"].to_numpy(float)
     means = bootstrap_means(x[None], resamples=RESAMPLES, seed=0)[0]
     lo, hi = (float(q) for q in np.quantile(means, [c.alpha, 1 - c.alpha]))
     mean = float(x.mean())
-    low, high = c.target - c.tolerance, c.target + c.tolerance
-    verdict.measured.update({"a": mean, "ci_low": lo, "ci_high": hi, "target": c.target, "tolerance": c.tolerance,
-                             "diff": mean - c.target, "n": int(x.size)})
+    verdict.measured.update({"a": mean, "ci_low": lo, "ci_high": hi, "target": c.target, "diff": mean - c.target,
+                             "n": int(x.size)})
     rel = ""
     if c.chance is not None:
         verdict.measured.update({"chance": c.chance, "a_over_chance": mean / c.chance})
         rel = f", {mean / c.chance:.1f}× chance ({fmt_number(c.chance)})"
     verdict.n = int(x.size)
-    summary = (f"mean {fmt_number(mean)}{rel}, {100 * (1 - 2 * c.alpha):g}% CI [{fmt_number(lo)}, {fmt_number(hi)}] "
-               f"against {fmt_number(c.target)} ± {fmt_number(c.tolerance)} over {x.size} model instances")
+    text = f"mean {fmt_number(mean)}{rel}, {100 * (1 - 2 * c.alpha):g}% CI [{fmt_number(lo)}, {fmt_number(hi)}]"
+    return mean, lo, hi, text
+
+
+def _near(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> None:
+    _, lo, hi, text = _mean_interval(frame, c, base, verdict)
+    low, high = c.target - c.tolerance, c.target + c.tolerance
+    verdict.measured["tolerance"] = c.tolerance
+    summary = f"{text} against {fmt_number(c.target)} ± {fmt_number(c.tolerance)} over {verdict.n} model instances"
     if lo >= low and hi <= high:
         verdict.verdict, verdict.reason = "reproduced", f"within tolerance as published: {summary}."
     elif lo > high or hi < low:
@@ -455,7 +465,20 @@ def _near(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> None:
         verdict.reason = f"the interval straddles the tolerance band: {summary}."
 
 
-EVALUATORS = {"compare": _two_sides, "extreme": _extreme, "trend": _trend, "near": _near}
+def _bound(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> None:
+    _, lo, hi, text = _mean_interval(frame, c, base, verdict)
+    word, other = ("above", "below") if c.kind.sign > 0 else ("below", "above")
+    summary = f"{text} against {fmt_number(c.target)} over {verdict.n} model instances"
+    beyond, short = (lo > c.target, hi < c.target) if c.kind.sign > 0 else (hi < c.target, lo > c.target)
+    if beyond:
+        verdict.verdict, verdict.reason = "reproduced", f"{word} the target as published: {summary}."
+    elif short:
+        verdict.verdict, verdict.reason = "contradicted", f"{other} the target: {summary}."
+    else:
+        verdict.reason = f"the interval contains the target: {summary}."
+
+
+EVALUATORS = {"compare": _two_sides, "extreme": _extreme, "trend": _trend, "near": _near, "bound": _bound}
 """How each kind of relation (``Relation.evaluator``) is decided."""
 
 

@@ -20,6 +20,8 @@ VALID = {
     "increasing": {"relation": "increasing", "along": "model:degree", "order": ["1", "2", "all"]},
     "decreasing": {"relation": "decreasing", "along": "level", "a": {"facet": "contrast"}},
     "near": {"relation": "near", "target": 0.19, "tolerance": 0.05, "chance": 0.034},
+    "above": {"relation": "above", "target": 2.0, "a": {"model_params": {"loss": "hybrid"}}},
+    "below": {"relation": "below", "target": 0.25, "chance": 0.034},
 }
 
 
@@ -110,7 +112,7 @@ def test_missing_required_keys():
     ({"relation": "near", "target": 0.2}, "relation 'near' needs key 'tolerance'"),
     ({"relation": "increasing", "along": "level", "b": {"model": "y"}}, "key 'b' does not apply to relation 'increasing'"),
     ({**VALID["greater"], "among": "method"}, "key 'among' does not apply to relation 'greater' (it is for largest, smallest)"),
-    ({**VALID["greater"], "chance": 0.5}, "key 'chance' does not apply to relation 'greater' (it is for near)"),
+    ({**VALID["greater"], "chance": 0.5}, "key 'chance' does not apply to relation 'greater' (it is for near, above, below)"),
     ({**VALID["greater"], "test": "spearman"}, "'test' = \"spearman\" does not apply to relation 'greater'"),
     ({**VALID["near"], "test": "mann-whitney"}, "use one of bootstrap"),
     ({"relation": "greater", "a": {}, "b": {"model": "y"}}, "'a' selects nothing"),

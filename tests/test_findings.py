@@ -397,6 +397,19 @@ def test_near_reproduced_contradicted_and_straddling():
     assert edge.verdict == "inconclusive" and "straddles" in edge.reason
 
 
+def test_above_and_below_a_target():
+    rows = frame(values_rows(model="vgg16", untrained=True, means=by_seed(2.4, 0.05)))
+    keys = dict(untrained=True)
+    v = one(rows, **keys, relation="above", target=2.0)
+    assert v.verdict == "reproduced" and v.measured["a"] == pytest.approx(2.5), v.reason
+    assert v.measured["ci_low"] > 2.0 and "above the target" in v.reason
+    assert one(rows, **keys, relation="above", target=3.0).verdict == "contradicted"
+    assert one(rows, **keys, relation="below", target=3.0).verdict == "reproduced"
+    assert one(rows, **keys, relation="below", target=2.0).verdict == "contradicted"
+    edge = one(rows, **keys, relation="above", target=2.5)  # the target cuts through the interval
+    assert edge.verdict == "inconclusive" and "contains the target" in edge.reason
+
+
 # ── no rows, hints, display ──────────────────────────────────────────────────────────────────────
 
 

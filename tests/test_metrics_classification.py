@@ -146,3 +146,23 @@ def test_auroc_keeps_ties_of_logits_that_differ_by_a_constant(k):
     for c in range(k):  # equal probability ⇔ equal score
         same = ranks[:, c][:, None] == ranks[:, c][None, :]
         assert np.array_equal(same, lo_base[:, c][:, None] == lo_base[:, c][None, :])
+
+
+def test_model_fit_records_the_explanation_statistics_a_fit_report_holds():
+    """A model that explains itself reports val_explanation_* in its fit report; model-fit carries
+    them into the rows (declared values, so the results accept them), and other models add none."""
+    from xbench import DatasetInfo, FitReport, TrainedModel
+
+    spec = next(s for s in cm.xbench_metrics() if s.name == "model-fit")
+    split = testing.planted_split(8, size=8)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    info = DatasetInfo("d", 1, 8, 8, ("a", "b"))
+    stats = {f"val_explanation_{k}": 0.1 * i for i, k in enumerate(cm.EXPLANATION_FIT, 1)}
+    report = FitReport(history=[{"epoch": 1.0}], metrics={"val_accuracy": 0.75, **stats, "val_explanation_other": 9.0})
+    out = testing.score(spec, testing.metric_context(TrainedModel(module, info, {}, report=report), split))
+    assert {k: float(v) for k, v in out.items() if k.startswith("val_explanation_")} == pytest.approx(stats)
+    assert float(out["val_accuracy"]) == 0.75
+    assert spec.values["val_explanation_focus"] is True and spec.values["val_explanation_mean"] is None
+    plain = FitReport(history=[{"epoch": 1.0}], metrics={"val_accuracy": 0.75})
+    out = testing.score(spec, testing.metric_context(TrainedModel(module, info, {}, report=plain), split))
+    assert set(out) == {"test_accuracy", "val_accuracy", "chance", "above_chance"}

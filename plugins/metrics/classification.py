@@ -120,9 +120,18 @@ def classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
     return result
 
 
+EXPLANATION_FIT = {"mean": None, "spread": None, "between": None, "pixel_spread": None, "mass_inside": True,
+                   "area_share": None, "focus": True, "pointing": True}
+"""What a model with an in-model explainer reports about its explanations of the validation split
+(``val_explanation_<name>`` in its fit report; see the joint explainer): their level, the spread
+within a map, between the maps' means and across images per pixel, and, against the mask, the
+share of the mass inside it, the mask's area share, their ratio and the pointing game."""
+
+
 def model_fit(ctx: MetricContext) -> dict[str, torch.Tensor]:
     """Did the model learn? Its test accuracy against chance (the share of the most frequent test
-    class: what always answering that class scores), and the validation accuracy its training kept."""
+    class: what always answering that class scores), and the validation accuracy its training kept;
+    for a model that explains itself, the explanation statistics its fit report holds."""
     y = ctx.labels.cpu()
     n = max(len(y), 1)
     test = float((ctx.logits.argmax(1).cpu() == y).double().mean()) if len(y) else float("nan")
@@ -131,18 +140,23 @@ def model_fit(ctx: MetricContext) -> dict[str, torch.Tensor]:
     if not ctx.model.report.history:
         ctx.flag(torch.ones(1, dtype=torch.bool), "no training history (an untrained or pre-built model): "
                                                    "no validation accuracy")
-    return {name: torch.tensor(v, dtype=torch.float64) for name, v in
-            (("test_accuracy", test), ("val_accuracy", val), ("chance", chance), ("above_chance", test - chance))}
+    values = [("test_accuracy", test), ("val_accuracy", val), ("chance", chance), ("above_chance", test - chance)]
+    values += [(f"val_explanation_{k}", float(ctx.model.report.metrics[f"val_explanation_{k}"]))
+               for k in EXPLANATION_FIT if f"val_explanation_{k}" in ctx.model.report.metrics]
+    return {name: torch.tensor(v, dtype=torch.float64) for name, v in values}
 
 
 @hookimpl
 def xbench_metrics():
     yield MetricSpec(
-        name="model-fit", score=model_fit, category="classification", scope="model",
-        values={"test_accuracy": True, "val_accuracy": True, "chance": None, "above_chance": True},
+        name="model-fit", score=model_fit, category="classification", scope="model", version="2",
+        values={"test_accuracy": True, "val_accuracy": True, "chance": None, "above_chance": True,
+                **{f"val_explanation_{k}": v for k, v in EXPLANATION_FIT.items()}},
         description="Whether the model learned: test accuracy, the validation accuracy its training kept, and "
                     "chance (the most frequent test class's share). Recorded for every cell, so claims and "
-                    "readers can set an accuracy floor.",
+                    "readers can set an accuracy floor. Models that explain themselves add their explanations' "
+                    "statistics on the validation split (val_explanation_*: level, spreads, mass inside the mask, "
+                    "focus, pointing game), so a degenerate in-model explainer shows in the results.",
     )
     yield MetricSpec(
         name="classification", score=classification, category="classification", scope="model", version="4",

@@ -32,13 +32,23 @@ into saturation, since the phase-1 classifier was trained unmasked); from a lowe
 all-zero map costs 0.52, more than a white map on a classifier that has learnt; the explanation
 loss still shapes the map (0.25 of the loss).
 
-After training, the explanations of the validation set are summarised (``val_explanation_mean``,
-``_spread``: mean per-map standard deviation, ``_between``: standard deviation of per-map means), and
-the fit report warns when both spreads are below 0.02: an explainer still at its saturated
-all-white start, or collapsed to 0 (the phase-2 trap: with α₂ = 0.25, and more so with the
-hybrid's γ·L_weak, an all-zero explanation has a lower validation loss than a white one whenever
-the phase-1 classifier carries no generalising signal, so best-validation selection keeps it, and
-ReLU(tanh) never revives it).
+Two options that are not the source's, off by default (the riotorto CPU preset sets them; its
+header has the measurements): ``weak = "share"`` makes the hybrid's outside term the share of the
+map's mass outside the region instead of the mean explanation there. The mean falls as much when
+the whole map is lowered as when mass moves into the region, so with the sparsity term it rewards a
+uniformly lowered map; the share is scale-free and falls only when mass moves inside.
+``expl_optimizer = "adam"`` trains the explainer with Adam (the classifier keeps SGD). With the
+source's settings at CPU scale the map left its start by about the same amount at every pixel of
+every image (the old riotorto preset: mean 0.71–0.87, std of per-map means 0.001–0.009).
+
+After training, the explanations of the validation set are summarised (``val_explanation_*``, see
+``explanation_stats``: level, spread within a map, between maps and per pixel across images, and
+against the mask the mass inside it, its area share, their ratio ``focus`` and the pointing game),
+and the fit report warns when the map is near-constant (both spreads below 0.02: an explainer
+still at its saturated all-white start, or collapsed to 0, the phase-2 trap: with α₂ = 0.25, and
+more so with the hybrid's γ·L_weak, an all-zero explanation has a lower validation loss than a
+white one whenever the phase-1 classifier carries no generalising signal, so best-validation
+selection keeps it, and ReLU(tanh) never revives it) or one fixed pattern for every image.
 
 No LRP tag (Zennit): the explanation gates every feature map multiplicatively, ``x · e(x)``, with
 ``e`` itself computed from the input by the U-Net. Zennit has rules for layers only and passes the
@@ -72,6 +82,8 @@ from ._training import _resident, fit_classifier, iterate, trainable_parameters
 
 CLASSIFIERS = ("vgg", "resnet18")
 LOSSES = ("unsupervised", "hybrid")
+WEAK_FORMS = ("mean", "share")
+OPTIMIZERS = ("sgd", "adam")
 PHASES = ("classifier", "explainer", "both")
 STEMS = ("imagenet", "small")
 WEAK_EPSILON = 1e-6
@@ -100,6 +112,10 @@ PARAMS = {
                    ge=0, le=1, check=_three),
     "beta": Param(0.9, "β: sparsity against total variation inside the explanation loss", ge=0, le=1),
     "gamma": Param(1.0, "γ: weight of the hybrid's outside-the-region term", ge=0),
+    "weak": Param("mean", "the hybrid's outside-the-region term: 'mean', the mean explanation outside the region "
+                          "(the source's), or 'share', the share of the map's mass outside it (scale-free: a map "
+                          "lowered everywhere scores the same, only mass moved into the region lowers it)",
+                  choices=WEAK_FORMS),
     "epochs": Param([10, 10, 100], "most epochs per phase (classifier, explainer, both); 0 skips a phase",
                     ge=0, check=_three),
     "lr_clf": Param([0.01, 0.0, 0.01], "the classifier's SGD learning rate per phase (0 = frozen)", ge=0,
@@ -110,6 +126,9 @@ PARAMS = {
                       check=_three),
     "min_delta": Param(1e-4, "the smallest validation-loss improvement that counts", ge=0),
     "batch_size": Param(8, "training batch size (the README's 8)", ge=1),
+    "expl_optimizer": Param("sgd", "the explainer's optimiser: 'sgd' (the source's: SGD with momentum and weight "
+                                   "decay, as the classifier's) or 'adam' (Adam, β = (0.9, 0.999), no weight decay)",
+                            choices=OPTIMIZERS),
     "momentum": Param(0.9, "SGD momentum", ge=0, le=1),
     "weight_decay": Param(1e-4, "SGD weight decay", ge=0),
     "plateau_factor": Param(0.2, "ReduceLROnPlateau factor (ResNet classifier)", gt=0, le=1),
@@ -262,16 +281,21 @@ def total_variation(z: torch.Tensor) -> torch.Tensor:
     return (z[:, 1:, :] - z[:, :-1, :]).abs().flatten(1).mean(1) + (z[:, :, 1:] - z[:, :, :-1]).abs().flatten(1).mean(1)
 
 
-def weak(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The mean explanation outside the mask: |Σ(1−z)ẑ / (Σ(1−z) + 1e-6)|."""
+def weak(z: torch.Tensor, mask: torch.Tensor, form: str = "mean") -> torch.Tensor:
+    """The explanation outside the mask: its mean |Σ(1−z)ẑ / (Σ(1−z) + 1e-6)| (``form = "mean"``, the
+    source), or its share of the map's mass Σ(1−z)ẑ / (Σẑ + 1e-6) (``"share"``; 1 on an empty mask)."""
     out = (~mask.bool()).to(z.dtype)
-    return ((out * z).flatten(1).sum(1) / (out.flatten(1).sum(1) + WEAK_EPSILON)).abs()
+    outside = (out * z).flatten(1).sum(1)
+    if form == "share":
+        return outside / (z.flatten(1).sum(1) + WEAK_EPSILON)
+    return (outside / (out.flatten(1).sum(1) + WEAK_EPSILON)).abs()
 
 
-def explanation_loss(z: torch.Tensor, beta: float, gamma: float = 0.0, mask: torch.Tensor | None = None) -> torch.Tensor:
+def explanation_loss(z: torch.Tensor, beta: float, gamma: float = 0.0, mask: torch.Tensor | None = None,
+                     form: str = "mean") -> torch.Tensor:
     """β·sparsity + (1−β)·TV, plus γ·weak when a mask is given (the hybrid loss)."""
     loss = beta * sparsity(z) + (1 - beta) * total_variation(z)
-    return loss + gamma * weak(z, mask) if mask is not None else loss
+    return loss + gamma * weak(z, mask, form) if mask is not None else loss
 
 
 def global_loss(module: JointModel, batch: Mapping[str, Any], params: Mapping[str, Any], alpha: float
@@ -279,7 +303,7 @@ def global_loss(module: JointModel, batch: Mapping[str, Any], params: Mapping[st
     """Per-sample α·CE + (1−α)·L_expl, and the logits."""
     logits, z = module.outputs(batch["x"])
     mask = region_of(batch, str(params["region"])) if params["loss"] == "hybrid" else None
-    expl = explanation_loss(z, float(params["beta"]), float(params["gamma"]), mask)
+    expl = explanation_loss(z, float(params["beta"]), float(params["gamma"]), mask, str(params.get("weak", "mean")))
     return alpha * F.cross_entropy(logits, batch["y"], reduction="none") + (1 - alpha) * expl, logits
 
 
@@ -330,8 +354,9 @@ def configure_phase(module: JointModel, index: int, phase: Mapping[str, float]) 
     return groups
 
 
-def phase_mode(index: int, legacy_phase2_train_mode: bool = False):
-    """Train/eval modes per phase: the frozen part is in eval mode (phase 2 in the source: train)."""
+def phase_mode(index: int, legacy_phase2_train_mode: bool = False, phase: Mapping[str, float] | None = None):
+    """Train/eval modes per phase: the frozen part is in eval mode (phase 2 in the source: train), in
+    phase 3 too when its learning rate there is 0."""
 
     def set_modes(module: JointModel) -> None:
         module.train()
@@ -339,6 +364,10 @@ def phase_mode(index: int, legacy_phase2_train_mode: bool = False):
             module.explainer.eval()
         elif index == 1 and not legacy_phase2_train_mode:
             module.classifier.eval()
+        elif index == 2 and phase is not None:
+            for part, lr in ((module.explainer, phase["lr_expl"]), (module.classifier, phase["lr_clf"])):
+                if lr <= 0:
+                    part.eval()
 
     return set_modes
 
@@ -347,6 +376,9 @@ def check(params: Mapping[str, Any]) -> None:
     if params["loss"] not in LOSSES:
         raise XbenchError(f"joint-explainer: loss {params['loss']!r} is unknown; use \"unsupervised\" "
                           "(sparsity + total variation) or \"hybrid\" (adds the mass outside the mask).")
+    for key, allowed in (("weak", WEAK_FORMS), ("expl_optimizer", OPTIMIZERS)):
+        if params.get(key, allowed[0]) not in allowed:
+            raise XbenchError(f"joint-explainer: {key} {params[key]!r} is unknown; use one of {', '.join(allowed)}.")
     phase_values(params)
 
 
@@ -378,6 +410,32 @@ def fit(module: nn.Module, data: Dataset, params: Mapping[str, Any], ctx: FitCon
     return FitReport(history=history, metrics=metrics, warnings=degenerate_warnings(stats))
 
 
+class Optimizers(torch.optim.Optimizer):
+    """Several optimisers stepped as one, so a phase can train the classifier with SGD and the
+    explainer with Adam under one learning-rate scheduler (it sees every part's param groups)."""
+
+    def __init__(self, parts: list[torch.optim.Optimizer]):
+        self.parts = parts
+        super().__init__([g for part in parts for g in part.param_groups], {})
+
+    def step(self, closure=None):  # noqa: ARG002 (the training loop passes no closure)
+        for part in self.parts:
+            part.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=set_to_none)
+
+
+def make_optimizer(groups: list[dict[str, Any]], params: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """SGD (momentum, weight decay) for every group, except the explainer's under ``expl_optimizer = "adam"``."""
+    adam = [g for g in groups if g["name"] == "explainer" and params.get("expl_optimizer", "sgd") == "adam"]
+    sgd = [g for g in groups if all(g is not a for a in adam)]
+    parts = ([torch.optim.SGD(sgd, momentum=float(params["momentum"]), weight_decay=float(params["weight_decay"]))]
+             if sgd else []) + ([torch.optim.Adam(adam)] if adam else [])
+    return parts[0] if len(parts) == 1 else Optimizers(parts)
+
+
 PER_PHASE_ONLY = ("trainable_parameters", "cached")
 """Facts recorded only with their phase's prefix (the unprefixed metrics are the last phase's)."""
 
@@ -391,7 +449,7 @@ def run_phase(module: JointModel, data: Dataset, params: Mapping[str, Any], ctx:
                           "epochs but nothing to train: its learning rates (lr_clf, lr_expl) are all 0. "
                           "Give the phase a positive learning rate or 0 epochs.")
     trainable = float(trainable_parameters(module))
-    optimizer = torch.optim.SGD(groups, momentum=float(params["momentum"]), weight_decay=float(params["weight_decay"]))
+    optimizer = make_optimizer(groups, params)
     scheduler = None
     if params["classifier"] == "resnet18":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -413,7 +471,7 @@ def run_phase(module: JointModel, data: Dataset, params: Mapping[str, Any], ctx:
                             batch_size=int(params["batch_size"]), step=step, eval_loss=eval_loss,
                             scheduler=scheduler, patience=int(phase["patience"]),
                             min_delta=float(params["min_delta"]), select="val_loss",
-                            train_mode=phase_mode(index, bool(params["legacy_phase2_train_mode"])),
+                            train_mode=phase_mode(index, bool(params["legacy_phase2_train_mode"]), phase),
                             name=f"joint-explainer phase {index + 1}")
     report.metrics["trainable_parameters"] = trainable
     return report
@@ -486,40 +544,78 @@ def _restore_rng_states(device: torch.device, states: list[torch.Tensor]) -> Non
 
 
 DEGENERATE_SPREAD = 0.02
-"""Below this spread (the mean over images of each map's standard deviation, and the standard
-deviation of the per-image means) an explanation in [0, 1) says nothing about where to look."""
+"""Below this spread (the mean over images of each map's standard deviation, the standard deviation
+of the per-image means, or the mean over pixels of the standard deviation across images) an
+explanation in [0, 1) says nothing about where to look in *this* image."""
+
+STATS = ("mean", "spread", "between", "pixel_spread", "mass_inside", "area_share", "focus", "pointing")
+"""The explanation statistics ``explanation_stats`` returns (the last four need a mask)."""
 
 
 @torch.no_grad()
 def explanation_stats(module: JointModel, split, device: torch.device, batch_size: int = 64) -> dict[str, float]:
-    """Mean, within-image spread (mean per-map std) and between-image spread (std of per-map means)
-    of the explanations of a split, in eval mode."""
+    """Summary of the explanations of a split, in eval mode: ``mean``; ``spread`` (mean per-map std:
+    does a map vary within the image); ``between`` (std of the per-map means) and ``pixel_spread``
+    (mean over pixels of the std across images: is the map a different one for each image, or one
+    fixed pattern). With a mask, over the images whose mask is not empty: ``mass_inside`` (mean
+    share of a map's mass inside the mask, Σẑ·z/Σẑ), ``area_share`` (the mask's mean share of the
+    image: what a uniform map scores), ``focus`` (their ratio: 1 for a map that ignores the object)
+    and ``pointing`` (share of maps whose maximum lies in the mask; a constant map misses)."""
     module.eval()
-    means, stds = [], []
+    means, stds, inside, share, hits = [], [], [], [], []
+    total = total2 = None
+    n = 0
     for batch in iterate(_resident(split, device), max(batch_size, 32), device):
-        z = module.explain(batch["x"]).flatten(1).double()
-        means.append(z.mean(1))
-        stds.append(z.std(1) if z.shape[1] > 1 else torch.zeros(len(z), dtype=z.dtype, device=z.device))
+        z = module.explain(batch["x"]).double()
+        flat = z.flatten(1)
+        means.append(flat.mean(1))
+        stds.append(flat.std(1) if flat.shape[1] > 1 else torch.zeros(len(z), dtype=z.dtype, device=z.device))
+        total = flat.sum(0) if total is None else total + flat.sum(0)
+        total2 = (flat ** 2).sum(0) if total2 is None else total2 + (flat ** 2).sum(0)
+        n += len(z)
+        if "mask" in batch:
+            m = batch["mask"].bool().flatten(1)
+            keep = m.any(1)
+            mass = flat.sum(1)
+            inside.append(torch.where(mass > 0, (flat * m).sum(1) / mass.clamp_min(1e-12), torch.nan)[keep])
+            share.append(m.double().mean(1)[keep])
+            peaked = flat.amax(1) > flat.amin(1)  # a constant map points nowhere (its argmax is pixel 0)
+            hits.append((m.gather(1, flat.argmax(1, keepdim=True))[:, 0] & peaked).double()[keep])
     if not means:
-        return {"mean": math.nan, "spread": math.nan, "between": math.nan}
+        return {k: math.nan for k in STATS[:4]}
     m, sd = torch.cat(means), torch.cat(stds)
-    return {"mean": float(m.mean()), "spread": float(sd.mean()),
-            "between": float(m.std()) if len(m) > 1 else 0.0}
+    variance = (total2 - total ** 2 / n) / max(n - 1, 1)
+    out = {"mean": float(m.mean()), "spread": float(sd.mean()), "between": float(m.std()) if n > 1 else 0.0,
+           "pixel_spread": float(variance.clamp_min(0).sqrt().mean()) if n > 1 else 0.0}
+    if inside and len(torch.cat(inside)):
+        mass_inside, area = float(torch.cat(inside).nanmean()), float(torch.cat(share).mean())
+        out.update({"mass_inside": mass_inside, "area_share": area, "focus": mass_inside / area if area else math.nan,
+                    "pointing": float(torch.cat(hits).mean())})
+    return out
 
 
 def degenerate_warnings(stats: Mapping[str, float], tolerance: float = DEGENERATE_SPREAD) -> list[str]:
-    """One sentence when the explainer's output is near-constant: every map the same value
-    (saturated white at its start, or collapsed to 0) explains nothing, and the classifier is
-    then ungated (white) or sees nothing (0)."""
+    """One sentence when the explainer's output is near-constant (every map the same value:
+    saturated white at its start, or collapsed to 0, so the classifier is ungated or sees nothing),
+    or one fixed pattern for every image (e.g. a dark frame or stripes finer than the classifier's
+    gates: it varies within a map, not between images)."""
     mean, spread, between = stats.get("mean", math.nan), stats.get("spread", math.nan), stats.get("between", math.nan)
-    if not all(math.isfinite(v) for v in (mean, spread, between)) or spread >= tolerance or between >= tolerance:
+    pixel = stats.get("pixel_spread", math.nan)
+    if not all(math.isfinite(v) for v in (mean, spread, between)):
         return []
-    kind = ("collapsed to 0" if mean < 0.05 else "saturated near its all-white start" if mean > 0.8
-            else "constant")
-    return [f"the in-model explanation is degenerate on the validation set: {kind} (mean {mean:.3f}, "
-            f"spread within a map {spread:.4f}, between maps {between:.4f}, both below {tolerance:g}); "
-            "it does not say where the model looks (see the explainer's phase-2 settings: alpha, lr_expl, "
-            "epochs, init_bias)."]
+    if spread < tolerance and between < tolerance:
+        kind = ("collapsed to 0" if mean < 0.05 else "saturated near its all-white start" if mean > 0.8
+                else "constant")
+        return [f"the in-model explanation is degenerate on the validation set: {kind} (mean {mean:.3f}, "
+                f"spread within a map {spread:.4f}, between maps {between:.4f}, both below {tolerance:g}); "
+                "it does not say where the model looks (see the explainer's phase-2 settings: alpha, lr_expl, "
+                "expl_optimizer, epochs, init_bias)."]
+    if math.isfinite(pixel) and pixel < tolerance and between < tolerance:
+        return [f"the in-model explanation is one fixed pattern on the validation set: it varies within a map "
+                f"(spread {spread:.4f}) but hardly between images (per-pixel spread across images {pixel:.4f}, "
+                f"between map means {between:.4f}, both below {tolerance:g}); it does not say where the model "
+                "looks in each image (see the module docstring: sub-gate textures, a uniformly lowered map)."]
+    return []
 
 
 def layers(module: nn.Module) -> dict[str, nn.Module]:
@@ -540,7 +636,7 @@ def xbench_models():
         name="joint-explainer",
         build=build,
         fit=fit,
-        version="2",
+        version="3",
         description="In-model explainer + classifier (small VGG or ResNet-18), three-phase training with an "
                     "unsupervised or hybrid explanation loss (Rio-Torto et al.).",
         params=PARAMS,
