@@ -70,4 +70,8 @@ def test_added_metrics_through_the_runner(tmp_path):
     assert np.allclose(own.value, 1.0)  # a method agrees fully with itself
     sens = df[df.value_name == "max_sensitivity"].groupby("method").value.mean()
     assert sens["random"] == 0  # re-explained with the same seed: the random map does not move
-    assert (df[df.value_name == "sparseness"].value.between(0, 1)).all()
+    sparse = df[df.value_name == "sparseness"]
+    defined = sparse.value.notna()
+    assert defined.sum() >= 16 and sparse.value[defined].between(0, 1).all()
+    # an all-zero map (a CAM of this 2-epoch CNN may be one, depending on the thread count) is NaN and says why
+    assert sparse.note[~defined].fillna("").str.contains("zero everywhere").all()
