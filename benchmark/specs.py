@@ -553,6 +553,12 @@ MODEL_FIT = "model-fit"
 chance), so every result can be read against whether its model learned; a study's accuracy floor
 reads it."""
 
+EXPLANATION_STATS = ("mean", "spread", "between", "pixel_spread", "mass_inside", "area_share", "focus", "pointing")
+"""What a model that explains itself reports about its explanations of the validation split, as
+``val_explanation_<name>`` in its fit report, and ``model-fit`` records: their level, the spread
+within a map, between the maps' means and across images per pixel, and, against the mask (the last
+four), the share of the mass inside it, the mask's area share, their ratio and the pointing game."""
+
 PLUGIN_KINDS = ("datasets", "models", "methods", "metrics")
 """The four kinds of benchmark plugin, in the order a combination joins them."""
 

@@ -8,6 +8,7 @@ import torch
 
 from xbench import DatasetInfo, FitContext, Param, testing
 from xbench.errors import XbenchError
+from xbench.specs import EXPLANATION_STATS
 from xbench.plugins.models import joint_explainer as jx
 from xbench.plugins.models._training import _resident, evaluate
 from xbench.specs import defaults
@@ -367,7 +368,7 @@ def test_explanation_statistics_by_hand():
     from xbench import Split
 
     bare = jx.explanation_stats(_Maps(), Split(torch.tensor(maps)[:, None], torch.zeros(3, dtype=torch.long)), CPU)
-    assert set(bare) == set(jx.STATS[:4])
+    assert set(bare) == set(EXPLANATION_STATS[:4])
 
 
 def test_one_fixed_pattern_for_every_image_is_reported_as_such():
@@ -407,5 +408,5 @@ def test_fit_trains_the_explainer_with_adam_and_reports_the_new_statistics():
     after = model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("explainer."))
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("classifier."))
-    assert {f"val_explanation_{k}" for k in jx.STATS} <= set(report.metrics)
+    assert {f"val_explanation_{k}" for k in EXPLANATION_STATS} <= set(report.metrics)
     assert report.metrics["val_explanation_area_share"] == pytest.approx(64 / 256)

@@ -21,6 +21,7 @@ import torch
 
 from xbench import Family, MetricContext, MetricSpec, hookimpl
 from xbench.results import facet_text
+from xbench.specs import EXPLANATION_STATS
 
 PER_CLASS = ("sensitivity", "specificity", "auroc", "auprc")
 
@@ -120,12 +121,9 @@ def classification(ctx: MetricContext) -> dict[str, torch.Tensor]:
     return result
 
 
-EXPLANATION_FIT = {"mean": None, "spread": None, "between": None, "pixel_spread": None, "mass_inside": True,
-                   "area_share": None, "focus": True, "pointing": True}
-"""What a model with an in-model explainer reports about its explanations of the validation split
-(``val_explanation_<name>`` in its fit report; see the joint explainer): their level, the spread
-within a map, between the maps' means and across images per pixel, and, against the mask, the
-share of the mass inside it, the mask's area share, their ratio and the pointing game."""
+EXPLANATION_FIT = {k: True if k in ("mass_inside", "focus", "pointing") else None for k in EXPLANATION_STATS}
+"""Each explanation statistic (``xbench.specs.EXPLANATION_STATS``) with its direction: more mass on
+the object, a higher focus and more hits are better; the rest describe the map."""
 
 
 def model_fit(ctx: MetricContext) -> dict[str, torch.Tensor]:

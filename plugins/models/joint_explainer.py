@@ -75,7 +75,7 @@ from xbench import Dataset, DatasetInfo, FitContext, FitReport, ModelSpec, Param
 from xbench.cache import Cache
 from xbench.hashing import array_digest, content_hash
 from xbench.errors import XbenchError
-from xbench.specs import defaults
+from xbench.specs import EXPLANATION_STATS, defaults
 
 from .cifar_resnet import init_resnet, make_stages
 from ._training import _resident, fit_classifier, iterate, trainable_parameters
@@ -528,10 +528,6 @@ DEGENERATE_SPREAD = 0.02
 of the per-image means, or the mean over pixels of the standard deviation across images) an
 explanation in [0, 1) says nothing about where to look in *this* image."""
 
-STATS = ("mean", "spread", "between", "pixel_spread", "mass_inside", "area_share", "focus", "pointing")
-"""The explanation statistics ``explanation_stats`` returns (the last four need a mask)."""
-
-
 @torch.no_grad()
 def explanation_stats(module: JointModel, split, device: torch.device, batch_size: int = 64) -> dict[str, float]:
     """Summary of the explanations of a split, in eval mode: ``mean``; ``spread`` (mean per-map std:
@@ -562,7 +558,7 @@ def explanation_stats(module: JointModel, split, device: torch.device, batch_siz
             peaked = flat.amax(1) > flat.amin(1)  # a constant map points nowhere (its argmax is pixel 0)
             hits.append((m.gather(1, flat.argmax(1, keepdim=True))[:, 0] & peaked).double()[keep])
     if not means:
-        return {k: math.nan for k in STATS[:4]}
+        return {k: math.nan for k in EXPLANATION_STATS[:4]}
     m, sd = torch.cat(means), torch.cat(stds)
     variance = (total2 - total ** 2 / n) / max(n - 1, 1)
     out = {"mean": float(m.mean()), "spread": float(sd.mean()), "between": float(m.std()) if n > 1 else 0.0,
