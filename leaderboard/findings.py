@@ -432,9 +432,9 @@ def _trend(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> None:
 # ── near ─────────────────────────────────────────────────────────────────────────────────────────
 
 
-def _mean_interval(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> tuple[float, float, float, str]:
-    """The mean of the ``a`` rows with its bootstrap (1 − 2·alpha) interval, recorded in the verdict,
-    and how it reads (relative to ``chance`` when the claim gives one)."""
+def _mean_interval(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> tuple[float, float, str]:
+    """The mean of the ``a`` rows with its bootstrap (1 − 2·alpha) interval, recorded in the verdict;
+    returns the interval and how the mean reads (relative to ``chance`` when the claim gives one)."""
     obs = observations(_floor(frame, c, table(frame, side(frame, base, c.a, "a")), verdict))
     enough(obs, c, "the selection")
     x = obs["value"].to_numpy(float)
@@ -449,11 +449,11 @@ def _mean_interval(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) ->
         rel = f", {mean / c.chance:.1f}× chance ({fmt_number(c.chance)})"
     verdict.n = int(x.size)
     text = f"mean {fmt_number(mean)}{rel}, {100 * (1 - 2 * c.alpha):g}% CI [{fmt_number(lo)}, {fmt_number(hi)}]"
-    return mean, lo, hi, text
+    return lo, hi, text
 
 
 def _near(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> None:
-    _, lo, hi, text = _mean_interval(frame, c, base, verdict)
+    lo, hi, text = _mean_interval(frame, c, base, verdict)
     low, high = c.target - c.tolerance, c.target + c.tolerance
     verdict.measured["tolerance"] = c.tolerance
     summary = f"{text} against {fmt_number(c.target)} ± {fmt_number(c.tolerance)} over {verdict.n} model instances"
@@ -466,7 +466,7 @@ def _near(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> None:
 
 
 def _bound(frame: Rows, c: Claim, base: np.ndarray, verdict: Verdict) -> None:
-    _, lo, hi, text = _mean_interval(frame, c, base, verdict)
+    lo, hi, text = _mean_interval(frame, c, base, verdict)
     word, other = ("above", "below") if c.kind.sign > 0 else ("below", "above")
     summary = f"{text} against {fmt_number(c.target)} over {verdict.n} model instances"
     beyond, short = (lo > c.target, hi < c.target) if c.kind.sign > 0 else (hi < c.target, lo > c.target)
