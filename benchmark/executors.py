@@ -13,6 +13,7 @@ In process that is the driver's registry (``options["registry"]``); a remote wor
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -206,7 +207,8 @@ def _spawn_environ() -> dict[str, str | None]:
 
 
 def _local_cluster(workers: int, device: str):
-    """A cluster on loopback only, no dashboard; one worker per GPU, pinned, when running on CUDA."""
+    """A cluster on loopback only, no dashboard, whose scheduler and worker processes log errors only
+    (their INFO lines would bury the progress bar); one worker per GPU, pinned, when running on CUDA."""
     from distributed import Nanny, Scheduler, SpecCluster
 
     env_per_worker: list[dict[str, str]] = [{} for _ in range(workers)]
@@ -219,11 +221,11 @@ def _local_cluster(workers: int, device: str):
             env_per_worker = [{"CUDA_VISIBLE_DEVICES": str(i % gpus)} for i in range(workers)]
     specs = {
         f"xbench-{i}": {"cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1", "env": env,
-                                                  "dashboard_address": None}}
+                                                  "dashboard_address": None, "silence_logs": logging.ERROR}}
         for i, env in enumerate(env_per_worker)
     }
     scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
-    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=40)
+    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR)
 
 
 @hookimpl

@@ -8,7 +8,7 @@ import os
 import pandas as pd
 import pytest
 
-from helpers import TINY, write_config
+from helpers import TINY, run_cli, write_config
 from xbench import load_results
 from xbench.results import MEASUREMENTS
 from xbench.config import load_config
@@ -53,3 +53,13 @@ def test_unreachable_scheduler_is_a_usage_error(tmp_path, use_sites):
                                        "--scheduler", "tcp://127.0.0.1:9"])
     assert result.exit_code == 2, result.output
     assert "Could not reach the Dask scheduler at 'tcp://127.0.0.1:9'" in " ".join(result.output.split())
+
+
+def test_cluster_logs_stay_quiet(tiny_config, tmp_path):
+    """The scheduler's and the worker processes' INFO lines would bury the progress bar; only the run's
+    own lines reach stderr."""
+    result = run_cli("run", str(tiny_config()), "--out", str(tmp_path / "out"), "--executor", "dask",
+                     "--workers", "1", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "distributed." not in result.stderr, result.stderr[:2000]
+    assert "Done in" in result.stdout
