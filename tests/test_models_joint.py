@@ -508,6 +508,10 @@ def test_fit_with_the_robustness_options_learns_and_explains():
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == y).float().mean().item()
         z = model.explain(x)
+    print("accuracy", accuracy, "inside", float(z[mask].mean()), "outside", float(z[~mask].mean()),
+          {k: v for k, v in report.metrics.items() if k.startswith("val_explanation")})
     assert accuracy > 0.85, report.history
     assert float(z[mask].mean()) > float(z[~mask].mean()) + 0.05
-    assert report.metrics["phase2_best_epoch"] >= 0 and report.metrics["val_explanation_pixel_spread"] > 0.02
+    phase2 = [h["val_accuracy"] for h in report.history if h["phase"] == 2.0]
+    assert report.metrics["phase2_val_accuracy"] >= max(phase2) - 0.02, report.history
+    assert report.metrics["val_explanation_pixel_spread"] > 0.02

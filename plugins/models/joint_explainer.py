@@ -41,6 +41,24 @@ uniformly lowered map; the share is scale-free and falls only when mass moves in
 source's settings at CPU scale the map left its start by about the same amount at every pixel of
 every image (the old riotorto preset: mean 0.71–0.87, std of per-map means 0.001–0.009).
 
+Three more, off by default (the riotorto preset sets the first two; measured 2026-12-08 on its
+polygons, one thread, loaded machine, seed 3, which ended as one fixed pattern before):
+``precise_bn`` recomputes the trained parts' batch-norm statistics over that many training images
+before each validation. The running averages trail the weights: in phase 1 validation accuracy
+fell to 0.535 at training accuracy 0.986 (seed 0), and in phase 2 the explainer's BatchNorm2d(1)
+gave eval-mode maps unlike the training ones (validation accuracy 0.655 at training accuracy 0.998,
+seed 3 unsupervised). With it, phase 1 reached 0.995 validation accuracy an epoch earlier and the
+hybrid's final map went from one fixed pattern (per-pixel spread across images 0.001) to
+image-specific (0.126). ``select = "accurate"`` keeps, in phases 2 and 3, the lowest validation
+loss only among epochs within ``accuracy_tolerance`` of the phase's best validation accuracy, the
+phase's start included. γ·weak dominates the validation loss, and with the classifier frozen in
+phase 2 a map concentrated on the object costs accuracy (training accuracy there falls too, 0.98
+to 0.85 in three epochs, so this is a real trade, not only batch-norm lag): the source's rule kept
+phase 2 epochs at validation accuracy 0.5 (seed 0) and 0.73 (seed 3). ``sparsity = "peak"``
+(sparsity over the map's maximum, blind to the map's level) did not make the unsupervised map
+image-specific (seed 3, with phase 3 at α 0.5: per-pixel spread 0.003, focus 1.17); the source's
+mean stays the riotorto preset's.
+
 After training, the explanations of the validation set are summarised (``val_explanation_*``, see
 ``explanation_stats``: level, spread within a map, between maps and per pixel across images, and
 against the mask the mass inside it, its area share, their ratio ``focus`` and the pointing game),
