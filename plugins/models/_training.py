@@ -102,6 +102,22 @@ def highest_val_accuracy(min_delta: float = 0.0) -> Selector:
     return lambda record, best: best is None or record["val_accuracy"] > best["val_accuracy"] + min_delta
 
 
+def lowest_val_loss_near_best_accuracy(tolerance: float, min_delta: float = 0.0) -> Selector:
+    """Keep the epoch with the lowest validation loss among those whose validation accuracy is within
+    ``tolerance`` of the best accuracy seen so far: a loss that mixes in other terms (an explanation
+    penalty) cannot keep a state that has lost the task. Stateful: make one per training run."""
+    top = [-math.inf]
+
+    def keep(record: dict[str, float], best: dict[str, float] | None) -> bool:
+        top[0] = max(top[0], record["val_accuracy"])
+        if record["val_accuracy"] < top[0] - tolerance:
+            return False
+        return (best is None or best["val_accuracy"] < top[0] - tolerance
+                or record["val_loss"] < best["val_loss"] - min_delta)
+
+    return keep
+
+
 SELECTORS = {"val_loss": lowest_val_loss, "val_accuracy": highest_val_accuracy}
 
 
@@ -122,6 +138,8 @@ def fit_classifier(
     select: str | Selector = "val_loss",
     stop: Callable[[list[dict[str, float]]], bool] | None = None,
     train_mode: Callable[[torch.nn.Module], Any] | None = None,
+    before_validation: Callable[[torch.nn.Module], Any] | None = None,
+    start_candidate: bool = False,
     name: str = "model",
 ) -> FitReport:
     """Train ``module`` in place and reload the state kept by ``select``.
@@ -129,7 +147,9 @@ def fit_classifier(
     ``select`` is ``"val_loss"``, ``"val_accuracy"`` or a :data:`Selector`. ``patience`` stops after
     that many epochs without a newly kept state; ``stop(history)`` is an additional stopping rule.
     ``train_mode(module)`` sets train/eval modes before each epoch (default ``module.train()``),
-    e.g. to keep a frozen part in eval mode.
+    e.g. to keep a frozen part in eval mode. ``before_validation(module)`` runs before each
+    validation (e.g. to recompute batch-norm statistics). With ``start_candidate`` the starting state
+    is validated first and competes as epoch 0, so a run whose every epoch is worse keeps its start.
     """
     device = ctx.device
     module.to(device)
@@ -138,6 +158,17 @@ def fit_classifier(
     keep = SELECTORS[select](min_delta) if isinstance(select, str) else select
     history: list[dict[str, float]] = []
     best_record, best_state, waited = None, None, 0
+
+    def validate(epoch: int, **train: float) -> dict[str, float]:
+        if before_validation is not None:
+            before_validation(module)
+        val = evaluate(module, val_data, batch_size, device, eval_loss)
+        return {"epoch": epoch, **train, "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+
+    if start_candidate and epochs > 0:
+        start = validate(0)
+        if keep(start, None):
+            best_record, best_state = start, copy.deepcopy(module.state_dict())
     for epoch in range(1, epochs + 1):
         train_mode(module) if train_mode is not None else module.train()
         total, seen, correct, counted = 0.0, 0, 0, 0
@@ -157,11 +188,9 @@ def fit_classifier(
             if logits is not None:
                 correct += int((logits.detach().argmax(1) == batch["y"]).sum())
                 counted += len(batch["y"])
-        val = evaluate(module, val_data, batch_size, device, eval_loss)
+        record = validate(epoch, train_loss=total / max(seen, 1))
         if scheduler is not None:
-            scheduler.step(val["loss"]) if _wants_metric(scheduler) else scheduler.step()
-        record = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val["loss"],
-                  "val_accuracy": val["accuracy"]}
+            scheduler.step(record["val_loss"]) if _wants_metric(scheduler) else scheduler.step()
         if counted:
             record["train_accuracy"] = correct / counted
         history.append(record)
