@@ -3,6 +3,7 @@ compared with its cross-entropy baseline trained the same way; losses, tags and 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -85,6 +86,32 @@ def test_both_variants_train_every_layer_unless_legacy_frozen_base(cardiac, trai
     assert report.metrics["trainable_parameters"] == sum(p.numel() for p in model.head.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if k.startswith("features."))
     assert not torch.equal(before["head.0.weight"], model.state_dict()["head.0.weight"])
+
+
+def test_heatmap_warmup_ramps_the_term_linearly_over_its_epochs():
+    params = {**defaults(hl.PARAMS), "heatmap_weight": 2.0, "heatmap_warmup": 1.5}
+    ramp = list(itertools.islice(hl.warmup_weights(params, 4), 9))  # 1.5 epochs of 4 steps: 6 steps
+    assert ramp == pytest.approx([0.0, 2 / 6, 4 / 6, 1.0, 8 / 6, 10 / 6, 2.0, 2.0, 2.0])
+    source = list(itertools.islice(hl.warmup_weights({**params, "heatmap_warmup": 0.0}, 4), 3))
+    assert source == [2.0, 2.0, 2.0]  # the source's default: full weight from the first step
+
+
+def test_fit_trains_its_first_step_without_the_term_under_warmup(cardiac):
+    """One step per epoch (50 images, batch 50): under a warm-up its only step has weight 0, so the
+    model trains exactly as one with the term off, and unlike one with the term at full weight."""
+    small = Dataset("tiny", CLASSES, {k: Split(s.images[:50], s.labels[:50], s.masks[:50]) for k, s in
+                                      (("train", cardiac.train), ("val", cardiac.val), ("test", cardiac.test))})
+    base = {**defaults(hl.PARAMS), "loss": "heatmap", "width": 0.0625, "pretrain": "none", "lr": 1e-3, "epochs": 1,
+            "batch_size": 50}
+    states = {}
+    with torch_threads(1):
+        for name, change in (("warmup", {"heatmap_warmup": 1.0}), ("off", {"heatmap_weight": 0.0}), ("full", {})):
+            torch.manual_seed(0)
+            model = hl.build(small.describe(), {**base, **change})
+            hl.fit(model, small, {**base, **change}, FitContext(0, CPU, ""))
+            states[name] = model.state_dict()
+    assert all(torch.equal(v, states["off"][k]) for k, v in states["warmup"].items())
+    assert not all(torch.equal(v, states["full"][k]) for k, v in states["warmup"].items())
 
 
 def test_hirescam_is_the_channel_mean_of_activation_times_gradient():
